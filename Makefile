@@ -1,0 +1,52 @@
+# Fruits! image-features pipeline. `make demo` and `make test` set up what they need.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# make run parameters (defaults = the demo's: bundled ImageNet MobileNetV2-0.35 weights)
+IMAGES ?= data/sample
+OUT ?= out/run
+WEIGHTS ?= models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5
+ALPHA ?= 0.35
+MODEL ?= mobilenet_v2
+IMAGE_SIZE ?= 224
+POOLING ?= avg
+ENGINE ?= onnxruntime
+VARIANCE ?= 0.95
+K ?=
+MANIFEST ?=
+
+RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL) \
+	--image-size $(IMAGE_SIZE) --pooling $(POOLING) --engine $(ENGINE) \
+	$(if $(MANIFEST),--manifest $(MANIFEST),--images $(IMAGES)) \
+	$(if $(K),--k $(K),--variance $(VARIANCE))
+
+.PHONY: setup check-java demo run test clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or make PYTHON=/path/to/python3.11)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	@touch $(STAMP)
+
+check-java:
+	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || { \
+	  echo "error: Java not found. Spark needs Java 17 (or 11): apt-get install openjdk-17-jre-headless"; exit 1; }
+
+demo: setup check-java
+	$(PY) -m spark_jobs.run_local --images data/sample --output out/demo \
+	  --weights models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5 --alpha 0.35
+
+run: setup check-java
+	$(PY) -m spark_jobs.run_local $(RUN_ARGS)
+
+test: setup check-java
+	$(PY) -m pytest tests -q
+
+clean:
+	rm -rf out .pytest_cache

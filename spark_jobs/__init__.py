@@ -1,0 +1,1 @@
+"""Fruits! image-features Spark jobs: featurize (CNN features) and pca (dimension reduction)."""

@@ -1,0 +1,317 @@
+"""featurize job: fruit photos -> CNN feature vectors (Parquet), broken inputs -> quarantine.
+
+    spark-submit --py-files spark_jobs.zip spark_jobs/featurize.py \
+        (--images ROOT | --manifest FILE) --output OUT [model options]
+
+Writes OUT/features, OUT/quarantine (Parquet) and OUT/featurize.json. Every input image ends
+in exactly one of the two Parquet outputs: images_seen = features_rows + quarantined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from urllib.parse import urlparse
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from spark_jobs import storage
+from spark_jobs.backbones import BACKBONES, ENGINES, POOLINGS, ModelConfigError, ModelSpec, export_artifact, feature_dim
+from spark_jobs.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, IMAGE_GLOB, has_image_extension
+from spark_jobs.inference import make_featurize_batches
+
+FEATURE_RESULT = T.StructType(
+    [
+        T.StructField("features", T.ArrayType(T.FloatType())),
+        T.StructField("width", T.IntegerType()),
+        T.StructField("height", T.IntegerType()),
+        T.StructField("mode", T.StringType()),
+        T.StructField("error", T.StringType()),
+    ]
+)
+BINARY_FILE_SCHEMA = T.StructType(
+    [
+        T.StructField("path", T.StringType()),
+        T.StructField("modificationTime", T.TimestampType()),
+        T.StructField("length", T.LongType()),
+        T.StructField("content", T.BinaryType()),
+    ]
+)
+FEATURE_COLUMNS = ["path", "label", "features", "width", "height", "mode", "bytes", "modification_time", "model"]
+QUARANTINE_COLUMNS = ["path", "label", "reason", "bytes", "modification_time", "model"]
+
+# Driver-side cache: one exported artifact per (spec, engine) in this process.
+_ARTIFACTS: dict[tuple[ModelSpec, str], Path] = {}
+
+
+class InputError(ValueError):
+    """The images, manifest or output the user named cannot be used; the message says why."""
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default="mobilenet_v2", choices=sorted(BACKBONES), help="CNN backbone")
+    model.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
+    model.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
+    model.add_argument("--pooling", default="avg", choices=POOLINGS, help="global pooling of the last feature map")
+    model.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet (Keras download on the driver), random (seeded, BatchNorm-calibrated),"
+        " or a weights file: local path or s3:// URI",
+    )
+    model.add_argument("--seed", type=int, default=42, help="seed of --weights random")
+    model.add_argument("--engine", default="onnxruntime", choices=ENGINES, help="inference engine on executors")
+    model.add_argument("--batch-size", type=int, default=32, help="images per CNN call")
+    model.add_argument(
+        "--arrow-batch-size", type=int, default=128, help="rows per Arrow batch sent to a Python worker"
+    )
+    model.add_argument("--partitions", type=int, default=0, help="Spark partitions for inference (0 = auto)")
+    model.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        help="larger images are quarantined as decompression bombs",
+    )
+
+
+def add_input_options(parser: argparse.ArgumentParser) -> None:
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="image root, searched recursively (<label>/<file>)")
+    source.add_argument("--manifest", help="text file listing one image URI per line")
+    parser.add_argument("--output", required=True, help="output root (local path or s3:// URI)")
+
+
+def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="featurize", description=__doc__.split("\n\n")[0], add_help=add_help
+    )
+    add_input_options(parser)
+    add_model_options(parser)
+    return parser
+
+
+def label_col(path: Column) -> Column:
+    """The fruit label: the name of the image's parent folder (Fruits-360 layout)."""
+    return F.element_at(F.split(path, "/"), -2)
+
+
+def _positive(args: argparse.Namespace) -> None:
+    for name in ("batch_size", "arrow_batch_size", "max_image_pixels"):
+        if getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.partitions < 0:
+        raise InputError("--partitions must be 0 (auto) or positive")
+
+
+def _quarantine_rows(spark: SparkSession, rows: list[tuple[str, str]]) -> DataFrame:
+    schema = T.StructType([T.StructField("path", T.StringType()), T.StructField("reason", T.StringType())])
+    return (
+        spark.createDataFrame(rows, schema)
+        .withColumn("label", label_col(F.col("path")))
+        .withColumn("bytes", F.lit(None).cast("long"))
+        .withColumn("modification_time", F.lit(None).cast("timestamp"))
+    )
+
+
+def read_manifest(spark: SparkSession, manifest: str) -> list[str]:
+    """Image URIs listed in a manifest, in order, without blanks, comments or repeats."""
+    if not storage.exists(spark, manifest):
+        raise InputError(f"manifest {manifest} does not exist")
+    lines = storage.read_bytes(spark, manifest).decode("utf-8").splitlines()
+    entries = [line.strip() for line in lines]
+    return list(dict.fromkeys(e for e in entries if e and not e.startswith("#")))
+
+
+def list_images(
+    spark: SparkSession, images: str | None = None, manifest: str | None = None
+) -> tuple[DataFrame, DataFrame]:
+    """The image files to featurize (binaryFile rows) and the listed inputs that cannot be
+    read at all (path, reason) — from an image root or a manifest."""
+    reader = spark.read.format("binaryFile")
+    problems: list[tuple[str, str]] = []
+    if images is not None:
+        if not storage.is_dir(spark, images):
+            raise InputError(f"image root {images} does not exist or is not a folder")
+        files = reader.option("recursiveFileLookup", "true").option("pathGlobFilter", IMAGE_GLOB).load(images)
+        return files, _quarantine_rows(spark, problems)
+    entries = read_manifest(spark, manifest)
+    wanted = []
+    for entry in entries:
+        if has_image_extension(entry):
+            wanted.append(entry)
+        else:
+            expected = ", ".join(IMAGE_EXTENSIONS)
+            problems.append((entry, f"unsupported file extension (expected {expected})"))
+    try:
+        files = reader.load(wanted) if wanted else spark.createDataFrame([], BINARY_FILE_SCHEMA)
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" not in str(exc) and "Path does not exist" not in str(exc):
+            raise
+        present = []
+        for entry in wanted:
+            if storage.exists(spark, entry):
+                present.append(entry)
+            else:
+                problems.append((storage.qualify(spark, entry), "listed in the manifest but not found"))
+        files = reader.load(present) if present else spark.createDataFrame([], BINARY_FILE_SCHEMA)
+    return files, _quarantine_rows(spark, problems)
+
+
+def resolve_weights(spark: SparkSession, weights: str, workdir: Path) -> str:
+    """imagenet/random as they are; a file (local or any Hadoop URI) as a local path on the driver."""
+    if weights in ("imagenet", "random"):
+        return weights
+    scheme = urlparse(weights).scheme
+    if scheme and len(scheme) > 1:  # s3://, s3a://, hdfs://, file: — not a Windows drive letter
+        if not storage.exists(spark, weights):
+            raise InputError(f"weights file {weights} does not exist")
+        local = workdir / Path(urlparse(weights).path).name
+        return str(storage.download_file(spark, weights, local))
+    if not Path(weights).is_file():
+        raise InputError(f"weights file {weights} does not exist (or use imagenet / random)")
+    return str(Path(weights).resolve())
+
+
+def model_artifact(spec: ModelSpec, engine: str) -> Path:
+    """Export the model once per driver process; the file name carries its content hash."""
+    key = (spec, engine)
+    if key not in _ARTIFACTS or not _ARTIFACTS[key].exists():
+        workdir = Path(tempfile.mkdtemp(prefix="fruits-model-"))
+        exported = export_artifact(spec, engine, workdir)
+        digest = hashlib.sha256(exported.read_bytes()).hexdigest()[:16]
+        named = exported.with_name(f"fruits-{digest}{''.join(exported.suffixes)}")
+        shutil.move(exported, named)
+        _ARTIFACTS[key] = named
+    return _ARTIFACTS[key]
+
+
+def featurize_files(
+    files: DataFrame,
+    spec: ModelSpec,
+    engine: str,
+    artifact_name: str,
+    batch_size: int,
+    partitions: int,
+    max_image_pixels: int,
+) -> DataFrame:
+    """binaryFile rows -> one row per file with features or the decode error."""
+    featurize_batches = make_featurize_batches(engine, artifact_name, spec, batch_size, max_image_pixels)
+    featurize_udf = F.pandas_udf(featurize_batches, FEATURE_RESULT)  # scalar iterator UDF
+    return (
+        files.repartition(partitions, "path")
+        .select(
+            "path",
+            label_col(F.col("path")).alias("label"),
+            F.col("length").alias("bytes"),
+            F.col("modificationTime").alias("modification_time"),
+            featurize_udf("content").alias("result"),
+        )
+        .select("path", "label", "bytes", "modification_time", "result.*")
+    )
+
+
+def auto_partitions(spark: SparkSession, image_count: int) -> int:
+    """Enough tasks to keep every core busy and to balance stragglers; ~1000 images each at scale."""
+    return max(1, spark.sparkContext.defaultParallelism * 4, -(-image_count // 1000))
+
+
+def run(spark: SparkSession, args: argparse.Namespace) -> dict:
+    """Featurize; write features, quarantine and featurize.json under args.output."""
+    started = time.monotonic()
+    _positive(args)
+    spec = ModelSpec(
+        backbone=args.model,
+        alpha=args.alpha,
+        image_size=args.image_size,
+        pooling=args.pooling,
+        weights=args.weights,
+        seed=args.seed,
+    ).validate()
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.arrow_batch_size))
+    workdir = Path(tempfile.mkdtemp(prefix="fruits-weights-"))
+    spec = replace(spec, weights=resolve_weights(spark, args.weights, workdir))
+    files, unreadable = list_images(spark, images=args.images, manifest=args.manifest)
+    file_count = files.count()  # listing only: binaryFile skips content when it is not selected
+    artifact = model_artifact(spec, args.engine)
+    spark.sparkContext.addFile(str(artifact))
+    partitions = args.partitions or auto_partitions(spark, file_count)
+    results = featurize_files(
+        files, spec, args.engine, artifact.name, args.batch_size, partitions, args.max_image_pixels
+    ).persist()
+    model_id = spec.model_id
+    try:
+        features = results.where(F.col("error").isNull()).withColumn("model", F.lit(model_id))
+        quarantine = (
+            results.where(F.col("error").isNotNull())
+            .withColumnRenamed("error", "reason")
+            .select("path", "label", "reason", "bytes", "modification_time")
+            .unionByName(unreadable)
+            .withColumn("model", F.lit(model_id))
+        )
+        features_uri = storage.join(args.output, "features")
+        quarantine_uri = storage.join(args.output, "quarantine")
+        features.select(*FEATURE_COLUMNS).write.mode("overwrite").parquet(features_uri)
+        quarantine.select(*QUARANTINE_COLUMNS).coalesce(1).write.mode("overwrite").parquet(quarantine_uri)
+    finally:
+        results.unpersist()
+    written = spark.read.parquet(quarantine_uri)
+    quarantined = written.count()
+    features_rows = spark.read.parquet(features_uri).count()
+    images_seen = file_count + unreadable.count()
+    if features_rows + quarantined != images_seen:
+        raise RuntimeError(
+            f"counts do not reconcile: {images_seen} images seen, {features_rows} featurized"
+            f" + {quarantined} quarantined"
+        )
+    reasons = {
+        row["kind"]: row["count"]
+        for row in written.groupBy(F.split("reason", ":").getItem(0).alias("kind")).count().collect()
+    }
+    summary = {
+        "images_seen": images_seen,
+        "features_rows": features_rows,
+        "quarantined": quarantined,
+        "quarantine_reasons": reasons,
+        "model": model_id,
+        "weights": args.weights,
+        "engine": args.engine,
+        "image_size": spec.image_size,
+        "feature_dim": feature_dim(spec),
+        "partitions": partitions,
+        "batch_size": args.batch_size,
+        "arrow_batch_size": args.arrow_batch_size,
+        "input": args.images or args.manifest,
+        "featurize_seconds": round(time.monotonic() - started, 3),
+    }
+    storage.write_json(spark, storage.join(args.output, "featurize.json"), summary)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    spark = SparkSession.builder.appName("fruits-featurize").getOrCreate()
+    try:
+        summary = run(spark, args)
+    except (InputError, ModelConfigError) as exc:
+        print(f"featurize: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"featurize: {summary['images_seen']} images seen, {summary['features_rows']} featurized,"
+        f" {summary['quarantined']} quarantined -> {args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Shared fixtures: real sample images, the bundled real weights, one local Spark session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("FRUITS_SHARED", REPO_ROOT.parent / "shared"))
+SAMPLE = SHARED / "data" / "fruits-360-sample"
+WEIGHTS = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+LABELS = ("apple", "lemon", "mango", "raspberry")
+
+
+def pytest_configure(config):
+    if not SAMPLE.is_dir():
+        raise pytest.UsageError(
+            f"real sample images not found at {SAMPLE}: put shared/ beside the repo or set FRUITS_SHARED"
+        )
+
+
+def copy_sample(target: Path, per_label: int, offset: int = 0) -> list[Path]:
+    """Copy `per_label` real images of each fruit into target/<label>/ and return them."""
+    copied = []
+    for label in LABELS:
+        (target / label).mkdir(parents=True, exist_ok=True)
+        for source in sorted((SAMPLE / label).iterdir())[offset : offset + per_label]:
+            copied.append(Path(shutil.copy(source, target / label / source.name)))
+    return copied
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from spark_jobs.run_local import local_spark
+
+    session = local_spark("local[2]", "4g")
+    yield session
+    session.stop()
