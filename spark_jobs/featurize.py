@@ -113,12 +113,18 @@ def _positive(args: argparse.Namespace) -> None:
         raise InputError("--partitions must be 0 (auto) or positive")
 
 
-def _quarantine_rows(spark: SparkSession, rows: list[tuple[str, str]]) -> DataFrame:
-    schema = T.StructType([T.StructField("path", T.StringType()), T.StructField("reason", T.StringType())])
+def _quarantine_rows(spark: SparkSession, rows: list[tuple[str, str, int | None]]) -> DataFrame:
+    """Quarantine rows for inputs that never reach the decoder: (path, reason, bytes)."""
+    schema = T.StructType(
+        [
+            T.StructField("path", T.StringType()),
+            T.StructField("reason", T.StringType()),
+            T.StructField("bytes", T.LongType()),
+        ]
+    )
     return (
         spark.createDataFrame(rows, schema)
         .withColumn("label", label_col(F.col("path")))
-        .withColumn("bytes", F.lit(None).cast("long"))
         .withColumn("modification_time", F.lit(None).cast("timestamp"))
     )
 
@@ -138,11 +144,12 @@ def list_images(
     """The image files to featurize (binaryFile rows) and the listed inputs that cannot be
     read at all (path, reason) — from an image root or a manifest."""
     reader = spark.read.format("binaryFile")
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str, int | None]] = []
     if images is not None:
         if not storage.is_dir(spark, images):
             raise InputError(f"image root {images} does not exist or is not a folder")
         files = reader.option("recursiveFileLookup", "true").option("pathGlobFilter", IMAGE_GLOB).load(images)
+        problems += unscanned_files(spark, files)
         return files, _quarantine_rows(spark, problems)
     entries = read_manifest(spark, manifest)
     wanted = []
@@ -151,7 +158,7 @@ def list_images(
             wanted.append(entry)
         else:
             expected = ", ".join(IMAGE_EXTENSIONS)
-            problems.append((entry, f"unsupported file extension (expected {expected})"))
+            problems.append((storage.qualify(spark, entry), f"unsupported file extension (expected {expected})", None))
     try:
         files = reader.load(wanted) if wanted else spark.createDataFrame([], BINARY_FILE_SCHEMA)
     except AnalysisException as exc:
@@ -162,9 +169,26 @@ def list_images(
             if storage.exists(spark, entry):
                 present.append(entry)
             else:
-                problems.append((storage.qualify(spark, entry), "listed in the manifest but not found"))
+                problems.append((storage.qualify(spark, entry), "listed in the manifest but not found", None))
         files = reader.load(present) if present else spark.createDataFrame([], BINARY_FILE_SCHEMA)
+    problems += unscanned_files(spark, files)
     return files, _quarantine_rows(spark, problems)
+
+
+def unscanned_files(spark: SparkSession, files: DataFrame) -> list[tuple[str, str, int | None]]:
+    """Files Spark listed but will not scan: its file sources skip zero-byte files silently."""
+    listed = files.inputFiles()
+    if len(listed) == files.count():
+        return []
+    scanned = {row.path for row in files.select("path").collect()}
+    skipped = []
+    for uri in listed:
+        uri = storage.qualify(spark, uri)
+        if uri not in scanned:
+            size = storage.size(spark, uri)
+            reason = "empty file (0 bytes)" if size == 0 else "listed but not read by Spark"
+            skipped.append((uri, reason, size))
+    return skipped
 
 
 def resolve_weights(spark: SparkSession, weights: str, workdir: Path) -> str:

@@ -30,6 +30,11 @@ def is_dir(spark: SparkSession, uri: str) -> bool:
     return bool(fs.exists(path) and fs.getFileStatus(path).isDirectory())
 
 
+def size(spark: SparkSession, uri: str) -> int:
+    fs, path = _fs_path(spark, uri)
+    return int(fs.getFileStatus(path).getLen())
+
+
 def qualify(spark: SparkSession, uri: str) -> str:
     """The URI as Spark's file sources report it (e.g. /a/b -> file:/a/b)."""
     fs, path = _fs_path(spark, uri)
