@@ -1,0 +1,99 @@
+"""The local run (the product's main command) end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import LABELS, REPO_ROOT, SAMPLE, WEIGHTS, copy_sample
+from imagefiles import broken_images, write_files
+
+
+def run_local(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "spark_jobs.run_local", *args],
+        cwd=REPO_ROOT,
+        env=env or os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    images = tmp_path_factory.mktemp("images")
+    copy_sample(images, per_label=12, offset=30)
+    photo = sorted((SAMPLE / "apple").iterdir())[0]
+    write_files(images / "apple", {name: data for name, (data, _) in broken_images(photo).items() if name in ("truncated.jpg", "zero_bytes.jpg")})
+    out = tmp_path_factory.mktemp("out")
+    result = run_local("--images", str(images), "--output", str(out), "--weights", str(WEIGHTS), "--alpha", "0.35")
+    return result, out
+
+
+def test_run_succeeds_and_prints_a_summary(local_run):
+    result, out = local_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "images seen      50" in result.stdout
+    assert "featurized       48" in result.stdout
+    assert "quarantined      2" in result.stdout and "truncated image" in result.stdout
+    assert f"outputs          {out}/" in result.stdout
+
+
+def test_every_output_is_written(local_run):
+    _, out = local_run
+    for name in ("features", "quarantine", "pca"):
+        assert list((out / name).glob("part-*.parquet")), name
+        assert (out / name / "_SUCCESS").exists()
+    assert (out / "pca_model" / "metadata").is_dir() and len(list((out / "pca_model" / "stages").iterdir())) == 3
+    for plot in ("explained_variance.png", "pca_scatter.png"):
+        with Image.open(out / plot) as image:
+            assert image.format == "PNG" and image.width > 300 and image.height > 300
+            assert len(image.convert("RGB").getcolors(1 << 20) or []) > 10  # something was drawn
+
+
+def test_report_has_every_field_and_reconciles(local_run):
+    _, out = local_run
+    report = json.loads((out / "report.json").read_text())
+    required = {
+        "images_seen", "features_rows", "quarantined", "k", "variance_target", "explained_variance",
+        "cumulative_explained_variance", "model", "weights", "image_size", "featurize_seconds", "pca_seconds",
+    }
+    assert required <= set(report)
+    assert (report["images_seen"], report["features_rows"], report["quarantined"]) == (50, 48, 2)
+    assert report["quarantine_reasons"] == {"empty file (0 bytes)": 1, "truncated image": 1}
+    assert report["variance_target"] == 0.95 and report["cumulative_explained_variance"][report["k"] - 1] >= 0.95
+    assert report["weights"] == str(WEIGHTS) and report["image_size"] == 224
+    assert report["featurize_seconds"] > 0 and report["pca_seconds"] > 0
+
+
+def test_pca_output_matches_report(local_run):
+    import pyarrow.parquet as pq
+
+    _, out = local_run
+    report = json.loads((out / "report.json").read_text())
+    table = pq.read_table(out / "pca").to_pandas()
+    assert len(table) == report["features_rows"]
+    assert set(table.label) == set(LABELS)
+    assert {len(v) for v in table.pca} == {report["k"]}
+
+
+def test_missing_java_is_one_clear_message(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "JAVA_HOME"}
+    env["PATH"] = str(tmp_path)  # no java here
+    result = run_local("--images", str(tmp_path), "--output", str(tmp_path / "out"), env=env)
+    assert result.returncode == 2
+    assert "Java not found" in result.stderr and "openjdk-17" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_user_error_is_one_line_not_a_traceback(tmp_path):
+    result = run_local("--images", str(tmp_path / "missing"), "--output", str(tmp_path / "out"), "--weights", str(WEIGHTS), "--alpha", "0.35")
+    assert result.returncode == 2
+    assert f"run_local: error: image root {tmp_path / 'missing'} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
