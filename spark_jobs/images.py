@@ -8,7 +8,9 @@ from __future__ import annotations
 import io
 import posixpath
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -73,15 +75,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+@contextmanager
+def _bomb_limit(max_image_pixels: int) -> Iterator[None]:
+    """Pillow's bomb limit is process-global: set it for one decode, then put it back."""
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_image_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def decode_image(
     content: bytes | None, size: int, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 ) -> DecodedImage:
     """Decode, orient, convert and resize one image; raise QuarantineError with the reason."""
     if content is None or len(content) == 0:
         raise QuarantineError("empty file (0 bytes)")
-    Image.MAX_IMAGE_PIXELS = max_image_pixels
     try:
-        with warnings.catch_warnings():
+        with _bomb_limit(max_image_pixels), warnings.catch_warnings():
             # Pillow only warns between 1x and 2x the limit; treat both as bombs.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(content), formats=ACCEPTED_FORMATS) as image:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +17,8 @@ LABELS = ("apple", "lemon", "mango", "raspberry")
 
 
 def pytest_configure(config):
+    # py4j logs "closing connection" from finalizers after pytest closed its streams.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     if not SAMPLE.is_dir():
         raise pytest.UsageError(
             f"real sample images not found at {SAMPLE}: put shared/ beside the repo or set FRUITS_SHARED"

@@ -71,6 +71,7 @@ def test_bomb_limit_is_configurable():
     with pytest.raises(QuarantineError, match="decompression bomb"):
         decode_image(PHOTO.read_bytes(), 64, max_image_pixels=2_000)
     assert decode_image(PHOTO.read_bytes(), 64, max_image_pixels=20_000).pixels.shape == (64, 64, 3)
+    assert Image.MAX_IMAGE_PIXELS == 89_478_485  # the process-wide limit is left as it was
 
 
 def test_unsupported_mode_is_named():
