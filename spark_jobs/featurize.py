@@ -70,6 +70,13 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         " or a weights file: local path or s3:// URI",
     )
     model.add_argument("--seed", type=int, default=42, help="seed of --weights random")
+    model.add_argument(
+        "--model-artifact",
+        default=None,
+        help="pre-exported ONNX model (spark_jobs.export_model; local or s3://, with its .json"
+        " sidecar): the driver then needs no TensorFlow and the model options above are read"
+        " from the sidecar",
+    )
     model.add_argument("--engine", default="onnxruntime", choices=ENGINES, help="inference engine on executors")
     model.add_argument("--batch-size", type=int, default=32, help="images per CNN call")
     model.add_argument(
@@ -219,6 +226,29 @@ def model_artifact(spec: ModelSpec, engine: str) -> Path:
     return _ARTIFACTS[key]
 
 
+def fetch_exported_model(spark: SparkSession, uri: str, workdir: Path) -> tuple[Path, ModelSpec, str, str]:
+    """A pre-exported ONNX model and its sidecar: (local file named by content, spec, model id, weights)."""
+    from spark_jobs.export_model import sidecar_path, spec_from_description
+
+    for needed in (uri, sidecar_path(uri)):
+        if not storage.exists(spark, needed):
+            raise InputError(f"model artifact {needed} does not exist (make it with spark_jobs.export_model)")
+    description = storage.read_json(spark, sidecar_path(uri))
+    local = storage.download_file(spark, uri, workdir / "model.onnx")
+    digest = hashlib.sha256(local.read_bytes()).hexdigest()[:16]
+    named = local.rename(workdir / f"fruits-{digest}.onnx")
+    spec = spec_from_description(description)
+    return named, spec, description["model_id"], description["weights"]
+
+
+def ship_to_executors(spark: SparkSession, artifact: Path) -> None:
+    """addFile once per name: artifact names carry their content hash, so a name already
+    shipped is the same model (Spark refuses a second path under one name)."""
+    shipped = {uri.rsplit("/", 1)[-1] for uri in spark.sparkContext.listFiles}
+    if artifact.name not in shipped:
+        spark.sparkContext.addFile(str(artifact))
+
+
 def featurize_files(
     files: DataFrame,
     spec: ModelSpec,
@@ -253,26 +283,33 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Featurize; write features, quarantine and featurize.json under args.output."""
     started = time.monotonic()
     _positive(args)
-    spec = ModelSpec(
-        backbone=args.model,
-        alpha=args.alpha,
-        image_size=args.image_size,
-        pooling=args.pooling,
-        weights=args.weights,
-        seed=args.seed,
-    ).validate()
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.arrow_batch_size))
     workdir = Path(tempfile.mkdtemp(prefix="fruits-weights-"))
-    spec = replace(spec, weights=resolve_weights(spark, args.weights, workdir))
+    artifact_uri = getattr(args, "model_artifact", None)
+    if artifact_uri:
+        if args.engine != "onnxruntime":
+            raise InputError("--model-artifact is an ONNX model: use it with --engine onnxruntime")
+        artifact, spec, model_id, weights = fetch_exported_model(spark, artifact_uri, workdir)
+    else:
+        spec = ModelSpec(
+            backbone=args.model,
+            alpha=args.alpha,
+            image_size=args.image_size,
+            pooling=args.pooling,
+            weights=args.weights,
+            seed=args.seed,
+        ).validate()
+        spec = replace(spec, weights=resolve_weights(spark, args.weights, workdir))
+        model_id, weights = spec.model_id, args.weights
     files, unreadable = list_images(spark, images=args.images, manifest=args.manifest)
     file_count = files.count()  # listing only: binaryFile skips content when it is not selected
-    artifact = model_artifact(spec, args.engine)
-    spark.sparkContext.addFile(str(artifact))
+    if not artifact_uri:
+        artifact = model_artifact(spec, args.engine)
+    ship_to_executors(spark, artifact)
     partitions = args.partitions or auto_partitions(spark, file_count)
     results = featurize_files(
         files, spec, args.engine, artifact.name, args.batch_size, partitions, args.max_image_pixels
     ).persist()
-    model_id = spec.model_id
     try:
         features = results.where(F.col("error").isNull()).withColumn("model", F.lit(model_id))
         quarantine = (
@@ -307,7 +344,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         "quarantined": quarantined,
         "quarantine_reasons": reasons,
         "model": model_id,
-        "weights": args.weights,
+        "weights": weights,
         "engine": args.engine,
         "image_size": spec.image_size,
         "feature_dim": feature_dim(spec),
@@ -318,7 +355,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         "featurize_seconds": round(time.monotonic() - started, 3),
     }
     storage.write_json(spark, storage.join(args.output, "featurize.json"), summary)
-    shutil.rmtree(workdir, ignore_errors=True)
+    if not artifact_uri:  # an exported model's file is still registered with addFile
+        shutil.rmtree(workdir, ignore_errors=True)
     return summary
 
 

@@ -83,7 +83,7 @@ def test_features_are_identical_whatever_the_partitioning(spark, tmp_path):
     copy_sample(tmp_path / "imgs", per_label=8, offset=100)
     spec = ModelSpec(alpha=0.35, weights=str(WEIGHTS))
     artifact = featurize.model_artifact(spec, "onnxruntime")
-    spark.sparkContext.addFile(str(artifact))
+    featurize.ship_to_executors(spark, artifact)
     files, _ = featurize.list_images(spark, images=str(tmp_path / "imgs"))
     by_partitions = {}
     for partitions in (1, 3, 7):
@@ -161,3 +161,23 @@ def test_user_errors_are_clear(spark, tmp_path):
         featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "out", alpha=1.0))
     with pytest.raises(ModelConfigError, match="--alpha applies to mobilenet_v2 only"):
         featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "out", model="vgg16", alpha=0.5))
+
+
+def test_exported_model_matches_the_in_job_export(spark, tmp_path):
+    """--model-artifact: features equal those of the in-job export; sidecar gives the model id."""
+    from spark_jobs.export_model import main as export_main
+
+    copy_sample(tmp_path / "imgs", per_label=2, offset=470)
+    artifact = tmp_path / "staged" / "model.onnx"
+    assert export_main(["--output", str(artifact), "--alpha", "0.35", "--weights", str(WEIGHTS)]) == 0
+    for run in ("a", "b"):  # twice: the second run re-ships the same content under the same name
+        exported = featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / run, model_artifact=artifact))
+    inline = featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "inline"))
+    assert exported["model"] == inline["model"] and exported["weights"] == WEIGHTS.name
+    a = spark.read.parquet(str(tmp_path / "b" / "features")).toPandas().set_index("path").sort_index()
+    b = spark.read.parquet(str(tmp_path / "inline" / "features")).toPandas().set_index("path").sort_index()
+    np.testing.assert_allclose(np.stack(a.features), np.stack(b.features), rtol=0, atol=1e-5)
+    with pytest.raises(featurize.InputError, match="use it with --engine onnxruntime"):
+        featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "c", model_artifact=artifact, engine="tensorflow"))
+    with pytest.raises(featurize.InputError, match="model artifact .*nothing.onnx does not exist"):
+        featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "c", model_artifact=tmp_path / "nothing.onnx"))

@@ -97,3 +97,25 @@ def test_user_error_is_one_line_not_a_traceback(tmp_path):
     assert result.returncode == 2
     assert f"run_local: error: image root {tmp_path / 'missing'} does not exist" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_exported_model_run_never_imports_tensorflow(tmp_path):
+    """With --model-artifact the driver never imports TensorFlow/Keras (executors on ONNX Runtime never do)."""
+    artifact = tmp_path / "model.onnx"
+    export = subprocess.run(
+        [sys.executable, "-m", "spark_jobs.export_model", "--output", str(artifact), "--alpha", "0.35", "--weights", str(WEIGHTS)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert export.returncode == 0, export.stderr[-2000:]
+    assert json.loads((tmp_path / "model.onnx.json").read_text())["feature_dim"] == 1280
+    copy_sample(tmp_path / "imgs", per_label=3, offset=80)
+    probe = (
+        "import sys; from spark_jobs import run_local; "
+        f"code = run_local.main(['--images', {str(tmp_path / 'imgs')!r}, '--output', {str(tmp_path / 'out')!r}, "
+        f"'--model-artifact', {str(artifact)!r}, '--k', '3']); "
+        "print('heavy modules:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)); sys.exit(code)"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "heavy modules: []" in result.stdout
+    assert "featurized       12" in result.stdout
