@@ -23,7 +23,7 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(MANIFEST),--manifest $(MANIFEST),--images $(IMAGES)) \
 	$(if $(K),--k $(K),--variance $(VARIANCE))
 
-.PHONY: setup check-java demo run test clean
+.PHONY: setup check-java demo run test bench clean
 
 setup: $(STAMP)
 
@@ -48,5 +48,8 @@ run: setup check-java
 test: setup check-java
 	$(PY) -m pytest tests -q
 
+bench: setup check-java
+	$(PY) bench/run_bench.py --update-readme
+
 clean:
-	rm -rf out .pytest_cache
+	rm -rf out .pytest_cache bench/work

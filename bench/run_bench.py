@@ -1,0 +1,457 @@
+"""Featurization benchmark: measures, side by side in one run, what the pipeline's speed and
+cost claims rest on, and writes bench/results.json (+ the README table with --update-readme).
+
+    python bench/run_bench.py [--smoke] [--results bench/results.json] [--update-readme]
+
+Every Spark measurement runs in a fresh process (clean JVM and Python workers), so wall times
+and peak RSS are not polluted by earlier runs. Nothing here is asserted on: the test suite only
+runs --smoke to keep the harness from rotting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+SHARED = Path(os.environ.get("FRUITS_SHARED", REPO_ROOT.parent / "shared"))
+SAMPLE = SHARED / "data" / "fruits-360-sample"
+WEIGHTS_035 = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+PRICES = REPO_ROOT / "bench" / "prices.json"
+README = REPO_ROOT / "README.md"
+MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+# ---------------------------------------------------------------- data
+
+def sample_files(per_label: int | None = None) -> list[Path]:
+    files = []
+    for label_dir in sorted(p for p in SAMPLE.iterdir() if p.is_dir()):
+        files += sorted(label_dir.iterdir())[:per_label]
+    return files
+
+
+def make_replicas(target: Path, sources: list[Path], copies: int) -> list[Path]:
+    """`copies` replicas of the sample, each but the first with a small brightness change,
+    re-encoded, so the images are all different files with realistic JPEG content."""
+    from PIL import Image, ImageEnhance
+
+    stamp = target / f".complete-{len(sources)}x{copies}"
+    if not stamp.exists():
+        shutil.rmtree(target, ignore_errors=True)
+        for copy in range(copies):
+            for source in sources:
+                out = target / f"rep{copy:02d}" / source.parent.name / source.name
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if copy == 0:
+                    shutil.copy(source, out)
+                else:
+                    with Image.open(source) as image:
+                        ImageEnhance.Brightness(image.convert("RGB")).enhance(1 + 0.01 * copy).save(out, quality=95)
+        stamp.touch()
+    return sorted(p for p in target.rglob("*.jpg"))
+
+
+# ---------------------------------------------------------------- probes (fresh processes)
+
+class PeakRss:
+    """Samples the summed RSS of this process's descendants (the Spark JVM and its Python
+    workers) every 0.2 s."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._me = psutil.Process()
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import psutil
+
+        while not self._stop.is_set():
+            total = 0
+            for child in self._me.children(recursive=True):
+                try:
+                    total += child.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def probe_featurize(args: argparse.Namespace) -> dict:
+    from spark_jobs import featurize
+    from spark_jobs.run_local import local_spark
+
+    spark = local_spark("local[2]", "2g")
+    source = ["--manifest", args.manifest] if args.manifest else ["--images", args.images]
+    job = featurize.build_parser().parse_args(
+        [*source, "--output", args.output, "--model-artifact", args.artifact, "--batch-size", str(args.batch_size)]
+    )
+    with PeakRss() as rss:
+        started = time.perf_counter()
+        summary = featurize.run(spark, job)
+        wall = time.perf_counter() - started
+    spark.stop()
+    return {"images": summary["images_seen"], "features_rows": summary["features_rows"], "seconds": wall,
+            "peak_rss_bytes": rss.peak, "partitions": summary["partitions"]}
+
+
+def probe_seed_method(args: argparse.Namespace) -> dict:
+    """The seed notebook's featurization: Keras model built from broadcast weights in a
+    scalar-iterator pandas UDF, `img_to_array` + `preprocess_input` per image, `model.predict`
+    on every Arrow batch."""
+    from pyspark.sql import functions as F
+
+    from spark_jobs.backbones import ModelSpec, build_model
+    from spark_jobs.run_local import local_spark
+
+    spark = local_spark("local[2]", "2g")
+    spec = ModelSpec(alpha=args.alpha, weights="random")
+    backbone = build_model(spec).layers[-1]  # calibrated MobileNetV2, no preprocessing layer
+    broadcast_weights = spark.sparkContext.broadcast(backbone.get_weights())
+    alpha, size = args.alpha, 224
+
+    def model_fn():
+        from keras.applications import MobileNetV2
+
+        model = MobileNetV2(weights=None, include_top=False, pooling="avg", alpha=alpha, input_shape=(size, size, 3))
+        model.set_weights(broadcast_weights.value)
+        return model
+
+    def preprocess(content):
+        from keras.applications.mobilenet_v2 import preprocess_input
+        from keras.utils import img_to_array
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(content)).resize([size, size])
+        return preprocess_input(img_to_array(image))
+
+    @F.pandas_udf("array<float>")
+    def featurize_udf(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        model = model_fn()
+        for contents in batches:
+            arrays = np.stack([preprocess(c) for c in contents])
+            preds = model.predict(arrays, verbose=0)
+            yield pd.Series([p.flatten() for p in preds])
+
+    images = spark.read.format("binaryFile").option("pathGlobFilter", "*.jpg").option("recursiveFileLookup", "true").load(args.images)
+    started = time.perf_counter()
+    count = images.count()
+    images.repartition(8).select("path", featurize_udf("content").alias("features")).write.mode("overwrite").parquet(args.output)
+    wall = time.perf_counter() - started
+    spark.stop()
+    return {"images": count, "seconds": wall}
+
+
+def probe_pca(args: argparse.Namespace) -> dict:
+    from pyspark.sql import functions as F
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from spark_jobs.pca import fit_pca
+    from spark_jobs.run_local import local_spark
+
+    spark = local_spark("local[2]", "4g")
+    features = spark.read.parquet(args.features).select("features").persist()
+    rows = features.count()
+    started = time.perf_counter()
+    _, spectrum, _ = fit_pca(features, 0.95, None)
+    spark_seconds = time.perf_counter() - started
+    matrix = np.stack(features.toPandas().features).astype(np.float64)
+    spark.stop()
+    started = time.perf_counter()
+    sk = PCA(svd_solver="full").fit(StandardScaler().fit_transform(matrix))
+    sklearn_seconds = time.perf_counter() - started
+    agree = float(np.abs(sk.explained_variance_ratio_ - spectrum[: len(sk.explained_variance_ratio_)]).max())
+    return {"rows": rows, "dim": int(matrix.shape[1]), "spark_seconds": spark_seconds,
+            "sklearn_seconds": sklearn_seconds, "spectrum_max_abs_diff": agree}
+
+
+def run_probe(kind: str, **options) -> dict:
+    """Run one probe in a fresh Python process and return its JSON result."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--probe", kind]
+    for name, value in options.items():
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"probe {kind} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- in-process measurements
+
+def decode_all(contents: list[bytes], size: int) -> np.ndarray:
+    from spark_jobs.images import decode_image
+
+    return np.stack([decode_image(c, size).pixels for c in contents]).astype(np.float32)
+
+
+def ceiling(artifact: Path, contents: list[bytes], batch_sizes: list[int]) -> dict:
+    """Single process, ONNX Runtime with every core, decode + preprocessing + inference from
+    in-memory bytes; the best batch size."""
+    import onnxruntime as ort
+
+    from spark_jobs.images import decode_image
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    session.run(None, {name: decode_all(contents[:8], 224)})
+    by_batch = {}
+    for batch in batch_sizes:
+        started = time.perf_counter()
+        for start in range(0, len(contents), batch):
+            pixels = np.stack([decode_image(c, 224).pixels for c in contents[start : start + batch]]).astype(np.float32)
+            session.run(None, {name: pixels})
+        by_batch[batch] = len(contents) / (time.perf_counter() - started)
+    best = max(by_batch, key=by_batch.get)
+    return {"img_s": by_batch[best], "batch_size": best, "by_batch_size": {str(k): round(v, 1) for k, v in by_batch.items()},
+            "threads": options.intra_op_num_threads}
+
+
+def engine_difference(contents: list[bytes], workdir: Path) -> float:
+    """max |onnx - tf| / max |tf| over the sample, real ImageNet weights (alpha 0.35)."""
+    import onnxruntime as ort
+
+    from spark_jobs.backbones import ModelSpec, build_model, export_artifact
+
+    spec = ModelSpec(alpha=0.35, weights=str(WEIGHTS_035))
+    artifact = export_artifact(spec, "onnxruntime", workdir / "diff")
+    model = build_model(spec)
+    session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    worst, scale = 0.0, 0.0
+    for start in range(0, len(contents), 64):
+        pixels = decode_all(contents[start : start + 64], 224)
+        reference = np.asarray(model(pixels, training=False))
+        worst = max(worst, float(np.abs(session.run(None, {name: pixels})[0] - reference).max()))
+        scale = max(scale, float(np.abs(reference).max()))
+    return worst / scale
+
+
+# ---------------------------------------------------------------- cost
+
+def cost_per_100k(per_core_img_s: float, prices: dict) -> dict:
+    """USD per 100k images for each priced instance type and market, per scenario: the
+    cluster's start-up/bootstrap minutes and the on-demand master node are billed too, and
+    amortised over the scenario's run size."""
+    assumptions = prices["assumptions"]
+    master = prices["instances"][assumptions["master_instance"]]
+    master_hourly = master[assumptions["master_market"]] + master["emr"]
+    scenarios = {}
+    for scenario in assumptions["scenarios"]:
+        run_images, nodes = scenario["run_images"], scenario["core_nodes"]
+        table = {}
+        for name, instance in prices["instances"].items():
+            img_s_per_node = per_core_img_s * instance["vcpu"] * assumptions["vcpu_efficiency"]
+            compute_hours = run_images / (img_s_per_node * nodes) / 3600
+            cluster_hours = compute_hours + assumptions["startup_minutes"] / 60
+            for market in ("spot", "on_demand"):
+                run_cost = cluster_hours * (nodes * (instance[market] + instance["emr"]) + master_hourly)
+                table[f"{name}/{market}"] = round(run_cost / run_images * 100_000, 4)
+        best = min((v, k) for k, v in table.items() if k.endswith("/spot"))
+        scenarios[scenario["name"]] = {**scenario, "usd_per_100k": table, "best_spot": {"instance": best[1], "usd": best[0]}}
+    return scenarios
+
+
+# ---------------------------------------------------------------- report
+
+def versions() -> dict:
+    names = ("pyspark", "onnxruntime", "tensorflow-cpu", "keras", "numpy", "pandas", "pyarrow", "pillow")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    found["python"] = platform.python_version()
+    found["java"] = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
+    return found
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor()
+
+
+def readme_table(results: dict) -> str:
+    targets = {
+        "spark_over_ceiling": ("spark_img_s / ceiling_img_s", ">= 0.85"),
+        "spark_over_seed": ("spark_img_s / seed_method_img_s", ">= 4"),
+        "engine_max_abs_diff_rel": ("engine_max_abs_diff_rel", "<= 1e-4"),
+        "incremental_ratio": ("incremental_ratio", "<= 0.10"),
+        "rss_ratio_10x": ("rss_ratio_10x", "<= 1.2"),
+        "pca_spark_over_sklearn": ("pca_spark_s / pca_sklearn_s", "<= 3"),
+        "cost_usd_per_100k_images": ("cost_usd_per_100k_images (spot)", "<= 0.10"),
+    }
+    ratios = results["ratios"]
+    lines = [
+        f"Measured {results['date']} on {results['machine']['cpu']} ({results['machine']['cores']} cores),"
+        f" MobileNetV2 alpha {results['alpha']} at 224, {results['images_full']} images"
+        f" ({results['replicas']}x the sample){' — SMOKE RUN' if results['smoke'] else ''}.",
+        "",
+        "| figure | value | target |",
+        "| --- | --- | --- |",
+        f"| ceiling_img_s (1 process, all cores, decode + ONNX Runtime) | {results['ceiling_img_s']:.1f} | — |",
+        f"| spark_img_s (featurize job, local[2]) | {results['spark_img_s']:.1f} | — |",
+        f"| seed_method_img_s (Keras predict per Arrow batch) | {results['seed_method_img_s']:.1f} | — |",
+    ]
+    for key, (label, target) in targets.items():
+        value = ratios.get(key, results.get(key))
+        lines.append(f"| {label} | {value:.3g} | {target} |")
+    lines += [
+        f"| pca_spark_s / pca_sklearn_s on {results['pca']['rows']}x{results['pca']['dim']} | "
+        f"{results['pca_spark_s']:.1f} s / {results['pca_sklearn_s']:.1f} s | — |",
+        *[f"| cost, {name} ({sc['run_images']:,} images, {sc['core_nodes']} core node(s)), best spot |"
+          f" {sc['best_spot']['usd']:.3f} USD / 100k on {sc['best_spot']['instance']} | — |"
+          for name, sc in results["cost"]["scenarios"].items()],
+        f"| alpha 0.35: ceiling / spark img/s | {results['alpha_0_35']['ceiling_img_s']:.1f} /"
+        f" {results['alpha_0_35']['spark_img_s']:.1f} | — |",
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(results: dict) -> None:
+    text = README.read_text()
+    if MARK_START not in text:
+        raise SystemExit(f"README has no {MARK_START} marker")
+    head, rest = text.split(MARK_START, 1)
+    _, tail = rest.split(MARK_END, 1)
+    README.write_text(head + MARK_START + "\n" + readme_table(results) + "\n" + MARK_END + tail)
+
+
+def bench(args: argparse.Namespace) -> dict:
+    from spark_jobs.backbones import ModelSpec
+    from spark_jobs.export_model import export_onnx
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    per_label = 6 if args.smoke else None
+    replicas = 2 if args.smoke else args.replicas
+    sources = sample_files(per_label)
+    contents = [p.read_bytes() for p in sources]
+    full = make_replicas(work / f"replicas-{len(sources)}", sources, replicas)
+    one_x = work / f"replicas-{len(sources)}" / "rep00"
+    results: dict = {"smoke": args.smoke, "date": dt.date.today().isoformat(), "alpha": args.alpha,
+                     "images_1x": len(sources), "replicas": replicas, "images_full": len(full)}
+    log = lambda message: print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)  # noqa: E731
+
+    artifacts = {}
+    for alpha, weights in ((args.alpha, "random"), (0.35, str(WEIGHTS_035))):
+        artifacts[alpha] = work / f"model-a{alpha}.onnx"
+        export_onnx(ModelSpec(alpha=alpha, weights=weights), artifacts[alpha])
+
+    log("ceiling")
+    batches = [8, 32] if args.smoke else [8, 16, 32, 64]
+    top = ceiling(artifacts[args.alpha], contents, batches)
+    results["ceiling_img_s"], results["ceiling"] = top["img_s"], top
+    log("featurize 1x and full")
+    run_1x = run_probe("featurize", images=one_x, output=work / "out-1x", artifact=artifacts[args.alpha], batch_size=args.batch_size)
+    run_full = run_probe("featurize", images=work / f"replicas-{len(sources)}", output=work / "out-full",
+                         artifact=artifacts[args.alpha], batch_size=args.batch_size)
+    results["spark_img_s"] = run_full["images"] / run_full["seconds"]
+    results["featurize_full"], results["featurize_1x"] = run_full, run_1x
+    log("incremental (5 % new)")
+    manifest = work / "manifest-5pct.txt"
+    chosen = random.Random(7).sample(full, max(1, round(0.05 * len(full))))
+    manifest.write_text("\n".join(map(str, chosen)) + "\n")
+    run_inc = run_probe("featurize", manifest=manifest, output=work / "out-inc", artifact=artifacts[args.alpha], batch_size=args.batch_size)
+    results["featurize_incremental"] = run_inc
+    log("seed method")
+    seed = run_probe("seed_method", images=one_x, output=work / "out-seed", alpha=args.alpha)
+    results["seed_method_img_s"] = seed["images"] / seed["seconds"]
+    results["seed_method"] = seed
+    log("engine difference")
+    results["engine_max_abs_diff_rel"] = engine_difference(contents, work)
+    log("pca")
+    pca = run_probe("pca", features=work / "out-full" / "features")
+    results["pca"], results["pca_spark_s"], results["pca_sklearn_s"] = pca, pca["spark_seconds"], pca["sklearn_seconds"]
+    log("alpha 0.35")
+    top_035 = ceiling(artifacts[0.35], contents, [top["batch_size"]])
+    run_035 = run_probe("featurize", images=work / f"replicas-{len(sources)}", output=work / "out-035",
+                        artifact=artifacts[0.35], batch_size=args.batch_size)
+    results["alpha_0_35"] = {"ceiling_img_s": top_035["img_s"], "spark_img_s": run_035["images"] / run_035["seconds"]}
+
+    prices = json.loads(PRICES.read_text())
+    per_core = results["spark_img_s"] / (os.cpu_count() or 1)
+    scenarios = cost_per_100k(per_core, prices)
+    headline = prices["assumptions"]["scenarios"][0]["name"]
+    results["cost_usd_per_100k_images"] = scenarios[headline]["best_spot"]["usd"]
+    results["cost"] = {"scenarios": scenarios, "headline_scenario": headline, "per_core_img_s": per_core,
+                       "assumptions": prices["assumptions"], "prices_as_of": prices["as_of"]}
+    results["ratios"] = {
+        "spark_over_ceiling": results["spark_img_s"] / results["ceiling_img_s"],
+        "spark_over_seed": results["spark_img_s"] / results["seed_method_img_s"],
+        "incremental_ratio": run_inc["seconds"] / run_full["seconds"],
+        "rss_ratio_10x": run_full["peak_rss_bytes"] / run_1x["peak_rss_bytes"],
+        "pca_spark_over_sklearn": results["pca_spark_s"] / results["pca_sklearn_s"],
+    }
+    results["incremental_ratio"] = results["ratios"]["incremental_ratio"]
+    results["rss_ratio_10x"] = results["ratios"]["rss_ratio_10x"]
+    results["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
+    results["versions"] = versions()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="a handful of images: checks the harness, measures nothing useful")
+    parser.add_argument("--results", default=str(REPO_ROOT / "bench" / "results.json"))
+    parser.add_argument("--workdir", default=str(REPO_ROOT / "bench" / "work"))
+    parser.add_argument("--replicas", type=int, default=10, help="the full run uses this many copies of the sample")
+    parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 alpha of the headline figures")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--update-readme", action="store_true")
+    # probe mode (internal): one measurement in this fresh process, JSON on the last stdout line
+    parser.add_argument("--probe", choices=("featurize", "seed_method", "pca"), help=argparse.SUPPRESS)
+    for name in ("images", "manifest", "output", "artifact", "features"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.probe:
+        probe = {"featurize": probe_featurize, "seed_method": probe_seed_method, "pca": probe_pca}[args.probe]
+        print(json.dumps(probe(args)))
+        return 0
+    if not SAMPLE.is_dir():
+        print(f"bench: error: sample images not found at {SAMPLE} (set FRUITS_SHARED)", file=sys.stderr)
+        return 2
+    results = bench(args)
+    Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.results).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(readme_table(results))
+    if args.update_readme:
+        update_readme(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

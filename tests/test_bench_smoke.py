@@ -1,0 +1,38 @@
+"""The benchmark harness on a handful of images, so it cannot rot. Checks what it produced
+(keys, counts, agreement figures), never how fast anything was."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+from conftest import REPO_ROOT
+
+REQUIRED = (
+    "ceiling_img_s", "spark_img_s", "seed_method_img_s", "engine_max_abs_diff_rel", "incremental_ratio",
+    "rss_ratio_10x", "pca_spark_s", "pca_sklearn_s", "cost_usd_per_100k_images", "machine", "versions", "date",
+)
+
+
+def test_smoke_benchmark_produces_every_figure(tmp_path):
+    results_path = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "bench/run_bench.py", "--smoke", "--results", str(results_path), "--workdir", str(tmp_path / "work")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(results_path.read_text())
+    assert set(REQUIRED) <= set(results)
+    for key in REQUIRED[:9]:
+        assert isinstance(results[key], float) and math.isfinite(results[key]) and results[key] > 0, key
+    assert results["smoke"] is True and results["images_1x"] == 24 and results["images_full"] == 48
+    assert results["featurize_full"]["features_rows"] == 48 and results["featurize_1x"]["features_rows"] == 24
+    assert results["featurize_incremental"]["images"] == 2  # 5 % of 48, rounded
+    assert results["seed_method"]["images"] == 24
+    assert results["engine_max_abs_diff_rel"] <= 1e-4  # agreement, not speed
+    assert results["pca"]["rows"] == 48 and results["pca"]["spectrum_max_abs_diff"] < 1e-6
+    assert set(results["cost"]["scenarios"]) == {"large run", "daily run"}
+    assert results["machine"]["cores"] >= 1 and results["versions"]["pyspark"] == "3.5.9"
+    assert "| spark_img_s / ceiling_img_s |" in done.stdout and "SMOKE RUN" in done.stdout
