@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pyspark import StorageLevel
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -309,7 +310,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     partitions = args.partitions or auto_partitions(spark, file_count)
     results = featurize_files(
         files, spec, args.engine, artifact.name, args.batch_size, partitions, args.max_image_pixels
-    ).persist()
+    ).persist(StorageLevel.DISK_ONLY)  # two writes, one inference pass; off-heap so memory stays flat
     try:
         features = results.where(F.col("error").isNull()).withColumn("model", F.lit(model_id))
         quarantine = (
