@@ -23,7 +23,7 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(MANIFEST),--manifest $(MANIFEST),--images $(IMAGES)) \
 	$(if $(K),--k $(K),--variance $(VARIANCE))
 
-.PHONY: setup check-java demo run test bench clean
+.PHONY: setup check-java demo run test bench clean up down trigger logs
 
 setup: $(STAMP)
 
@@ -53,3 +53,21 @@ bench: setup check-java
 
 clean:
 	rm -rf out .pytest_cache bench/work
+
+# Local Airflow + Postgres + MinIO stack (needs Docker with Compose v2)
+COMPOSE ?= docker compose
+DAG_ID ?= fruits_features
+CONF ?=
+
+up:
+	$(COMPOSE) up -d --build
+
+down:
+	$(COMPOSE) down
+
+trigger:
+	$(COMPOSE) exec airflow-apiserver airflow dags unpause $(DAG_ID)
+	$(COMPOSE) exec airflow-apiserver airflow dags trigger $(DAG_ID) $(if $(CONF),--conf '$(CONF)')
+
+logs:
+	$(COMPOSE) logs -f --tail=200

@@ -1,0 +1,275 @@
+"""
+### fruits_features: image features and PCA on a transient EMR cluster
+
+Daily, for the images that landed in `s3://<bucket>/<raw_prefix>` during the run's data interval
+(all images with `full_refresh`), runs the Spark jobs `featurize` and `pca` on an EMR 7.x cluster
+created for the run and always terminated afterwards, then checks the run's `report.json`.
+
+`resolve_config` → `stage_artifacts` → `find_new_images` (no images: everything after it is
+skipped, no cluster) → `emr_request` → `create_cluster` → `add_steps` → `watch_featurize` →
+`watch_pca` → `terminate_cluster` (teardown: runs after success, failure, timeout or kill) →
+`validate_outputs`.
+
+With `FRUITS_COMPUTE_MODE=local` (the docker-compose stack) the cluster tasks are replaced by
+`run_jobs_locally`: the same jobs with the same arguments, on local Spark reading S3 via s3a.
+
+Outputs: `s3://<bucket>/<output_prefix>run_date=YYYY-MM-DD/`, replaced as a whole on re-runs.
+Params, Variables, IAM and S3 layout: see the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pendulum
+from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrCreateJobFlowOperator
+from airflow.sdk import CronDataIntervalTimetable, Param, Variable, chain, dag, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from fruits_emr import config as emr
+from fruits_emr import storage
+from fruits_emr.operators import EmrStepSensorWithLogs, EmrTerminateRunClusters
+
+# Parse-time settings come from the environment only (no Variable or AWS calls while parsing).
+COMPUTE_MODE = os.environ.get("FRUITS_COMPUTE_MODE", "emr").strip().lower()
+if COMPUTE_MODE not in ("emr", "local"):
+    raise ValueError(f"FRUITS_COMPUTE_MODE={COMPUTE_MODE!r}: use 'emr' (transient EMR cluster) or 'local'.")
+SPARK_SCHEME = "s3a" if COMPUTE_MODE == "local" else "s3"
+REPO_ROOT = Path(os.environ.get("FRUITS_REPO_ROOT") or Path(__file__).resolve().parents[1])
+AWS_CONN_ID = os.environ.get("FRUITS_AWS_CONN_ID", "aws_default")
+DEFERRABLE = os.environ.get("FRUITS_DEFERRABLE", "false").strip().lower() in ("1", "true", "yes")
+SENSOR_MODE = os.environ.get("FRUITS_SENSOR_MODE", "reschedule")
+POKE_SECONDS = float(os.environ.get("FRUITS_POKE_SECONDS", "60"))
+STEP_TIMEOUT = timedelta(hours=float(os.environ.get("FRUITS_STEP_TIMEOUT_HOURS", "4")))
+RETRY_DELAY = timedelta(minutes=float(os.environ.get("FRUITS_RETRY_DELAY_MINUTES", "5")))
+PARSE_DEFAULTS = emr.parse_time_defaults(os.environ)
+
+DEFAULT_ARGS = {
+    "owner": "data-eng",
+    "retries": 2,
+    "retry_delay": RETRY_DELAY,
+    "retry_exponential_backoff": True,
+}
+STEP_SENSOR_ARGS = {
+    "aws_conn_id": AWS_CONN_ID,
+    "deferrable": DEFERRABLE,
+    "mode": SENSOR_MODE,
+    "poke_interval": POKE_SECONDS,
+    "timeout": STEP_TIMEOUT.total_seconds(),
+    "max_attempts": max(1, int(STEP_TIMEOUT.total_seconds() // POKE_SECONDS)),
+}
+
+
+def _s3() -> Any:
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+
+
+def _emr() -> Any:
+    from airflow.providers.amazon.aws.hooks.emr import EmrHook
+
+    return EmrHook(aws_conn_id=AWS_CONN_ID, emr_conn_id=None).get_conn()
+
+
+def _json_variable(key: str) -> Any:
+    try:
+        return Variable.get(key, default=None, deserialize_json=True)
+    except ValueError as exc:
+        raise AirflowFailException(f"Variable {key} is not valid JSON ({exc}); fix it in Admin > Variables.") from None
+
+
+@task
+def resolve_config(params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge Params over the defaults Variable and check them, before anything costs money."""
+    try:
+        config, sources = emr.resolve_run_config(params or {}, PARSE_DEFAULTS, _json_variable(emr.DEFAULTS_VARIABLE))
+        storage.check_bucket(_s3(), config.bucket)
+    except emr.ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+    for name, value in config.to_dict().items():
+        print(f"{name:22} {value!r:40} ({sources[name]})")
+    return config.to_dict()
+
+
+@task
+def stage_artifacts(config: dict[str, Any]) -> dict[str, str]:
+    """Job code, bootstrap and weights in S3 under content hashes; unchanged content is not uploaded again."""
+    try:
+        staged, uploaded = storage.stage_artifacts(_s3(), emr.RunConfig.from_dict(config), REPO_ROOT)
+    except emr.ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+    print(f"code bundle {staged.code_uri}: " + (f"uploaded {len(uploaded)} objects" if uploaded else "already staged"))
+    return staged.to_dict()
+
+
+@task.short_circuit
+def find_new_images(
+    config: dict[str, Any],
+    data_interval_start: datetime | None = None,
+    data_interval_end: datetime | None = None,
+    dag_run: Any = None,
+) -> dict[str, Any] | None:
+    """Write the manifest of the run's new images; none means the rest of the run is skipped (no cluster)."""
+    run_config = emr.RunConfig.from_dict(config)
+    run_after = getattr(dag_run, "run_after", None) or datetime.now(timezone.utc)
+    start, end, run_date = emr.run_window(data_interval_start, data_interval_end, run_after)
+    paths = emr.run_paths(run_config, run_date, scheme=SPARK_SCHEME)
+    s3 = _s3()
+    images = storage.new_images(s3, run_config, start, end, scheme=SPARK_SCHEME)
+    scope = "all images (full refresh)" if run_config.full_refresh else f"LastModified in [{start}, {end})"
+    if not images:
+        print(f"No images under s3://{run_config.bucket}/{emr.prefix(run_config.raw_prefix)} with {scope}: no cluster.")
+        return None
+    removed = storage.reset_partition(s3, paths)
+    storage.write_manifest(s3, paths, images)
+    print(f"{len(images)} images with {scope} -> {paths.manifest_uri} (cleared {removed} old objects)")
+    return {"paths": paths.to_dict(), "images": len(images), "window": [start.isoformat(), end.isoformat()]}
+
+
+@task(multiple_outputs=True)
+def emr_request(
+    config: dict[str, Any], staged: dict[str, str], run: dict[str, Any], dag_run: Any = None
+) -> dict[str, Any]:
+    """The RunJobFlow body and the steps, built from this run's config."""
+    run_config = emr.RunConfig.from_dict(config)
+    paths = emr.RunPaths(**run["paths"])
+    artifacts = emr.StagedArtifacts.from_dict(staged)
+    return {
+        "job_flow_overrides": emr.job_flow_overrides(run_config, paths, artifacts, dag_run.dag_id, dag_run.run_id),
+        "steps": emr.spark_steps(run_config, paths, artifacts),
+    }
+
+
+@task
+def run_jobs_locally(config: dict[str, Any], run: dict[str, Any]) -> None:
+    """Local compute mode: featurize then pca with local Spark on this worker, same arguments as on EMR."""
+    run_config = emr.RunConfig.from_dict(config)
+    paths = emr.RunPaths(**run["paths"])
+    try:
+        weights = storage.local_weights(run_config, REPO_ROOT, scheme=SPARK_SCHEME)
+    except emr.ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
+    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": python_path}
+    for command in emr.local_job_commands(run_config, paths, weights, sys.executable):
+        print(f"$ {shlex.join(command)}", flush=True)
+        returncode = subprocess.run(command, cwd=REPO_ROOT, env=env, check=False).returncode
+        if returncode == 2:  # the jobs' exit code for unusable input: retrying cannot help
+            raise AirflowFailException(f"{command[2]} rejected its input (exit 2); its message is above.")
+        if returncode != 0:
+            raise RuntimeError(f"{command[2]} failed with exit code {returncode}; its output is above.")
+
+
+@task
+def validate_outputs(config: dict[str, Any], run: dict[str, Any], cluster_id: str | None = None) -> dict[str, Any]:
+    """Fail unless manifest images = features + quarantined and all outputs exist; log counts and cost."""
+    run_config = emr.RunConfig.from_dict(config)
+    paths = emr.RunPaths(**run["paths"])
+    s3 = _s3()
+    try:
+        report = storage.read_report(s3, paths)
+    except storage.RunOutputError as exc:
+        raise AirflowFailException(str(exc)) from None
+    problems = emr.reconcile(report, run["images"], storage.partition_entries(s3, paths))
+
+    if cluster_id:
+        timeline = _emr().describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["Timeline"]
+        ended = timeline.get("EndDateTime") or datetime.now(timezone.utc)
+        try:
+            prices = emr.merge_prices(_json_variable(emr.PRICES_VARIABLE))
+        except emr.ConfigError as exc:
+            raise AirflowFailException(str(exc)) from None
+        cost = emr.estimate_cost(run_config, timeline["CreationDateTime"], ended, prices)
+    else:
+        cost = emr.CostEstimate(hours=0.0, usd=0.0, lines=["local Spark, no cluster"])
+
+    summary = {
+        "output": paths.output_uri,
+        "images": run["images"],
+        "features_rows": report.get("features_rows"),
+        "quarantined": report.get("quarantined"),
+        "quarantine_reasons": report.get("quarantine_reasons", {}),
+        "k": report.get("k"),
+        "variance_target": report.get("variance_target"),
+        "cluster_id": cluster_id,
+        "cluster_hours": round(cost.hours, 4),
+        "estimated_cost_usd": cost.usd,
+        "unpriced_instance_types": cost.unpriced,
+    }
+    print(
+        f"run {paths.run_date}: {run['images']} images -> {summary['features_rows']} featurized,"
+        f" {summary['quarantined']} quarantined {summary['quarantine_reasons']}, PCA k={summary['k']}"
+        f" | cluster {cluster_id} {cost.hours:.2f} h, estimated ${cost.usd:.2f} ({'; '.join(cost.lines)})"
+        + (f" | no price for {cost.unpriced}: set Variable {emr.PRICES_VARIABLE}" if cost.unpriced else "")
+    )
+    if problems:
+        raise AirflowFailException(f"Outputs in {paths.output_uri} do not reconcile: " + "; ".join(problems))
+    return summary
+
+
+@dag(
+    dag_id=emr.DAG_ID,
+    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["fruits", "emr", "spark", "features"],
+    doc_md=__doc__,
+    params={name: Param(**spec) for name, spec in emr.param_specs(PARSE_DEFAULTS).items()},
+)
+def fruits_features() -> None:
+    config = resolve_config()
+    if COMPUTE_MODE == "local":
+        run = find_new_images(config)
+        chain(run, run_jobs_locally(config, run), validate_outputs(config, run))
+        return
+
+    staged = stage_artifacts(config)
+    run = find_new_images(config)
+    request = emr_request(config, staged, run)
+
+    create_cluster = EmrCreateJobFlowOperator(
+        task_id="create_cluster",
+        job_flow_overrides=request["job_flow_overrides"],
+        aws_conn_id=AWS_CONN_ID,
+        emr_conn_id=None,
+    )
+    add_steps = EmrAddStepsOperator(
+        task_id="add_steps",
+        job_flow_id=create_cluster.output,
+        steps=request["steps"],
+        aws_conn_id=AWS_CONN_ID,
+    )
+    watch_featurize = EmrStepSensorWithLogs(
+        task_id="watch_featurize",
+        job_flow_id=create_cluster.output,
+        step_id="{{ ti.xcom_pull(task_ids='add_steps')[0] }}",
+        **STEP_SENSOR_ARGS,
+    )
+    watch_pca = EmrStepSensorWithLogs(
+        task_id="watch_pca",
+        job_flow_id=create_cluster.output,
+        step_id="{{ ti.xcom_pull(task_ids='add_steps')[1] }}",
+        **STEP_SENSOR_ARGS,
+    )
+    terminate_cluster = EmrTerminateRunClusters(
+        task_id="terminate_cluster",
+        job_flow_id=create_cluster.output,
+        aws_conn_id=AWS_CONN_ID,
+    ).as_teardown(setups=create_cluster)
+    validate = validate_outputs(config, run, create_cluster.output)
+
+    chain(staged, run, request, create_cluster, add_steps, watch_featurize, watch_pca, terminate_cluster, validate)
+    # the teardown succeeding must not let validate run after a failed step
+    watch_pca >> validate
+
+
+fruits_features()

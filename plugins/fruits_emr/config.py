@@ -1,0 +1,626 @@
+"""Run configuration, EMR job-flow overrides and Spark steps of the fruits_features DAG.
+
+Pure functions only: no AWS, Airflow or file-system calls, so tests build the EMR request
+bodies and validate them against botocore's EMR model without Airflow running.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta
+from typing import Any
+
+DAG_ID = "fruits_features"
+PROJECT_TAG = "fruits"
+ENV_PREFIX = "FRUITS_"
+DEFAULTS_VARIABLE = "fruits_features_defaults"
+PRICES_VARIABLE = "fruits_emr_prices"
+
+PYTHON = "python3.11"
+SPOT_TIMEOUT_MINUTES = 10
+MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+MOBILENET_SIZES = (96, 128, 160, 192, 224)
+PRESET_WEIGHTS = ("imagenet", "random")
+ACTIVE_CLUSTER_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
+
+# Approximate us-east-1 USD per instance-hour (EMR fee, EC2 on-demand, typical spot).
+# Override with the Airflow Variable `fruits_emr_prices` (same JSON shape).
+PRICE_TABLE: dict[str, dict[str, float]] = {
+    "m5.xlarge": {"emr": 0.048, "on_demand": 0.192, "spot": 0.075},
+    "m5a.xlarge": {"emr": 0.048, "on_demand": 0.172, "spot": 0.070},
+    "m6i.xlarge": {"emr": 0.048, "on_demand": 0.192, "spot": 0.075},
+    "m5.2xlarge": {"emr": 0.096, "on_demand": 0.384, "spot": 0.150},
+    "m6i.2xlarge": {"emr": 0.096, "on_demand": 0.384, "spot": 0.150},
+    "r5.xlarge": {"emr": 0.063, "on_demand": 0.252, "spot": 0.090},
+    "c5.2xlarge": {"emr": 0.085, "on_demand": 0.340, "spot": 0.130},
+}
+
+
+class ConfigError(ValueError):
+    """A Param, Variable or environment value the user set cannot be used; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a run needs, after Params, the defaults Variable and the environment are merged."""
+
+    bucket: str = ""
+    raw_prefix: str = "raw/"
+    output_prefix: str = "features/"
+    artifacts_prefix: str = "artifacts/"
+    logs_prefix: str = "emr-logs/"
+    variance: float = 0.95
+    k: int | None = None
+    model: str = "mobilenet_v2"
+    alpha: float = 1.0
+    image_size: int = 224
+    weights: str = "imagenet"
+    engine: str = "onnxruntime"
+    arrow_batch_size: int = 128
+    release_label: str = "emr-7.8.0"
+    master_instance_type: str = "m5.xlarge"
+    core_instance_types: tuple[str, ...] = ("m5.xlarge", "m5a.xlarge", "m6i.xlarge")
+    core_instance_count: int = 2
+    use_spot: bool = True
+    idle_timeout_minutes: int = 60
+    full_refresh: bool = False
+    subnet_id: str = ""
+    service_role: str = "EMR_DefaultRole"
+    job_flow_role: str = "EMR_EC2_DefaultRole"
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["core_instance_types"] = list(self.core_instance_types)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        return cls(**_coerce_all(data))
+
+
+CODE_DEFAULTS: dict[str, Any] = RunConfig().to_dict()
+
+PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bucket": ("S3 bucket holding raw images, outputs, staged code and EMR logs (required).", {"type": "string"}),
+    "raw_prefix": ("Key prefix of the raw images, laid out <label>/<file>.", {"type": "string"}),
+    "output_prefix": ("Key prefix of the outputs; one run_date=YYYY-MM-DD partition per run.", {"type": "string"}),
+    "artifacts_prefix": ("Key prefix where job code, bootstrap and weights are staged.", {"type": "string"}),
+    "logs_prefix": ("Key prefix of the EMR LogUri (cluster and step logs).", {"type": "string"}),
+    "variance": (
+        "PCA keeps the smallest k reaching this cumulative explained variance (ignored when k is set).",
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    ),
+    "k": ("Fixed number of PCA components; empty = use variance.", {"type": ["null", "integer"], "minimum": 1}),
+    "model": ("CNN backbone.", {"type": "string", "enum": ["mobilenet_v2", "resnet50", "vgg16"]}),
+    "alpha": ("MobileNetV2 width multiplier.", {"type": "number", "exclusiveMinimum": 0}),
+    "image_size": ("Square input size in pixels.", {"type": "integer", "minimum": 32, "maximum": 1024}),
+    "weights": (
+        "imagenet, random, an s3:// URI, or a weights file path in the repo (staged to S3 by the DAG).",
+        {"type": "string", "minLength": 1},
+    ),
+    "engine": ("Inference engine on the executors.", {"type": "string", "enum": ["onnxruntime", "tensorflow"]}),
+    "arrow_batch_size": ("Rows per Arrow batch sent to a Python worker.", {"type": "integer", "minimum": 1}),
+    "release_label": ("EMR release (7.x: Spark 3.5).", {"type": "string", "pattern": r"^emr-7\.[0-9]+\.[0-9]+$"}),
+    "master_instance_type": ("EC2 type of the primary node (always on-demand).", {"type": "string"}),
+    "core_instance_types": (
+        "EC2 types the core fleet may use, preferred first.",
+        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 30},
+    ),
+    "core_instance_count": ("Number of core nodes.", {"type": "integer", "minimum": 1, "maximum": 100}),
+    "use_spot": ("Core nodes on spot, switching to on-demand when spot is not available.", {"type": "boolean"}),
+    "idle_timeout_minutes": (
+        "AutoTerminationPolicy backstop: EMR ends the cluster after this long idle.",
+        {"type": "integer", "minimum": 1, "maximum": 10080},
+    ),
+    "full_refresh": ("Process every raw image, not only the images that landed in the run's interval.", {"type": "boolean"}),
+    "subnet_id": ("EC2 subnet of the cluster; empty = the account's default VPC.", {"type": "string"}),
+    "service_role": ("EMR service role.", {"type": "string", "minLength": 1}),
+    "job_flow_role": ("EC2 instance profile of the cluster nodes.", {"type": "string", "minLength": 1}),
+}
+
+
+def parse_time_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Code defaults overridden by FRUITS_<PARAM> environment variables (read when the DAG is parsed)."""
+    defaults = dict(CODE_DEFAULTS)
+    for name in defaults:
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            defaults[name] = _coerce(name, raw, source=f"environment variable {ENV_PREFIX}{name.upper()}")
+    return defaults
+
+
+def param_specs(defaults: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of one airflow.sdk.Param per run setting (UI form fields)."""
+    return {
+        name: {"default": defaults[name], "description": doc, "title": name.replace("_", " "), **schema}
+        for name, (doc, schema) in PARAM_DOCS.items()
+    }
+
+
+def resolve_run_config(
+    params: Mapping[str, Any],
+    parse_defaults: Mapping[str, Any],
+    variable_defaults: Mapping[str, Any] | None = None,
+) -> tuple[RunConfig, dict[str, str]]:
+    """Merge Params over the defaults Variable: a Param left at its parse-time default takes the Variable's value.
+
+    Returns the validated config and, for each setting, where its value came from.
+    """
+    variable_defaults = dict(variable_defaults or {})
+    unknown = sorted(set(variable_defaults) - set(CODE_DEFAULTS))
+    if unknown:
+        raise ConfigError(
+            f"Variable {DEFAULTS_VARIABLE} has unknown keys {unknown}; allowed keys: {sorted(CODE_DEFAULTS)}."
+        )
+    merged: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for name in CODE_DEFAULTS:
+        value = params.get(name, parse_defaults.get(name))
+        changed = _normalise(value) != _normalise(parse_defaults.get(name))
+        if not changed and name in variable_defaults:
+            merged[name] = _coerce(name, variable_defaults[name], source=f"Variable {DEFAULTS_VARIABLE}[{name!r}]")
+            sources[name] = "variable"
+        else:
+            merged[name] = _coerce(name, value, source=f"Param {name!r}")
+            sources[name] = "param" if changed else "default"
+    config = RunConfig(**merged)
+    validate_run_config(config)
+    return config, sources
+
+
+def validate_run_config(config: RunConfig) -> None:
+    """Raise ConfigError naming the first unusable setting and its fix."""
+    if not config.bucket:
+        raise ConfigError(
+            "Param 'bucket' is empty. Set it in the trigger form (--conf '{\"bucket\": \"my-bucket\"}'),"
+            f" in the Variable {DEFAULTS_VARIABLE} ({{\"bucket\": \"my-bucket\"}}) or in the environment"
+            f" variable {ENV_PREFIX}BUCKET."
+        )
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", config.bucket):
+        raise ConfigError(f"Param 'bucket' = {config.bucket!r} is not an S3 bucket name (no s3://, no slash).")
+    for name in ("raw_prefix", "output_prefix", "artifacts_prefix", "logs_prefix"):
+        value = getattr(config, name)
+        if value.startswith("s3://") or ".." in value.split("/"):
+            raise ConfigError(f"Param {name!r} = {value!r} must be a key prefix inside the bucket, like 'raw/'.")
+    raw, out = prefix(config.raw_prefix), prefix(config.output_prefix)
+    if out.startswith(raw) or raw.startswith(out):
+        raise ConfigError(
+            f"Params 'raw_prefix' ({raw!r}) and 'output_prefix' ({out!r}) overlap: the run's plots would be"
+            " read back as images. Use separate prefixes such as 'raw/' and 'features/'."
+        )
+    if not 0 < config.variance <= 1:
+        raise ConfigError(f"Param 'variance' = {config.variance} must be in (0, 1], e.g. 0.95.")
+    if config.k is not None and config.k < 1:
+        raise ConfigError(f"Param 'k' = {config.k} must be a positive integer, or empty to use 'variance'.")
+    if config.model == "mobilenet_v2" and config.weights not in ("random",):
+        if config.alpha not in MOBILENET_ALPHAS:
+            raise ConfigError(
+                f"Param 'alpha' = {config.alpha} has no pretrained MobileNetV2; use one of {list(MOBILENET_ALPHAS)}."
+            )
+        if config.weights == "imagenet" and config.image_size not in MOBILENET_SIZES:
+            raise ConfigError(
+                f"Param 'image_size' = {config.image_size} has no ImageNet MobileNetV2 weights;"
+                f" use one of {list(MOBILENET_SIZES)}."
+            )
+    if not config.core_instance_types:
+        raise ConfigError("Param 'core_instance_types' is empty; give at least one EC2 type, e.g. ['m5.xlarge'].")
+    for name, values in (("master_instance_type", [config.master_instance_type]),
+                         ("core_instance_types", config.core_instance_types)):
+        for value in values:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9]+", value):
+                raise ConfigError(f"Param {name!r} has {value!r}, which is not an EC2 instance type like 'm5.xlarge'.")
+    if config.core_instance_count < 1:
+        raise ConfigError(f"Param 'core_instance_count' = {config.core_instance_count} must be at least 1.")
+    if not 1 <= config.idle_timeout_minutes <= 7 * 24 * 60:
+        raise ConfigError(f"Param 'idle_timeout_minutes' = {config.idle_timeout_minutes} must be 1..10080 (7 days).")
+    if not re.fullmatch(r"emr-7\.\d+\.\d+", config.release_label):
+        raise ConfigError(f"Param 'release_label' = {config.release_label!r} must be an EMR 7.x release like 'emr-7.8.0'.")
+    if config.subnet_id and not config.subnet_id.startswith("subnet-"):
+        raise ConfigError(f"Param 'subnet_id' = {config.subnet_id!r} must look like 'subnet-0123abcd' or be empty.")
+
+
+def weights_kind(weights: str) -> str:
+    """'preset' (imagenet/random), 's3' (already in S3) or 'file' (a local file the DAG stages)."""
+    if weights in PRESET_WEIGHTS:
+        return "preset"
+    if weights.startswith("s3://"):
+        return "s3"
+    return "file"
+
+
+# --- S3 layout ---------------------------------------------------------------------------
+
+def prefix(value: str) -> str:
+    """A key prefix with no leading slash and one trailing slash ('' stays the bucket root)."""
+    value = value.strip("/")
+    return f"{value}/" if value else ""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """S3 locations of one run date; the partition is overwritten as a whole on re-runs.
+
+    `scheme` is how Spark addresses S3: s3:// (EMRFS) on EMR, s3a:// in the local compute mode.
+    """
+
+    bucket: str
+    run_date: str
+    partition_key: str
+    manifest_key: str
+    report_key: str
+    log_uri: str
+    scheme: str = "s3"
+
+    def uri(self, key: str) -> str:
+        return f"{self.scheme}://{self.bucket}/{key}"
+
+    @property
+    def output_uri(self) -> str:
+        return self.uri(self.partition_key).rstrip("/")
+
+    @property
+    def manifest_uri(self) -> str:
+        return self.uri(self.manifest_key)
+
+    @property
+    def report_uri(self) -> str:
+        return self.uri(self.report_key)
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def run_paths(config: RunConfig, run_date: str, scheme: str = "s3") -> RunPaths:
+    partition = f"{prefix(config.output_prefix)}run_date={run_date}/"
+    return RunPaths(
+        bucket=config.bucket,
+        run_date=run_date,
+        partition_key=partition,
+        manifest_key=f"{partition}manifest.txt",
+        report_key=f"{partition}report.json",
+        log_uri=f"s3://{config.bucket}/{prefix(config.logs_prefix)}",
+        scheme=scheme,
+    )
+
+
+def with_scheme(uri: str, scheme: str) -> str:
+    """s3://b/k or s3a://b/k with the given scheme; other values unchanged."""
+    for known in ("s3://", "s3a://"):
+        if uri.startswith(known):
+            return f"{scheme}://{uri[len(known):]}"
+    return uri
+
+
+def run_window(
+    data_interval_start: datetime | None, data_interval_end: datetime | None, run_after: datetime
+) -> tuple[datetime, datetime, str]:
+    """The [start, end) window of image LastModified times and its run date (the start's day).
+
+    Runs without a data interval (e.g. triggered with no logical date) take the last full UTC day.
+    """
+    if data_interval_start is None or data_interval_end is None or data_interval_end <= data_interval_start:
+        end = datetime(run_after.year, run_after.month, run_after.day, tzinfo=run_after.tzinfo)
+        data_interval_start, data_interval_end = end - timedelta(days=1), end
+    return data_interval_start, data_interval_end, data_interval_start.date().isoformat()
+
+
+def in_window(last_modified: datetime, start: datetime, end: datetime) -> bool:
+    return start <= last_modified < end
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+def is_image_key(key: str) -> bool:
+    return key.lower().endswith(IMAGE_SUFFIXES)
+
+
+# --- EMR request bodies --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StagedArtifacts:
+    """S3 URIs written by stage_artifacts."""
+
+    code_uri: str
+    featurize_py: str
+    pca_py: str
+    py_files: str
+    bootstrap: str
+    requirements: str
+    weights: str
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, str]) -> StagedArtifacts:
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+def code_layout(bucket: str, artifacts_prefix: str, code_hash: str, weights: str) -> StagedArtifacts:
+    """Where a code bundle with this content hash lives in S3."""
+    base = f"s3://{bucket}/{prefix(artifacts_prefix)}code/{code_hash}/"
+    return StagedArtifacts(
+        code_uri=base,
+        featurize_py=f"{base}featurize.py",
+        pca_py=f"{base}pca.py",
+        py_files=f"{base}spark_jobs.zip",
+        bootstrap=f"{base}bootstrap.sh",
+        requirements=f"{base}requirements-emr.txt",
+        weights=weights,
+    )
+
+
+def weights_key(artifacts_prefix: str, weights_hash: str, filename: str) -> str:
+    return f"{prefix(artifacts_prefix)}weights/{weights_hash}/{filename}"
+
+
+def job_arguments(config: RunConfig, paths: RunPaths, weights_uri: str) -> dict[str, list[str]]:
+    """Arguments of each Spark job (after the script), as its own argument parser takes them."""
+    featurize = [
+        "--manifest", paths.manifest_uri,
+        "--output", paths.output_uri,
+        "--model", config.model,
+        "--alpha", _num(config.alpha),
+        "--image-size", str(config.image_size),
+        "--weights", weights_uri,
+        "--engine", config.engine,
+        "--arrow-batch-size", str(config.arrow_batch_size),
+    ]
+    target = ["--k", str(config.k)] if config.k is not None else ["--variance", _num(config.variance)]
+    pca = ["--output", paths.output_uri, *target]
+    return {"featurize": featurize, "pca": pca}
+
+
+def spark_steps(config: RunConfig, paths: RunPaths, staged: StagedArtifacts) -> list[dict[str, Any]]:
+    """EMR steps: featurize then pca, each a command-runner.jar spark-submit of the staged code.
+
+    CANCEL_AND_WAIT: a failed featurize cancels pca and leaves the cluster to the teardown task.
+    """
+    arguments = job_arguments(config, paths, staged.weights)
+    scripts = {"featurize": staged.featurize_py, "pca": staged.pca_py}
+    return [
+        {
+            "Name": f"{job} {paths.run_date}",
+            "ActionOnFailure": "CANCEL_AND_WAIT",
+            "HadoopJarStep": {
+                "Jar": "command-runner.jar",
+                "Args": [
+                    "spark-submit",
+                    "--deploy-mode", "cluster",
+                    "--py-files", staged.py_files,
+                    scripts[job],
+                    *arguments[job],
+                ],
+            },
+        }
+        for job in ("featurize", "pca")
+    ]
+
+
+def local_job_commands(config: RunConfig, paths: RunPaths, weights: str, python: str) -> list[list[str]]:
+    """Local compute mode: the same jobs with the same arguments, run by this Python with local Spark."""
+    arguments = job_arguments(config, paths, weights)
+    return [[python, "-m", f"spark_jobs.{job}", *arguments[job]] for job in ("featurize", "pca")]
+
+
+def cluster_tags(dag_id: str, run_id: str, run_date: str) -> list[dict[str, str]]:
+    return [
+        {"Key": "project", "Value": PROJECT_TAG},
+        {"Key": "dag_id", "Value": dag_id},
+        {"Key": "run_id", "Value": tag_value(run_id)},
+        {"Key": "run_date", "Value": run_date},
+    ]
+
+
+def job_flow_overrides(
+    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, dag_id: str, run_id: str
+) -> dict[str, Any]:
+    """The RunJobFlow request of a transient cluster: Spark on instance fleets, idle-timeout backstop."""
+    spot = {
+        "SpotSpecification": {
+            "TimeoutDurationMinutes": SPOT_TIMEOUT_MINUTES,
+            "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+            "AllocationStrategy": "price-capacity-optimized",
+        },
+        "OnDemandSpecification": {"AllocationStrategy": "lowest-price"},
+    }
+    core_fleet: dict[str, Any] = {
+        "Name": "core",
+        "InstanceFleetType": "CORE",
+        "TargetOnDemandCapacity": 0 if config.use_spot else config.core_instance_count,
+        "TargetSpotCapacity": config.core_instance_count if config.use_spot else 0,
+        "InstanceTypeConfigs": [
+            {"InstanceType": instance_type, "WeightedCapacity": 1} for instance_type in config.core_instance_types
+        ],
+    }
+    if config.use_spot:
+        core_fleet["LaunchSpecifications"] = spot
+    instances: dict[str, Any] = {
+        "InstanceFleets": [
+            {
+                "Name": "primary",
+                "InstanceFleetType": "MASTER",
+                "TargetOnDemandCapacity": 1,
+                "InstanceTypeConfigs": [{"InstanceType": config.master_instance_type}],
+            },
+            core_fleet,
+        ],
+        "KeepJobFlowAliveWhenNoSteps": True,
+        "TerminationProtected": False,
+    }
+    if config.subnet_id:
+        instances["Ec2SubnetIds"] = [config.subnet_id]
+    return {
+        "Name": f"{PROJECT_TAG}-features-{paths.run_date}",
+        "ReleaseLabel": config.release_label,
+        "LogUri": paths.log_uri,
+        "Applications": [{"Name": "Spark"}],
+        "Instances": instances,
+        "BootstrapActions": [
+            {
+                "Name": "install-python-deps",
+                "ScriptBootstrapAction": {"Path": staged.bootstrap, "Args": [staged.requirements]},
+            }
+        ],
+        "Configurations": [
+            {
+                "Classification": "spark-env",
+                "Configurations": [
+                    {"Classification": "export", "Properties": {"PYSPARK_PYTHON": PYTHON, "PYSPARK_DRIVER_PYTHON": PYTHON}}
+                ],
+            },
+            {
+                "Classification": "spark-defaults",
+                "Properties": {
+                    "spark.sql.execution.arrow.pyspark.enabled": "true",
+                    "spark.sql.execution.arrow.maxRecordsPerBatch": str(config.arrow_batch_size),
+                    "spark.yarn.appMasterEnv.PYSPARK_PYTHON": PYTHON,
+                    "spark.executorEnv.PYSPARK_PYTHON": PYTHON,
+                    "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
+                    "spark.dynamicAllocation.enabled": "true",
+                },
+            },
+        ],
+        "AutoTerminationPolicy": {"IdleTimeout": config.idle_timeout_minutes * 60},
+        "StepConcurrencyLevel": 1,
+        "VisibleToAllUsers": True,
+        "ServiceRole": config.service_role,
+        "JobFlowRole": config.job_flow_role,
+        "Tags": cluster_tags(dag_id, run_id, paths.run_date),
+    }
+
+
+def step_log_uris(log_uri: str, cluster_id: str, step_id: str) -> dict[str, str]:
+    """Where EMR ships a step's stdout/stderr (a few minutes after the step ends)."""
+    base = f"{log_uri.rstrip('/')}/{cluster_id}/steps/{step_id}/"
+    return {"stderr": f"{base}stderr.gz", "stdout": f"{base}stdout.gz"}
+
+
+# --- validation of a finished run ------------------------------------------------------------
+
+REQUIRED_OUTPUTS = ("features/", "pca/", "report.json")
+
+
+def reconcile(report: Mapping[str, Any], manifest_images: int, present_keys: set[str]) -> list[str]:
+    """Problems with a run's outputs: counts that do not add up, missing outputs. Empty when all is well."""
+    problems = [f"output {name} is missing" for name in REQUIRED_OUTPUTS if name not in present_keys]
+    try:
+        seen, rows, quarantined = (int(report[k]) for k in ("images_seen", "features_rows", "quarantined"))
+    except (KeyError, TypeError, ValueError) as exc:
+        return [*problems, f"report.json lacks a count ({exc!r})"]
+    if seen != manifest_images:
+        problems.append(f"report says {seen} images seen, the manifest lists {manifest_images}")
+    if rows + quarantined != manifest_images:
+        problems.append(
+            f"features ({rows}) + quarantined ({quarantined}) = {rows + quarantined},"
+            f" not the {manifest_images} images of the manifest"
+        )
+    return problems
+
+
+@dataclass(frozen=True)
+class CostEstimate:
+    hours: float
+    usd: float
+    lines: list[str] = field(default_factory=list)
+    unpriced: list[str] = field(default_factory=list)
+
+
+def estimate_cost(
+    config: RunConfig, started: datetime, ended: datetime, prices: Mapping[str, Mapping[str, float]]
+) -> CostEstimate:
+    """Instance-hours x (EMR fee + EC2 price): primary on-demand, core at spot or on-demand.
+
+    Core nodes are priced as the first (preferred) fleet type; spot that fell back to on-demand costs more.
+    """
+    hours = max((ended - started).total_seconds(), 0.0) / 3600
+    market = "spot" if config.use_spot else "on_demand"
+    nodes = [("primary", config.master_instance_type, 1, "on_demand"),
+             ("core", config.core_instance_types[0], config.core_instance_count, market)]
+    usd, lines, unpriced = 0.0, [], []
+    for role, instance_type, count, node_market in nodes:
+        price = prices.get(instance_type)
+        if not price or node_market not in price or "emr" not in price:
+            unpriced.append(instance_type)
+            continue
+        rate = count * (float(price["emr"]) + float(price[node_market]))
+        usd += rate * hours
+        lines.append(f"{role}: {count} x {instance_type} {node_market} at ${rate:.3f}/h")
+    return CostEstimate(hours=hours, usd=round(usd, 4), lines=lines, unpriced=unpriced)
+
+
+def merge_prices(overrides: Mapping[str, Any] | None) -> dict[str, dict[str, float]]:
+    table = {k: dict(v) for k, v in PRICE_TABLE.items()}
+    for instance_type, price in (overrides or {}).items():
+        if not isinstance(price, Mapping):
+            raise ConfigError(
+                f"Variable {PRICES_VARIABLE}[{instance_type!r}] must be an object like"
+                ' {"emr": 0.048, "on_demand": 0.192, "spot": 0.075}.'
+            )
+        table.setdefault(instance_type, {}).update({k: float(v) for k, v in price.items()})
+    return table
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+_TYPES: dict[str, Any] = {f.name: f.type for f in fields(RunConfig)}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Convert a Param/Variable/env value to the RunConfig field type, or say which input is wrong."""
+    kind = _TYPES[name]
+    try:
+        if value is None:
+            if "None" in str(kind):
+                return None
+            if kind == "str":
+                return ""
+            raise ValueError("no value")
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("not a boolean")
+        if kind in ("int", "int | None"):
+            if kind == "int | None" and str(value).strip() in ("", "null", "none", "None"):
+                return None
+            number = float(value)
+            if isinstance(value, bool) or not number.is_integer():
+                raise ValueError("not an integer")
+            return int(number)
+        if kind == "float":
+            number = float(value)
+            if isinstance(value, bool) or math.isnan(number):
+                raise ValueError("not a number")
+            return number
+        if kind == "tuple[str, ...]":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(str(item).strip() for item in items if str(item).strip())
+        return str(value).strip()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source} = {value!r} is not a valid {name} ({exc}); expected {kind}.") from None
+
+
+def _coerce_all(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _coerce(name, data[name], source=f"setting {name!r}") for name in _TYPES if name in data}
+
+
+def _normalise(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _num(value: float) -> str:
+    return repr(float(value))
+
+
+def tag_value(value: str) -> str:
+    """EMR tag values allow letters, digits, spaces and _ . : / = + - @ (max 256)."""
+    return re.sub(r"[^\w .:/=+\-@]", "_", value)[:256]

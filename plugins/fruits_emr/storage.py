@@ -1,0 +1,237 @@
+"""S3 work of the DAG's Python tasks: stage the job code, list new images, write the manifest, read the report.
+
+Each function takes a boto3 S3 client, so the DAG passes the one of its AWS connection and
+tests pass one pointed at moto.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from fruits_emr.config import (
+    ConfigError,
+    RunConfig,
+    RunPaths,
+    StagedArtifacts,
+    code_layout,
+    in_window,
+    is_image_key,
+    prefix,
+    weights_key,
+    weights_kind,
+    with_scheme,
+)
+
+STAGED_MARKER = "_STAGED"
+BOOTSTRAP = Path("emr/bootstrap.sh")
+REQUIREMENTS = Path("emr/requirements-emr.txt")
+PACKAGE = "spark_jobs"
+_ZIP_DATE = (2020, 1, 1, 0, 0, 0)
+
+
+class RunOutputError(RuntimeError):
+    """A run's outputs in S3 are missing or do not reconcile."""
+
+
+def check_bucket(s3: Any, bucket: str) -> None:
+    """Fail with one message when the bucket is missing or not accessible with the aws_default connection."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        reason = {"404": "does not exist", "NoSuchBucket": "does not exist", "403": "is not accessible"}.get(
+            code, f"cannot be read ({code})"
+        )
+        raise ConfigError(
+            f"Param 'bucket': s3://{bucket} {reason} with the Airflow connection aws_default."
+            " Create the bucket or fix the Param / Variable fruits_features_defaults."
+        ) from None
+
+
+# --- staging ----------------------------------------------------------------------------------
+
+def package_sources(repo_root: Path) -> list[Path]:
+    """The job package's Python files, relative to the repo root, in a stable order."""
+    package = repo_root / PACKAGE
+    if not (package / "__init__.py").is_file():
+        raise ConfigError(
+            f"The Spark job package {package} is missing: deploy the repo's spark_jobs/ next to dags/"
+            " or set FRUITS_REPO_ROOT to the repo checkout."
+        )
+    return sorted(
+        path.relative_to(repo_root)
+        for path in package.rglob("*.py")
+        if "__pycache__" not in path.parts and "tests" not in path.parts
+    )
+
+
+def package_zip(repo_root: Path, sources: list[Path]) -> bytes:
+    """spark_jobs.zip for --py-files, byte-identical for identical sources."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for relative in sources:
+            info = zipfile.ZipInfo(relative.as_posix(), date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, (repo_root / relative).read_bytes(), zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def code_bundle(repo_root: Path) -> tuple[str, dict[str, bytes]]:
+    """Content hash and files of the code bundle: entry points, package zip, bootstrap, EMR requirements."""
+    sources = package_sources(repo_root)
+    for extra in (BOOTSTRAP, REQUIREMENTS):
+        if not (repo_root / extra).is_file():
+            raise ConfigError(f"{repo_root / extra} is missing: deploy the repo's emr/ folder next to dags/.")
+    digest = hashlib.sha256()
+    for relative in [*sources, BOOTSTRAP, REQUIREMENTS]:
+        digest.update(relative.as_posix().encode() + b"\0" + (repo_root / relative).read_bytes() + b"\0")
+    files = {
+        "featurize.py": (repo_root / PACKAGE / "featurize.py").read_bytes(),
+        "pca.py": (repo_root / PACKAGE / "pca.py").read_bytes(),
+        "spark_jobs.zip": package_zip(repo_root, sources),
+        "bootstrap.sh": (repo_root / BOOTSTRAP).read_bytes(),
+        "requirements-emr.txt": (repo_root / REQUIREMENTS).read_bytes(),
+    }
+    return digest.hexdigest()[:16], files
+
+
+def object_exists(s3: Any, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+def stage_weights(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]:
+    """The --weights value for the cluster; a local weights file is uploaded under its sha256."""
+    kind = weights_kind(config.weights)
+    if kind == "preset":
+        return config.weights, False
+    if kind == "s3":
+        bucket, key = split_uri(config.weights)
+        if not key or not object_exists(s3, bucket, key):
+            raise ConfigError(f"Param 'weights' = {config.weights!r}: no such S3 object. Upload it or fix the URI.")
+        return config.weights, False
+    path = Path(config.weights)
+    path = path if path.is_absolute() else repo_root / path
+    if not path.is_file():
+        raise ConfigError(
+            f"Param 'weights' = {config.weights!r} is not 'imagenet', 'random', an s3:// URI or a file"
+            f" (looked for {path})."
+        )
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    key = weights_key(config.artifacts_prefix, digest, path.name)
+    uploaded = not object_exists(s3, config.bucket, key)
+    if uploaded:
+        s3.upload_file(str(path), config.bucket, key)
+    return f"s3://{config.bucket}/{key}", uploaded
+
+
+def local_weights(config: RunConfig, repo_root: Path, scheme: str = "s3a") -> str:
+    """The --weights value in the local compute mode: presets as they are, S3 via s3a, files as absolute paths."""
+    kind = weights_kind(config.weights)
+    if kind == "preset":
+        return config.weights
+    if kind == "s3":
+        return with_scheme(config.weights, scheme)
+    path = Path(config.weights)
+    path = path if path.is_absolute() else repo_root / path
+    if not path.is_file():
+        raise ConfigError(
+            f"Param 'weights' = {config.weights!r} is not 'imagenet', 'random', an s3:// URI or a file"
+            f" (looked for {path})."
+        )
+    return str(path)
+
+
+def stage_artifacts(s3: Any, config: RunConfig, repo_root: Path) -> tuple[StagedArtifacts, list[str]]:
+    """Upload the code bundle under its content hash (skipped when its marker exists) and the weights."""
+    code_hash, files = code_bundle(repo_root)
+    weights_uri, weights_uploaded = stage_weights(s3, config, repo_root)
+    staged = code_layout(config.bucket, config.artifacts_prefix, code_hash, weights_uri)
+    _, code_key = split_uri(staged.code_uri)
+    uploaded = [weights_uri] if weights_uploaded else []
+    if not object_exists(s3, config.bucket, code_key + STAGED_MARKER):
+        for name, body in files.items():
+            s3.put_object(Bucket=config.bucket, Key=code_key + name, Body=body)
+            uploaded.append(staged.code_uri + name)
+        # written last: a bundle interrupted half-way is uploaded again next time
+        s3.put_object(Bucket=config.bucket, Key=code_key + STAGED_MARKER, Body=code_hash.encode())
+    return staged, uploaded
+
+
+# --- new images and the run partition -------------------------------------------------------
+
+def list_objects(s3: Any, bucket: str, key_prefix: str) -> Iterator[dict[str, Any]]:
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix):
+        yield from page.get("Contents", [])
+
+
+def new_images(s3: Any, config: RunConfig, start: datetime, end: datetime, scheme: str = "s3") -> list[str]:
+    """URIs of raw images whose LastModified is in [start, end), or all of them on full refresh."""
+    return sorted(
+        f"{scheme}://{config.bucket}/{obj['Key']}"
+        for obj in list_objects(s3, config.bucket, prefix(config.raw_prefix))
+        if is_image_key(obj["Key"]) and (config.full_refresh or in_window(obj["LastModified"], start, end))
+    )
+
+
+def reset_partition(s3: Any, paths: RunPaths) -> int:
+    """Delete everything under the run's partition so a re-run leaves no stale files; returns the count."""
+    keys = [obj["Key"] for obj in list_objects(s3, paths.bucket, paths.partition_key)]
+    for first in range(0, len(keys), 1000):
+        batch = [{"Key": key} for key in keys[first:first + 1000]]
+        s3.delete_objects(Bucket=paths.bucket, Delete={"Objects": batch, "Quiet": True})
+    return len(keys)
+
+
+def write_manifest(s3: Any, paths: RunPaths, uris: list[str]) -> None:
+    body = "".join(f"{uri}\n" for uri in uris).encode()
+    s3.put_object(Bucket=paths.bucket, Key=paths.manifest_key, Body=body, ContentType="text/plain")
+
+
+def read_manifest(s3: Any, paths: RunPaths) -> list[str]:
+    body = s3.get_object(Bucket=paths.bucket, Key=paths.manifest_key)["Body"].read().decode()
+    return [line.strip() for line in body.splitlines() if line.strip() and not line.startswith("#")]
+
+
+# --- outputs ---------------------------------------------------------------------------------
+
+def partition_entries(s3: Any, paths: RunPaths) -> set[str]:
+    """Top-level names under the partition: 'features/', 'report.json', ..."""
+    entries = set()
+    for obj in list_objects(s3, paths.bucket, paths.partition_key):
+        relative = obj["Key"][len(paths.partition_key):]
+        head, slash, _ = relative.partition("/")
+        entries.add(head + slash)
+    return entries
+
+
+def read_report(s3: Any, paths: RunPaths) -> dict[str, Any]:
+    try:
+        body = s3.get_object(Bucket=paths.bucket, Key=paths.report_key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            raise RunOutputError(f"{paths.report_uri} is missing: the pca step wrote no report.") from None
+        raise
+    try:
+        return json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise RunOutputError(f"{paths.report_uri} is not JSON ({exc}).") from None

@@ -1,0 +1,294 @@
+"""The whole DAG with dag.test() against moto (S3 + EMR).
+
+moto creates clusters and steps but runs nothing; StepDriver plays EMR: when a step is
+pending it runs the step's job locally (the step's own arguments, S3 paths mapped to local
+files, outputs uploaded back to the moto bucket) and sets the step COMPLETED or FAILED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from .conftest import ACCOUNT, REGION, REPO_ROOT
+
+BUCKET = "fruits-e2e"
+SAMPLE = REPO_ROOT / "data" / "sample"
+WEIGHTS = "models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+CONF = {"bucket": BUCKET, "weights": WEIGHTS, "alpha": 0.35, "image_size": 96, "variance": 0.9}
+JOB_TIMEOUT = 900
+
+needs_jobs = pytest.mark.skipif(
+    not (REPO_ROOT / "spark_jobs" / "pca.py").exists() or not (REPO_ROOT / WEIGHTS).exists(),
+    reason="needs spark_jobs/ and the bundled weights",
+)
+
+
+class StepDriver(threading.Thread):
+    """Plays EMR for moto's clusters: runs each pending step in order, or fails the chosen one."""
+
+    def __init__(self, s3, workdir: Path, fail: str | None = None):
+        super().__init__(daemon=True)
+        self.s3, self.workdir, self.fail = s3, workdir, fail
+        self.executed: list[tuple[str, list[str]]] = []
+        self.errors: list[str] = []
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=JOB_TIMEOUT)
+
+    def run(self) -> None:
+        from moto.emr.models import emr_backends
+
+        while not self._halt.is_set():
+            for cluster in list(emr_backends[ACCOUNT][REGION].clusters.values()):
+                if cluster.state in ("TERMINATING", "TERMINATED", "TERMINATED_WITH_ERRORS"):
+                    continue
+                step = next((s for s in cluster.steps if s.state in ("PENDING", "RUNNING")), None)
+                if step is not None:
+                    try:
+                        self.play(cluster, step)
+                    except Exception as exc:  # a driver bug must fail the test, not hang it
+                        self.errors.append(repr(exc))
+                        step.state = "FAILED"
+            time.sleep(0.2)
+
+    def play(self, cluster, step) -> None:
+        step.state = "RUNNING"
+        step.start()
+        job = step.name.split()[0]
+        args = list(step.args)
+        script_at = next(i for i, arg in enumerate(args) if arg.endswith(f"/{job}.py"))
+        self.executed.append((job, args))
+        if job == self.fail:
+            ok, reason = False, "Step failed by the test: simulated executor loss"
+        else:
+            ok, reason = self.run_locally(job, args[script_at + 1:])
+        step.end_date_time = datetime.now(timezone.utc)
+        step.state = "COMPLETED" if ok else "FAILED"
+        if not ok:
+            step.last_state_change_reason = reason
+            for later in cluster.steps:  # ActionOnFailure CANCEL_AND_WAIT
+                if later.state == "PENDING":
+                    later.state = "CANCELLED"
+        cluster.state = "WAITING"
+
+    def local(self, uri: str) -> Path:
+        return self.workdir / "s3" / uri.removeprefix("s3://")
+
+    def download(self, uri: str) -> Path:
+        target = self.local(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        self.s3.download_file(bucket, key, str(target))
+        # EMRFS reports the object's LastModified as the file's modification time
+        stamp = self.s3.head_object(Bucket=bucket, Key=key)["LastModified"].timestamp()
+        os.utime(target, (stamp, stamp))
+        return target
+
+    def run_locally(self, job: str, args: list[str]) -> tuple[bool, str]:
+        args = list(args)
+        output_uri = args[args.index("--output") + 1]
+        output = self.local(output_uri)
+        args[args.index("--output") + 1] = str(output)
+        if job == "featurize":
+            shutil.rmtree(output, ignore_errors=True)  # a fresh cluster has no local state
+            manifest_at = args.index("--manifest") + 1
+            images = self.download(args[manifest_at]).read_text().split()
+            local_manifest = self.workdir / "manifest.txt"
+            local_manifest.write_text("".join(f"{self.download(uri)}\n" for uri in images))
+            args[manifest_at] = str(local_manifest)
+            weights_at = args.index("--weights") + 1
+            if args[weights_at].startswith("s3://"):
+                args[weights_at] = str(self.download(args[weights_at]))
+        done = subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("emr_step_runner.py")), job, *args],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        if done.returncode != 0:
+            return False, f"{job} exited {done.returncode}: {done.stderr[-2000:]}"
+        bucket, _, key = output_uri.removeprefix("s3://").partition("/")
+        for path in output.rglob("*"):
+            if path.is_file() and not path.name.endswith(".crc"):
+                self.s3.upload_file(str(path), bucket, f"{key}/{path.relative_to(output).as_posix()}")
+        return True, ""
+
+
+@pytest.fixture
+def raw_images(s3, tmp_path):
+    """The repo's 40 sample images plus one corrupt file, uploaded now under raw/<label>/."""
+    s3.create_bucket(Bucket=BUCKET)
+    for path in sorted(SAMPLE.glob("*/*.jpg")):
+        s3.upload_file(str(path), BUCKET, f"raw/{path.parent.name}/{path.name}")
+    s3.put_object(Bucket=BUCKET, Key="raw/apple/corrupt_100.jpg", Body=b"not a jpeg")
+    s3.put_object(Bucket=BUCKET, Key="raw/README.txt", Body=b"not an image")
+    stamps = [obj["LastModified"] for obj in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    # the logical date whose daily data interval holds the upload times
+    return datetime.combine(max(stamps).date() + timedelta(days=1), datetime.min.time(), timezone.utc), 41
+
+
+@pytest.fixture
+def driver(s3, tmp_path):
+    drivers = []
+
+    def start(fail: str | None = None) -> StepDriver:
+        d = StepDriver(s3, tmp_path / "emr", fail)
+        d.start()
+        drivers.append(d)
+        return d
+
+    yield start
+    for d in drivers:
+        d.stop()
+
+
+def run_dag(conf: dict, logical_date: datetime):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(REPO_ROOT / "dags")).dags["fruits_features"]
+    run = dag.test(logical_date=logical_date, run_conf=conf)
+    return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
+
+
+def task_logs(capfd) -> str:
+    """What the run's tasks logged: dag.test() runs them in this process and they log to stdout."""
+    return capfd.readouterr().out
+
+
+def clusters(emr_client) -> list[dict]:
+    return [emr_client.describe_cluster(ClusterId=c["Id"])["Cluster"] for c in emr_client.list_clusters()["Clusters"]]
+
+
+def partition_snapshot(s3, tmp_path: Path, run_date: str) -> dict:
+    """What a run left in its partition: top-level entries, the report, the features sorted by image."""
+    import pyarrow.parquet as pq
+
+    prefix = f"features/run_date={run_date}/"
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+            for o in page.get("Contents", [])]
+    target = tmp_path / f"snapshot-{len(list(tmp_path.glob('snapshot-*')))}"
+    for key in keys:
+        if key.startswith(prefix + "features/") and key.endswith(".parquet"):
+            (target / key).parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(BUCKET, key, str(target / key))
+    features = pq.read_table(target / prefix / "features").to_pylist()
+    path_column = next(c for c in ("path", "uri", "image", "origin") if c in features[0])
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=prefix + "report.json")["Body"].read())
+    return {
+        "entries": sorted({k[len(prefix):].split("/")[0] for k in keys}),
+        "report": {k: report[k] for k in ("images_seen", "features_rows", "quarantined", "k", "feature_dim")},
+        "features": sorted((row[path_column], json.dumps(row, sort_keys=True, default=str)) for row in features),
+        "manifest": s3.get_object(Bucket=BUCKET, Key=prefix + "manifest.txt")["Body"].read(),
+    }
+
+
+@needs_jobs
+def test_success_then_rerun_same_outputs(airflow_db, s3, emr_client, raw_images, driver, tmp_path, capfd):
+    logical_date, n_images = raw_images
+    run_date = (logical_date - timedelta(days=1)).date().isoformat()
+    emr_driver = driver()
+
+    run, states = run_dag(CONF, logical_date)
+
+    assert emr_driver.errors == []
+    assert states == {task: "success" for task in states}, states
+    assert run.state == "success"
+    [cluster] = clusters(emr_client)
+    assert cluster["Status"]["State"] == "TERMINATED"
+    tags = {t["Key"]: t["Value"] for t in cluster["Tags"]}
+    assert (tags["project"], tags["dag_id"], tags["run_id"]) == ("fruits", "fruits_features", run.run_id)
+    assert [job for job, _ in emr_driver.executed] == ["featurize", "pca"]
+    first = partition_snapshot(s3, tmp_path, run_date)
+    assert first["report"]["images_seen"] == n_images
+    assert (first["report"]["features_rows"], first["report"]["quarantined"]) == (40, 1)
+    assert {"features", "quarantine", "pca", "pca_model", "report.json", "manifest.txt"} <= set(first["entries"])
+    assert len(first["features"]) == 40
+    summary = run.get_task_instance("validate_outputs").xcom_pull(task_ids="validate_outputs")
+    assert (summary["images"], summary["features_rows"], summary["quarantined"]) == (41, 40, 1)
+    assert summary["k"] == first["report"]["k"] and summary["estimated_cost_usd"] >= 0
+    assert "41 images -> 40 featurized, 1 quarantined" in task_logs(capfd)
+
+    # (d) re-running the date replaces the partition: same outputs, no duplicates
+    rerun, states = run_dag(CONF, logical_date)
+    assert rerun.state == "success", states
+    second = partition_snapshot(s3, tmp_path, run_date)
+    assert second == first
+    assert [c["Status"]["State"] for c in clusters(emr_client)] == ["TERMINATED", "TERMINATED"]
+
+
+def test_failed_step_fails_run_and_still_terminates(airflow_db, s3, emr_client, raw_images, driver, capfd):
+    logical_date, _ = raw_images
+    emr_driver = driver(fail="featurize")
+
+    run, states = run_dag(CONF, logical_date)
+
+    assert run.state == "failed"
+    assert states["watch_featurize"] == "failed"
+    assert states["watch_pca"] == "upstream_failed"
+    assert states["terminate_cluster"] == "success"
+    assert states["validate_outputs"] == "upstream_failed"
+    [cluster] = clusters(emr_client)
+    assert cluster["Status"]["State"] == "TERMINATED"
+    step_id = emr_client.list_steps(ClusterId=cluster["Id"], StepStates=["FAILED"])["Steps"][0]["Id"]
+    log = task_logs(capfd)
+    assert "ended FAILED: Step failed by the test: simulated executor loss" in log
+    assert f"s3://{BUCKET}/emr-logs/{cluster['Id']}/steps/{step_id}/stderr.gz" in log
+    assert f"s3://{BUCKET}/emr-logs/{cluster['Id']}/steps/{step_id}/stdout.gz" in log
+    assert [job for job, _ in emr_driver.executed] == ["featurize"]
+
+
+def test_no_new_images_no_cluster(airflow_db, s3, emr_client, raw_images, capfd):
+    run, states = run_dag(CONF, datetime(2024, 3, 2, tzinfo=timezone.utc))  # nothing landed on 2024-03-01
+
+    assert run.state == "success"
+    assert states["find_new_images"] == "success"
+    assert {states[t] for t in ("emr_request", "create_cluster", "add_steps", "watch_featurize", "watch_pca",
+                                "terminate_cluster", "validate_outputs")} == {"skipped"}
+    assert emr_client.list_clusters()["Clusters"] == []
+    assert "LastModified in [2024-03-01 00:00:00+00:00, 2024-03-02 00:00:00+00:00): no cluster" in task_logs(capfd)
+    assert s3.list_objects_v2(Bucket=BUCKET, Prefix="features/").get("KeyCount", 0) == 0
+
+
+def test_missing_bucket_fails_before_any_cluster(airflow_db, s3, emr_client, capfd):
+    run, states = run_dag({**CONF, "bucket": "no-such-bucket"}, datetime(2024, 6, 2, tzinfo=timezone.utc))
+
+    assert run.state == "failed"
+    assert states["resolve_config"] == "failed"
+    assert states["create_cluster"] == "upstream_failed"
+    assert emr_client.list_clusters()["Clusters"] == []
+    log = task_logs(capfd)
+    assert "Param 'bucket': s3://no-such-bucket does not exist with the Airflow connection aws_default" in log
+
+
+def test_param_outside_schema_is_rejected_at_trigger(airflow_db, moto):
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="core_instance_count"):
+        run_dag({**CONF, "core_instance_count": 0}, datetime(2024, 6, 2, tzinfo=timezone.utc))
+
+
+def test_sensor_timeout_fails_run_and_still_terminates(airflow_db, s3, emr_client, raw_images, monkeypatch):
+    """No one runs the steps (moto leaves them RUNNING): the featurize sensor times out."""
+    monkeypatch.setenv("FRUITS_STEP_TIMEOUT_HOURS", str(4 / 3600))  # parse-time setting: 4 s
+    logical_date, _ = raw_images
+
+    run, states = run_dag(CONF, logical_date)
+
+    assert run.state == "failed"
+    assert (states["watch_featurize"], states["watch_pca"]) == ("failed", "upstream_failed")
+    assert states["terminate_cluster"] == "success"
+    [cluster] = clusters(emr_client)
+    assert cluster["Status"]["State"] == "TERMINATED"
+    assert {s["Status"]["State"] for s in emr_client.list_steps(ClusterId=cluster["Id"])["Steps"]} == {
+        "RUNNING", "PENDING"}

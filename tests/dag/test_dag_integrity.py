@@ -1,0 +1,178 @@
+"""The DAG folder imports cleanly, without AWS or Variable calls, and follows the project's policy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from datetime import timedelta
+
+import pytest
+
+from .conftest import DAGS, REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(DAGS))
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag):
+    return dagbag.dags["fruits_features"]
+
+
+def test_dags_import_without_errors(dagbag):
+    assert dagbag.import_errors == {}
+    assert sorted(dagbag.dag_ids) == ["fruits_features"]
+
+
+def test_import_makes_no_aws_or_variable_calls_and_no_heavy_imports(tmp_path):
+    """Parse the DAG file in a clean interpreter where any AWS API call or Variable read raises.
+
+    The interpreter finds `fruits_emr` only as Airflow does in production: on the plugins folder.
+    """
+    probe = textwrap.dedent(
+        f"""
+        import json, sys
+        calls = []
+        import botocore.client
+        def no_aws(self, operation, params):
+            calls.append("aws:" + operation)
+            raise RuntimeError("AWS call at parse time: " + operation)
+        botocore.client.BaseClient._make_api_call = no_aws
+        import airflow.sdk
+        def no_variable(*args, **kwargs):
+            calls.append("variable:" + str(args))
+            raise RuntimeError("Variable read at parse time")
+        airflow.sdk.Variable.get = classmethod(no_variable)
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(DAGS)!r})
+        heavy = sorted(m for m in ("tensorflow", "pyspark", "keras", "onnxruntime", "torch") if m in sys.modules)
+        print(json.dumps({{"errors": {{k: str(v) for k, v in bag.import_errors.items()}},
+                          "dags": sorted(bag.dag_ids), "calls": calls, "heavy": heavy}}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result == {"errors": {}, "dags": ["fruits_features"], "calls": [], "heavy": []}
+
+
+def test_policy(dag):
+    assert dag.catchup is False
+    assert dag.max_active_runs == 1
+    assert {"fruits", "emr"} <= set(dag.tags)
+    assert dag.doc_md and "fruits_features" in dag.doc_md
+    from airflow.sdk import CronDataIntervalTimetable
+
+    # a data-interval timetable: each run covers the previous day's LastModified window
+    assert isinstance(dag.timetable, CronDataIntervalTimetable)
+    assert (dag.timetable.expression, str(dag.timetable.timezone)) == ("0 0 * * *", "UTC")
+    for task in dag.tasks:
+        assert task.retries >= 1, task.task_id
+        assert task.retry_delay >= timedelta(seconds=1), task.task_id
+
+
+def test_task_order(dag):
+    upstream = {task.task_id: task.upstream_task_ids for task in dag.tasks}
+    assert "resolve_config" in upstream["stage_artifacts"]
+    assert "stage_artifacts" in upstream["find_new_images"]
+    assert "find_new_images" in upstream["emr_request"]
+    assert upstream["create_cluster"] == {"emr_request"}
+    assert "create_cluster" in upstream["add_steps"]
+    assert "add_steps" in upstream["watch_featurize"]
+    assert "watch_featurize" in upstream["watch_pca"]
+    assert {"watch_pca", "terminate_cluster"} <= upstream["validate_outputs"]
+
+
+def test_teardown_always_terminates_the_cluster(dag):
+    from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator, EmrTerminateJobFlowOperator
+
+    create, terminate = dag.get_task("create_cluster"), dag.get_task("terminate_cluster")
+    assert isinstance(create, EmrCreateJobFlowOperator) and create.is_setup
+    assert isinstance(terminate, EmrTerminateJobFlowOperator) and terminate.is_teardown
+    assert terminate.trigger_rule == "all_done_setup_success"
+    assert {"create_cluster", "watch_pca"} <= terminate.upstream_task_ids
+    assert create.job_flow_overrides is not None and create.emr_conn_id is None
+
+
+def test_every_step_has_a_sensor(dag):
+    from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+
+    sensors = {task.task_id: task for task in dag.tasks if isinstance(task, EmrStepSensor)}
+    assert sorted(sensors) == ["watch_featurize", "watch_pca"]
+    assert [sensors[t].step_id for t in ("watch_featurize", "watch_pca")] == [
+        "{{ ti.xcom_pull(task_ids='add_steps')[0] }}", "{{ ti.xcom_pull(task_ids='add_steps')[1] }}"]
+    for sensor in sensors.values():
+        assert sensor.timeout > 0 and sensor.poke_interval > 0
+
+
+def test_params_form(dag):
+    from fruits_emr.config import RunConfig
+
+    params = dag.params
+    assert set(params.keys()) == set(RunConfig().to_dict())
+    for name in params.keys():
+        assert params.get_param(name).description, name
+    assert params["release_label"].startswith("emr-7.")
+    assert params["full_refresh"] is False
+
+
+def parse_with_env(tmp_path, **env: str) -> dict:
+    """Parse the DAG in a clean interpreter with extra environment variables; describe its tasks."""
+    import os
+
+    probe = textwrap.dedent(
+        f"""
+        import json
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder={str(DAGS)!r})
+        dag = bag.dags.get("fruits_features")
+        print(json.dumps({{
+            "errors": [str(e) for e in bag.import_errors.values()],
+            "tasks": {{t.task_id: {{"type": type(t).__name__, "deferrable": getattr(t, "deferrable", None),
+                                   "upstream": sorted(t.upstream_task_ids)}} for t in (dag.tasks if dag else [])}},
+        }}))
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, **env}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_deferrable_is_an_environment_option(tmp_path):
+    tasks = parse_with_env(tmp_path, FRUITS_DEFERRABLE="true")["tasks"]
+    assert (tasks["watch_featurize"]["deferrable"], tasks["watch_pca"]["deferrable"]) == (True, True)
+
+
+def test_local_compute_mode_runs_the_jobs_without_a_cluster(tmp_path):
+    tasks = parse_with_env(tmp_path, FRUITS_COMPUTE_MODE="local")["tasks"]
+    assert sorted(tasks) == ["find_new_images", "resolve_config", "run_jobs_locally", "validate_outputs"]
+    assert tasks["run_jobs_locally"]["upstream"] == ["find_new_images", "resolve_config"]
+    assert "run_jobs_locally" in tasks["validate_outputs"]["upstream"]
+
+
+def test_unknown_compute_mode_is_an_import_error_naming_the_variable(tmp_path):
+    result = parse_with_env(tmp_path, FRUITS_COMPUTE_MODE="kubernetes")
+    assert result["tasks"] == {}
+    assert len(result["errors"]) == 1 and "FRUITS_COMPUTE_MODE='kubernetes': use 'emr'" in result["errors"][0]
+
+
+def test_emr_bootstrap_and_requirements_are_pinned():
+    requirements = (REPO_ROOT / "emr" / "requirements-emr.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in requirements if line and not line.startswith("#"))
+    assert {"numpy", "pandas", "pyarrow", "pillow", "tensorflow-cpu", "onnxruntime", "boto3"} <= set(pins)
+    assert pins["tensorflow-cpu"] == "2.21.0" and pins["onnxruntime"] == "1.31.1"
+    from importlib.metadata import version
+
+    for package, pinned in pins.items():
+        assert version(package) == pinned, f"{package}: EMR pins {pinned}, the tested venv has {version(package)}"
+    bootstrap = (REPO_ROOT / "emr" / "bootstrap.sh").read_text()
+    assert "python3.11 -m pip install" in bootstrap.replace('"$python"', "python3.11")
+    syntax = subprocess.run(["bash", "-n", str(REPO_ROOT / "emr" / "bootstrap.sh")], capture_output=True, text=True)
+    assert syntax.returncode == 0, syntax.stderr

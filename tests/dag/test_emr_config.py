@@ -1,0 +1,317 @@
+"""The EMR request bodies, run configuration and run checks built by plugins/fruits_emr/config.py."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import botocore.session
+import pytest
+from botocore.validate import ParamValidator
+
+from fruits_emr import config as emr
+from fruits_emr.config import ConfigError, RunConfig
+
+ENV = {}  # no FRUITS_* variables: code defaults
+DEFAULTS = emr.parse_time_defaults(ENV)
+EMR_MODEL = botocore.session.get_session().get_service_model("emr")
+
+NON_DEFAULT = {
+    "bucket": "fruits-prod-data",
+    "raw_prefix": "landing/images",
+    "output_prefix": "/derived/features/",
+    "k": 12,
+    "model": "resnet50",
+    "alpha": 0.5,
+    "image_size": 160,
+    "weights": "s3://models-bucket/weights/resnet50.h5",
+    "engine": "tensorflow",
+    "arrow_batch_size": 64,
+    "release_label": "emr-7.2.0",
+    "master_instance_type": "m6i.2xlarge",
+    "core_instance_types": ["r5.xlarge"],
+    "core_instance_count": 7,
+    "use_spot": False,
+    "idle_timeout_minutes": 15,
+    "full_refresh": True,
+    "subnet_id": "subnet-0abc1234",
+    "service_role": "FruitsEmrServiceRole",
+    "job_flow_role": "FruitsEmrInstanceProfile",
+}
+
+
+def resolve(params: dict, variable: dict | None = None) -> RunConfig:
+    return emr.resolve_run_config({**DEFAULTS, **params}, DEFAULTS, variable)[0]
+
+
+def build(config: RunConfig, run_date: str = "2024-06-01"):
+    paths = emr.run_paths(config, run_date)
+    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", weights=config.weights)
+    overrides = emr.job_flow_overrides(config, paths, staged, "fruits_features", "scheduled__2024-06-01T00:00:00+00:00")
+    return paths, staged, overrides, emr.spark_steps(config, paths, staged)
+
+
+def enum_violations(value, shape, where="") -> list[str]:
+    """botocore's client-side validation does not check enums; the EMR API does."""
+    problems = []
+    if shape.type_name == "structure" and isinstance(value, dict):
+        for key, item in value.items():
+            problems += enum_violations(item, shape.members[key], f"{where}.{key}")
+    elif shape.type_name == "list" and isinstance(value, list):
+        for index, item in enumerate(value):
+            problems += enum_violations(item, shape.member, f"{where}[{index}]")
+    elif shape.type_name == "map" and isinstance(value, dict):
+        for item in value.values():
+            problems += enum_violations(item, shape.value, where)
+    elif getattr(shape, "enum", None) and value not in shape.enum:
+        problems.append(f"{where}={value!r} not in {shape.enum}")
+    return problems
+
+
+def assert_valid(operation: str, request: dict) -> None:
+    shape = EMR_MODEL.operation_model(operation).input_shape
+    report = ParamValidator().validate(request, shape)
+    assert not report.has_errors(), report.generate_report()
+    assert enum_violations(request, shape) == []
+
+
+@pytest.mark.parametrize("params", [{"bucket": "fruits-data"}, NON_DEFAULT], ids=["defaults", "non-default"])
+def test_requests_pass_botocore_validation(params):
+    config = resolve(params)
+    _, _, overrides, steps = build(config)
+    assert_valid("RunJobFlow", overrides)
+    assert_valid("AddJobFlowSteps", {"JobFlowId": "j-1", "Steps": steps})
+
+
+@pytest.mark.parametrize("params", [{"bucket": "fruits-data"}, NON_DEFAULT], ids=["defaults", "non-default"])
+def test_requests_are_accepted_by_emr_api(params, emr_client):
+    """run_job_flow / add_job_flow_steps against moto: botocore's full request path and moto's parser."""
+    config = resolve(params)
+    _, _, overrides, steps = build(config)
+    cluster_id = emr_client.run_job_flow(**overrides)["JobFlowId"]
+    step_ids = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=steps)["StepIds"]
+    assert len(step_ids) == 2
+    cluster = emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    assert cluster["ReleaseLabel"] == config.release_label
+    assert cluster["LogUri"] == f"s3://{config.bucket}/emr-logs/"
+    assert {t["Key"]: t["Value"] for t in cluster["Tags"]}["project"] == "fruits"
+    listed = emr_client.list_steps(ClusterId=cluster_id)["Steps"]
+    assert sorted(s["Name"] for s in listed) == ["featurize 2024-06-01", "pca 2024-06-01"]
+
+
+def test_default_cluster_shape():
+    config = resolve({"bucket": "fruits-data"})
+    paths, staged, overrides, _ = build(config)
+    fleets = {f["InstanceFleetType"]: f for f in overrides["Instances"]["InstanceFleets"]}
+    assert fleets["MASTER"]["TargetOnDemandCapacity"] == 1
+    assert fleets["CORE"]["TargetSpotCapacity"] == 2 and fleets["CORE"]["TargetOnDemandCapacity"] == 0
+    assert fleets["CORE"]["LaunchSpecifications"]["SpotSpecification"]["TimeoutAction"] == "SWITCH_TO_ON_DEMAND"
+    assert [c["InstanceType"] for c in fleets["CORE"]["InstanceTypeConfigs"]] == ["m5.xlarge", "m5a.xlarge", "m6i.xlarge"]
+    assert overrides["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
+    assert overrides["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
+    assert overrides["ReleaseLabel"].startswith("emr-7.")
+    assert (overrides["ServiceRole"], overrides["JobFlowRole"]) == ("EMR_DefaultRole", "EMR_EC2_DefaultRole")
+    assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"] == {
+        "Path": "s3://fruits-data/artifacts/code/0123456789abcdef/bootstrap.sh",
+        "Args": ["s3://fruits-data/artifacts/code/0123456789abcdef/requirements-emr.txt"],
+    }
+    by_class = {c["Classification"]: c for c in overrides["Configurations"]}
+    assert by_class["spark-env"]["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == "python3.11"
+    assert by_class["spark-defaults"]["Properties"]["spark.sql.execution.arrow.maxRecordsPerBatch"] == "128"
+    assert overrides["Tags"] == [
+        {"Key": "project", "Value": "fruits"},
+        {"Key": "dag_id", "Value": "fruits_features"},
+        {"Key": "run_id", "Value": "scheduled__2024-06-01T00:00:00+00:00"},
+        {"Key": "run_date", "Value": "2024-06-01"},
+    ]
+    assert "Ec2SubnetIds" not in overrides["Instances"]
+
+
+def test_non_default_cluster_shape():
+    config = resolve(NON_DEFAULT)
+    _, _, overrides, _ = build(config)
+    core = overrides["Instances"]["InstanceFleets"][1]
+    assert (core["TargetOnDemandCapacity"], core["TargetSpotCapacity"]) == (7, 0)
+    assert "LaunchSpecifications" not in core
+    assert overrides["Instances"]["Ec2SubnetIds"] == ["subnet-0abc1234"]
+    assert overrides["AutoTerminationPolicy"] == {"IdleTimeout": 900}
+    assert overrides["LogUri"] == "s3://fruits-prod-data/emr-logs/"
+    assert overrides["JobFlowRole"] == "FruitsEmrInstanceProfile"
+
+
+def test_steps_submit_staged_code_to_run_date_partition():
+    config = resolve({"bucket": "fruits-data"})
+    paths, staged, _, steps = build(config, "2024-06-01")
+    featurize, pca = (step["HadoopJarStep"]["Args"] for step in steps)
+    for args, script in ((featurize, staged.featurize_py), (pca, staged.pca_py)):
+        assert args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", staged.py_files]
+        assert args[5] == script
+        assert args[args.index("--output") + 1] == "s3://fruits-data/features/run_date=2024-06-01"
+    assert featurize[featurize.index("--manifest") + 1] == "s3://fruits-data/features/run_date=2024-06-01/manifest.txt"
+    assert {step["ActionOnFailure"] for step in steps} == {"CANCEL_AND_WAIT"}
+    assert {step["HadoopJarStep"]["Jar"] for step in steps} == {"command-runner.jar"}
+
+
+@pytest.mark.parametrize("params", [{"bucket": "fruits-data"}, NON_DEFAULT], ids=["defaults", "non-default"])
+def test_step_arguments_accepted_by_job_parsers(params):
+    """Each step's arguments after the script parse with the job's own argument parser."""
+    featurize_job = pytest.importorskip("spark_jobs.featurize")
+    pca_job = pytest.importorskip("spark_jobs.pca")
+    config = resolve(params)
+    paths, staged, _, steps = build(config)
+    parsers = {staged.featurize_py: featurize_job.build_parser(), staged.pca_py: pca_job.build_parser()}
+    parsed = {}
+    for step in steps:
+        args = step["HadoopJarStep"]["Args"]
+        script_at = next(i for i, arg in enumerate(args) if arg in parsers)
+        parsed[args[script_at]] = parsers[args[script_at]].parse_args(args[script_at + 1:])
+    featurize, pca = parsed[staged.featurize_py], parsed[staged.pca_py]
+    assert featurize.manifest == paths.manifest_uri and featurize.images is None
+    assert featurize.output == pca.output == paths.output_uri
+    assert (featurize.model, featurize.alpha, featurize.image_size) == (config.model, config.alpha, config.image_size)
+    assert (featurize.weights, featurize.engine, featurize.arrow_batch_size) == (
+        config.weights, config.engine, config.arrow_batch_size)
+    assert (pca.k, pca.variance if config.k is None else None) == (
+        config.k, config.variance if config.k is None else None)
+
+
+def test_local_mode_runs_the_same_job_arguments_over_s3a():
+    featurize_job = pytest.importorskip("spark_jobs.featurize")
+    pca_job = pytest.importorskip("spark_jobs.pca")
+    config = resolve({"bucket": "fruits-local", "k": 5})
+    paths = emr.run_paths(config, "2024-06-01", scheme="s3a")
+    weights = "/opt/airflow/models/w.h5"
+    featurize_cmd, pca_cmd = emr.local_job_commands(config, paths, weights, "/usr/bin/python3")
+    assert featurize_cmd[:3] == ["/usr/bin/python3", "-m", "spark_jobs.featurize"]
+    assert pca_cmd[:3] == ["/usr/bin/python3", "-m", "spark_jobs.pca"]
+    featurize = featurize_job.build_parser().parse_args(featurize_cmd[3:])
+    pca = pca_job.build_parser().parse_args(pca_cmd[3:])
+    assert featurize.manifest == "s3a://fruits-local/features/run_date=2024-06-01/manifest.txt"
+    assert featurize.output == pca.output == "s3a://fruits-local/features/run_date=2024-06-01"
+    assert (featurize.weights, pca.k) == (weights, 5)
+    # the same arguments as the EMR step, only the S3 scheme differs
+    emr_args = emr.job_arguments(config, emr.run_paths(config, "2024-06-01"), weights)["featurize"]
+    assert [emr.with_scheme(arg, "s3a") for arg in emr_args] == featurize_cmd[3:]
+
+
+# --- run configuration -------------------------------------------------------------------------
+
+def test_precedence_param_over_variable_over_environment():
+    env_defaults = emr.parse_time_defaults({"FRUITS_BUCKET": "env-bucket", "FRUITS_CORE_INSTANCE_COUNT": "3",
+                                            "FRUITS_USE_SPOT": "false"})
+    assert (env_defaults["bucket"], env_defaults["core_instance_count"], env_defaults["use_spot"]) == (
+        "env-bucket", 3, False)
+    variable = {"bucket": "variable-bucket", "core_instance_count": 5, "idle_timeout_minutes": 30}
+    # the run changed core_instance_count in the form; bucket and idle timeout were left at their defaults
+    config, sources = emr.resolve_run_config({**env_defaults, "core_instance_count": 9}, env_defaults, variable)
+    assert (config.bucket, config.core_instance_count, config.idle_timeout_minutes, config.use_spot) == (
+        "variable-bucket", 9, 30, False)
+    assert (sources["bucket"], sources["core_instance_count"], sources["use_spot"]) == ("variable", "param", "default")
+
+
+def test_scheduled_run_without_conf_uses_defaults():
+    config, sources = emr.resolve_run_config({}, {**DEFAULTS, "bucket": "b-env"}, None)
+    assert config.bucket == "b-env" and set(sources.values()) == {"default"}
+
+
+@pytest.mark.parametrize(
+    ("params", "variable", "message"),
+    [
+        ({}, None, "Param 'bucket' is empty"),
+        ({"bucket": "s3://fruits-data"}, None, "is not an S3 bucket name"),
+        ({"bucket": "b1x", "alpha": 0.3}, None, "Param 'alpha' = 0.3 has no pretrained MobileNetV2"),
+        ({"bucket": "b1x", "image_size": 100}, None, "Param 'image_size' = 100"),
+        ({"bucket": "b1x", "release_label": "emr-6.15.0"}, None, "must be an EMR 7.x release"),
+        ({"bucket": "b1x", "core_instance_types": ["m5 xlarge"]}, None, "not an EC2 instance type"),
+        ({"bucket": "b1x", "core_instance_types": []}, None, "'core_instance_types' is empty"),
+        ({"bucket": "b1x", "raw_prefix": "data/", "output_prefix": "data/features/"}, None, "overlap"),
+        ({"bucket": "b1x", "variance": 1.5}, None, "Param 'variance' = 1.5"),
+        ({"bucket": "b1x", "k": "many"}, None, "Param 'k' = 'many' is not a valid k"),
+        ({"bucket": "b1x", "subnet_id": "vpc-1"}, None, "Param 'subnet_id'"),
+        ({"bucket": "b1x"}, {"buckets": "x"}, "Variable fruits_features_defaults has unknown keys ['buckets']"),
+        ({}, {"bucket": "Bad_Bucket"}, "is not an S3 bucket name"),
+    ],
+)
+def test_bad_settings_end_with_one_clear_message(params, variable, message):
+    with pytest.raises(ConfigError) as raised:
+        resolve(params, variable)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_bad_environment_value_names_the_variable():
+    with pytest.raises(ConfigError, match="environment variable FRUITS_CORE_INSTANCE_COUNT = 'two'"):
+        emr.parse_time_defaults({"FRUITS_CORE_INSTANCE_COUNT": "two"})
+
+
+def test_params_cover_every_setting_with_a_description():
+    specs = emr.param_specs(DEFAULTS)
+    assert set(specs) == set(RunConfig().to_dict())
+    assert all(spec["description"] for spec in specs.values())
+    assert specs["k"]["default"] is None and specs["core_instance_types"]["default"] == [
+        "m5.xlarge", "m5a.xlarge", "m6i.xlarge"]
+
+
+# --- run window, validation, cost ---------------------------------------------------------------
+
+def test_run_window_is_the_data_interval_or_the_last_full_day():
+    start = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    assert emr.run_window(start, start + timedelta(days=1), start) == (start, start + timedelta(days=1), "2024-06-01")
+    after = datetime(2024, 6, 3, 15, 30, tzinfo=timezone.utc)
+    assert emr.run_window(None, None, after) == (
+        datetime(2024, 6, 2, tzinfo=timezone.utc), datetime(2024, 6, 3, tzinfo=timezone.utc), "2024-06-02")
+    assert emr.in_window(start, start, start + timedelta(days=1))
+    assert not emr.in_window(start + timedelta(days=1), start, start + timedelta(days=1))
+
+
+def test_reconcile_flags_counts_and_missing_outputs():
+    present = {"features/", "quarantine/", "pca/", "report.json", "manifest.txt"}
+    good = {"images_seen": 41, "features_rows": 40, "quarantined": 1}
+    assert emr.reconcile(good, 41, present) == []
+    problems = emr.reconcile({"images_seen": 41, "features_rows": 38, "quarantined": 1}, 41, present - {"pca/"})
+    assert problems == [
+        "output pca/ is missing",
+        "features (38) + quarantined (1) = 39, not the 41 images of the manifest",
+    ]
+    assert emr.reconcile({"images_seen": 40, "features_rows": 40, "quarantined": 0}, 41, present)[0] == (
+        "report says 40 images seen, the manifest lists 41")
+    assert "lacks a count" in emr.reconcile({"images_seen": 41}, 41, present)[0]
+
+
+def test_cost_estimate_from_instance_hours():
+    config = resolve({"bucket": "b1x"})  # m5.xlarge primary on-demand, 2 x m5.xlarge spot core
+    start = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    cost = emr.estimate_cost(config, start, start + timedelta(hours=2), emr.PRICE_TABLE)
+    # 2 h x (1 x (0.048 + 0.192) + 2 x (0.048 + 0.075))
+    assert cost.usd == pytest.approx(0.972)
+    assert cost.unpriced == []
+    on_demand = resolve({"bucket": "b1x", "use_spot": False, "core_instance_types": ["x9.huge"]})
+    partial = emr.estimate_cost(on_demand, start, start + timedelta(hours=1), emr.PRICE_TABLE)
+    assert partial.usd == pytest.approx(0.24) and partial.unpriced == ["x9.huge"]
+
+
+def test_price_variable_overrides_table():
+    prices = emr.merge_prices({"m5.xlarge": {"spot": 0.05}, "x9.huge": {"emr": 1, "on_demand": 2, "spot": 1}})
+    assert prices["m5.xlarge"] == {"emr": 0.048, "on_demand": 0.192, "spot": 0.05}
+    assert prices["x9.huge"]["on_demand"] == 2.0
+    with pytest.raises(ConfigError, match="fruits_emr_prices"):
+        emr.merge_prices({"m5.xlarge": 0.2})
+
+
+def test_step_failure_message_names_reason_and_logs():
+    from fruits_emr.operators import step_failure_message
+
+    step = {"Id": "s-ABC", "Name": "featurize 2024-06-01",
+            "Status": {"State": "FAILED", "FailureDetails": {"Reason": "Unknown error.",
+                                                              "Message": "ModuleNotFoundError: onnxruntime"}}}
+    message = step_failure_message(step, "j-XYZ", "s3://fruits-data/emr-logs/")
+    assert message.startswith("EMR step 'featurize 2024-06-01' (s-ABC) on cluster j-XYZ ended FAILED: Unknown error.")
+    assert "ModuleNotFoundError: onnxruntime" in message
+    assert "stderr: s3://fruits-data/emr-logs/j-XYZ/steps/s-ABC/stderr.gz" in message
+    assert "stdout: s3://fruits-data/emr-logs/j-XYZ/steps/s-ABC/stdout.gz" in message
+
+
+def test_param_choices_match_the_jobs():
+    backbones = pytest.importorskip("spark_jobs.backbones")
+    specs = emr.param_specs(DEFAULTS)
+    assert specs["model"]["enum"] == sorted(backbones.BACKBONES)
+    assert specs["engine"]["enum"] == list(backbones.ENGINES)

@@ -1,0 +1,159 @@
+"""S3 work of the DAG's tasks (plugins/fruits_emr/storage.py) against moto."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import zipfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from .conftest import ACCOUNT, REPO_ROOT
+from fruits_emr import config as emr
+from fruits_emr import storage
+
+WEIGHTS = "models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+
+
+def make_repo(root: Path) -> Path:
+    """A minimal deployable checkout: job package, EMR bootstrap and requirements."""
+    (root / "spark_jobs" / "sub").mkdir(parents=True)
+    (root / "spark_jobs" / "__init__.py").write_text("")
+    (root / "spark_jobs" / "featurize.py").write_text("print('featurize')\n")
+    (root / "spark_jobs" / "pca.py").write_text("print('pca')\n")
+    (root / "spark_jobs" / "sub" / "__init__.py").write_text("")
+    (root / "spark_jobs" / "sub" / "helpers.py").write_text("VALUE = 1\n")
+    (root / "spark_jobs" / "__pycache__").mkdir()
+    (root / "spark_jobs" / "__pycache__" / "junk.cpython-311.pyc").write_bytes(b"\0")
+    (root / "emr").mkdir()
+    shutil.copy(REPO_ROOT / "emr" / "bootstrap.sh", root / "emr" / "bootstrap.sh")
+    shutil.copy(REPO_ROOT / "emr" / "requirements-emr.txt", root / "emr" / "requirements-emr.txt")
+    (root / "w.h5").write_bytes(b"weights-v1")
+    return root
+
+
+def config(**overrides) -> emr.RunConfig:
+    return emr.RunConfig(**{"bucket": "fruits-data", **overrides})
+
+
+def keys(s3, bucket: str, prefix: str = "") -> list[str]:
+    return sorted(obj["Key"] for obj in storage.list_objects(s3, bucket, prefix))
+
+
+def test_stage_uploads_once_per_content_hash(s3, tmp_path):
+    repo = make_repo(tmp_path)
+    s3.create_bucket(Bucket="fruits-data")
+    staged, uploaded = storage.stage_artifacts(s3, config(weights="w.h5"), repo)
+    code_prefix = staged.code_uri.removeprefix("s3://fruits-data/")
+    assert keys(s3, "fruits-data", code_prefix) == sorted(
+        code_prefix + name for name in
+        ("featurize.py", "pca.py", "spark_jobs.zip", "bootstrap.sh", "requirements-emr.txt", "_STAGED"))
+    assert staged.weights.startswith("s3://fruits-data/artifacts/weights/") and staged.weights.endswith("/w.h5")
+    assert len(uploaded) == 6
+
+    again, uploaded_again = storage.stage_artifacts(s3, config(weights="w.h5"), repo)
+    assert (again, uploaded_again) == (staged, [])
+
+    (repo / "spark_jobs" / "pca.py").write_text("print('pca v2')\n")
+    (repo / "w.h5").write_bytes(b"weights-v2")
+    changed, uploaded_changed = storage.stage_artifacts(s3, config(weights="w.h5"), repo)
+    assert changed.code_uri != staged.code_uri and changed.weights != staged.weights
+    assert len(uploaded_changed) == 6
+
+
+def test_package_zip_is_importable_and_reproducible(tmp_path):
+    repo = make_repo(tmp_path)
+    first_hash, files = storage.code_bundle(repo)
+    second_hash, again = storage.code_bundle(repo)
+    assert first_hash == second_hash and files["spark_jobs.zip"] == again["spark_jobs.zip"]
+    names = zipfile.ZipFile(io.BytesIO(files["spark_jobs.zip"])).namelist()
+    assert names == ["spark_jobs/__init__.py", "spark_jobs/featurize.py", "spark_jobs/pca.py",
+                     "spark_jobs/sub/__init__.py", "spark_jobs/sub/helpers.py"]
+    zip_path = tmp_path / "spark_jobs.zip"
+    zip_path.write_bytes(files["spark_jobs.zip"])
+    import subprocess
+    import sys
+
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    out = subprocess.run([sys.executable, "-c", "import spark_jobs.sub.helpers as h; print(h.VALUE)"],
+                         env={"PYTHONPATH": str(zip_path)}, cwd=empty, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "1"
+
+
+def test_real_repo_bundle_holds_the_job_entry_points():
+    if not (REPO_ROOT / "spark_jobs" / "__init__.py").exists():
+        pytest.skip("spark_jobs/ not in the repo yet")
+    _, files = storage.code_bundle(REPO_ROOT)
+    names = zipfile.ZipFile(io.BytesIO(files["spark_jobs.zip"])).namelist()
+    assert {"spark_jobs/featurize.py", "spark_jobs/pca.py", "spark_jobs/__init__.py"} <= set(names)
+    assert files["featurize.py"] == (REPO_ROOT / "spark_jobs" / "featurize.py").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [("models/nope.h5", "is not 'imagenet', 'random', an s3:// URI or a file"),
+     ("s3://fruits-data/missing.h5", "no such S3 object")],
+)
+def test_bad_weights_fail_with_one_message(s3, tmp_path, weights, message):
+    s3.create_bucket(Bucket="fruits-data")
+    with pytest.raises(emr.ConfigError, match=message):
+        storage.stage_artifacts(s3, config(weights=weights), make_repo(tmp_path))
+
+
+def test_missing_bucket_fails_with_one_message(s3):
+    with pytest.raises(emr.ConfigError, match=r"s3://no-such-bucket does not exist"):
+        storage.check_bucket(s3, "no-such-bucket")
+
+
+def test_new_images_by_last_modified_window(s3):
+    from moto.s3.models import s3_backends
+
+    s3.create_bucket(Bucket="fruits-data")
+    day = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    stamped = {
+        "raw/apple/before.jpg": day - timedelta(seconds=1),
+        "raw/apple/first.jpg": day,
+        "raw/lemon/late.PNG": day + timedelta(hours=23, minutes=59),
+        "raw/lemon/next.jpeg": day + timedelta(days=1),
+        "raw/lemon/notes.txt": day + timedelta(hours=1),
+        "features/apple/x.jpg": day + timedelta(hours=1),
+    }
+    for key in stamped:
+        s3.put_object(Bucket="fruits-data", Key=key, Body=b"x")
+    backend_keys = s3_backends[ACCOUNT]["aws"].buckets["fruits-data"].keys
+    for key, stamp in stamped.items():
+        backend_keys[key].last_modified = stamp
+
+    found = storage.new_images(s3, config(), day, day + timedelta(days=1))
+    assert found == ["s3://fruits-data/raw/apple/first.jpg", "s3://fruits-data/raw/lemon/late.PNG"]
+    everything = storage.new_images(s3, config(full_refresh=True), day, day + timedelta(days=1))
+    assert len(everything) == 4 and "s3://fruits-data/raw/lemon/notes.txt" not in everything
+
+
+def test_reset_partition_then_manifest(s3):
+    s3.create_bucket(Bucket="fruits-data")
+    paths = emr.run_paths(config(), "2024-06-01")
+    for key in ("features/run_date=2024-06-01/features/part-0.parquet", "features/run_date=2024-06-01/report.json",
+                "features/run_date=2024-06-02/report.json"):
+        s3.put_object(Bucket="fruits-data", Key=key, Body=b"old")
+    assert storage.reset_partition(s3, paths) == 2
+    storage.write_manifest(s3, paths, ["s3://fruits-data/raw/a/1.jpg", "s3://fruits-data/raw/b/2.jpg"])
+    assert keys(s3, "fruits-data", "features/") == [
+        "features/run_date=2024-06-01/manifest.txt", "features/run_date=2024-06-02/report.json"]
+    assert storage.read_manifest(s3, paths) == ["s3://fruits-data/raw/a/1.jpg", "s3://fruits-data/raw/b/2.jpg"]
+    assert storage.partition_entries(s3, paths) == {"manifest.txt"}
+    with pytest.raises(storage.RunOutputError, match="report.json is missing"):
+        storage.read_report(s3, paths)
+
+
+def test_local_weights_resolve_without_staging(tmp_path):
+    repo = make_repo(tmp_path)
+    assert storage.local_weights(config(weights="w.h5"), repo) == str(repo / "w.h5")
+    assert storage.local_weights(config(weights="s3://m/w.h5"), repo) == "s3a://m/w.h5"
+    assert storage.local_weights(config(weights="imagenet"), repo) == "imagenet"
+    with pytest.raises(emr.ConfigError, match="looked for"):
+        storage.local_weights(config(weights="models/none.h5"), repo)
