@@ -80,6 +80,7 @@ class PeakRss:
 
         self._me = psutil.Process()
         self.peak = 0
+        self.peak_by_kind = {"jvm": 0, "python": 0}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -87,13 +88,16 @@ class PeakRss:
         import psutil
 
         while not self._stop.is_set():
-            total = 0
+            by_kind = {"jvm": 0, "python": 0}
             for child in self._me.children(recursive=True):
                 try:
-                    total += child.memory_info().rss
+                    kind = "jvm" if "java" in child.name() else "python"
+                    by_kind[kind] += child.memory_info().rss
                 except psutil.Error:
                     pass
-            self.peak = max(self.peak, total)
+            self.peak = max(self.peak, sum(by_kind.values()))
+            for kind, value in by_kind.items():
+                self.peak_by_kind[kind] = max(self.peak_by_kind[kind], value)
             self._stop.wait(0.2)
 
     def __enter__(self) -> "PeakRss":
@@ -120,7 +124,9 @@ def probe_featurize(args: argparse.Namespace) -> dict:
         wall = time.perf_counter() - started
     spark.stop()
     return {"images": summary["images_seen"], "features_rows": summary["features_rows"], "seconds": wall,
-            "peak_rss_bytes": rss.peak, "partitions": summary["partitions"]}
+            "peak_rss_bytes": rss.peak, "peak_rss_jvm_bytes": rss.peak_by_kind["jvm"],
+            "peak_rss_python_workers_bytes": rss.peak_by_kind["python"], "partitions": summary["partitions"],
+            "phase_seconds": summary["phase_seconds"]}
 
 
 def probe_seed_method(args: argparse.Namespace) -> dict:

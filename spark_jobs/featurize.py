@@ -277,6 +277,14 @@ def auto_partitions(spark: SparkSession, image_count: int) -> int:
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Featurize; write features, quarantine and featurize.json under args.output."""
     started = time.monotonic()
+    phases: dict[str, float] = {}
+    mark = [started]
+
+    def phase(name: str) -> None:
+        now = time.monotonic()
+        phases[name] = round(now - mark[0], 3)
+        mark[0] = now
+
     _positive(args)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.arrow_batch_size))
     workdir = Path(tempfile.mkdtemp(prefix="fruits-weights-"))
@@ -305,9 +313,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     files, unlisted = list_images(spark, images=args.images, manifest=args.manifest)
     listed = files.inputFiles()  # the file index's listing; no Spark job
     file_count = len(listed)
+    phase("list_inputs")
     if not artifact_uri:
         artifact = model_artifact(spec, args.engine)
     ship_to_executors(spark, artifact)
+    phase("model")
     partitions = args.partitions or auto_partitions(spark, file_count)
     results = featurize_files(
         files, spec, args.engine, artifact.name, args.batch_size, partitions, args.max_image_pixels
@@ -317,6 +327,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     try:
         features = results.where(F.col("error").isNull()).withColumn("model", F.lit(model_id))
         features.select(*FEATURE_COLUMNS).write.mode("overwrite").parquet(features_uri)
+        phase("featurize_and_write")
         skipped = []
         if results.count() < file_count:  # counted from the cache
             scanned = {row.path for row in results.select("path").collect()}
@@ -329,6 +340,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
             .withColumn("model", F.lit(model_id))
         )
         quarantine.select(*QUARANTINE_COLUMNS).coalesce(1).write.mode("overwrite").parquet(quarantine_uri)
+        phase("quarantine")
     finally:
         results.unpersist()
     written = spark.read.parquet(quarantine_uri)
@@ -344,6 +356,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         row["kind"]: row["count"]
         for row in written.groupBy(F.split("reason", ":").getItem(0).alias("kind")).count().collect()
     }
+    phase("verify_counts")
     summary = {
         "images_seen": images_seen,
         "features_rows": features_rows,
@@ -359,6 +372,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         "arrow_batch_size": args.arrow_batch_size,
         "input": args.images or args.manifest,
         "featurize_seconds": round(time.monotonic() - started, 3),
+        "phase_seconds": phases,
     }
     storage.write_json(spark, storage.join(args.output, "featurize.json"), summary)
     if not artifact_uri:  # an exported model's file is still registered with addFile
