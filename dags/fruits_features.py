@@ -10,8 +10,9 @@ skipped, no cluster) → `emr_request` → `create_cluster` → `add_steps` → 
 `watch_pca` → `terminate_cluster` (teardown: runs after success, failure, timeout or kill) →
 `validate_outputs`.
 
-With `FRUITS_COMPUTE_MODE=local` (the docker-compose stack) the cluster tasks are replaced by
-`run_jobs_locally`: the same jobs with the same arguments, on local Spark reading S3 via s3a.
+With `FRUITS_COMPUTE_MODE=local` (the docker-compose stack) `create_cluster` … `terminate_cluster`
+are replaced by `run_steps_locally`: the same EMR steps, run by `spark-submit --master local[*]`
+on the worker over a local mirror of the S3 objects they read; outputs are uploaded back to S3.
 
 Outputs: `s3://<bucket>/<output_prefix>run_date=YYYY-MM-DD/`, replaced as a whole on re-runs.
 Params, Variables, IAM and S3 layout: see the README.
@@ -21,8 +22,8 @@ from __future__ import annotations
 
 import os
 import shlex
-import subprocess
-import sys
+import shutil
+import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,9 @@ from fruits_emr.operators import EmrStepSensorWithLogs, EmrTerminateRunClusters
 COMPUTE_MODE = os.environ.get("FRUITS_COMPUTE_MODE", "emr").strip().lower()
 if COMPUTE_MODE not in ("emr", "local"):
     raise ValueError(f"FRUITS_COMPUTE_MODE={COMPUTE_MODE!r}: use 'emr' (transient EMR cluster) or 'local'.")
-SPARK_SCHEME = "s3a" if COMPUTE_MODE == "local" else "s3"
+LOCAL_MASTER = os.environ.get("FRUITS_LOCAL_MASTER", "local[*]")
+LOCAL_DRIVER_MEMORY = os.environ.get("FRUITS_LOCAL_DRIVER_MEMORY", "2g")
+LOCAL_WORKDIR = os.environ.get("FRUITS_LOCAL_WORKDIR") or None  # None: the system temp folder
 REPO_ROOT = Path(os.environ.get("FRUITS_REPO_ROOT") or Path(__file__).resolve().parents[1])
 AWS_CONN_ID = os.environ.get("FRUITS_AWS_CONN_ID", "aws_default")
 DEFERRABLE = os.environ.get("FRUITS_DEFERRABLE", "false").strip().lower() in ("1", "true", "yes")
@@ -105,7 +108,8 @@ def stage_artifacts(config: dict[str, Any]) -> dict[str, str]:
         staged, uploaded = storage.stage_artifacts(_s3(), emr.RunConfig.from_dict(config), REPO_ROOT)
     except emr.ConfigError as exc:
         raise AirflowFailException(str(exc)) from None
-    print(f"code bundle {staged.code_uri}: " + (f"uploaded {len(uploaded)} objects" if uploaded else "already staged"))
+    print(f"code bundle {staged.code_uri}; model {staged.model_artifact or staged.weights}: "
+          + (f"uploaded {uploaded}" if uploaded else "already staged"))
     return staged.to_dict()
 
 
@@ -120,9 +124,9 @@ def find_new_images(
     run_config = emr.RunConfig.from_dict(config)
     run_after = getattr(dag_run, "run_after", None) or datetime.now(timezone.utc)
     start, end, run_date = emr.run_window(data_interval_start, data_interval_end, run_after)
-    paths = emr.run_paths(run_config, run_date, scheme=SPARK_SCHEME)
+    paths = emr.run_paths(run_config, run_date)
     s3 = _s3()
-    images = storage.new_images(s3, run_config, start, end, scheme=SPARK_SCHEME)
+    images = storage.new_images(s3, run_config, start, end)
     scope = "all images (full refresh)" if run_config.full_refresh else f"LastModified in [{start}, {end})"
     if not images:
         print(f"No images under s3://{run_config.bucket}/{emr.prefix(run_config.raw_prefix)} with {scope}: no cluster.")
@@ -148,23 +152,37 @@ def emr_request(
 
 
 @task
-def run_jobs_locally(config: dict[str, Any], run: dict[str, Any]) -> None:
-    """Local compute mode: featurize then pca with local Spark on this worker, same arguments as on EMR."""
-    run_config = emr.RunConfig.from_dict(config)
-    paths = emr.RunPaths(**run["paths"])
+def run_steps_locally(steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Local compute mode: the EMR steps themselves, by spark-submit --master local[*] on this worker,
+    over a local mirror of the S3 objects they read; each step's output folder is uploaded back."""
+    from fruits_emr import local
+
+    s3 = _s3()
+    spark_submit, env = local.spark_submit_path(), local.spark_env()
+    mirror_root = tempfile.mkdtemp(prefix="fruits-local-", dir=LOCAL_WORKDIR)
+    uploaded: dict[str, int] = {}
     try:
-        weights = storage.local_weights(run_config, REPO_ROOT, scheme=SPARK_SCHEME)
-    except emr.ConfigError as exc:
-        raise AirflowFailException(str(exc)) from None
-    python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": python_path}
-    for command in emr.local_job_commands(run_config, paths, weights, sys.executable):
-        print(f"$ {shlex.join(command)}", flush=True)
-        returncode = subprocess.run(command, cwd=REPO_ROOT, env=env, check=False).returncode
-        if returncode == 2:  # the jobs' exit code for unusable input: retrying cannot help
-            raise AirflowFailException(f"{command[2]} rejected its input (exit 2); its message is above.")
-        if returncode != 0:
-            raise RuntimeError(f"{command[2]} failed with exit code {returncode}; its output is above.")
+        for step in steps:
+            name, args = step["Name"], step["HadoopJarStep"]["Args"]
+            files = emr.step_files(args)
+            images = local.mirror_step_inputs(s3, files, mirror_root)
+            output = Path(emr.mirror_path(files.output, mirror_root)) if files.output else None
+            before = local.snapshot(output) if output else {}
+            command = emr.local_step_command(args, mirror_root, spark_submit, LOCAL_MASTER, LOCAL_DRIVER_MEMORY)
+            print(f"step {name}: mirrored {len(files.inputs)} objects and {images} images to {mirror_root}")
+            print(f"$ {shlex.join(command)}", flush=True)
+            returncode, _ = local.run_streaming(command, env, cwd=mirror_root)
+            if returncode == 2:  # the jobs' exit code for unusable input: retrying cannot help
+                raise AirflowFailException(f"step {name} rejected its input (exit 2); its message is above.")
+            if returncode != 0:
+                raise RuntimeError(f"step {name} failed with exit code {returncode}; its output is above.")
+            if output is not None:
+                keys = local.upload_changes(s3, output, files.output, before)
+                uploaded[name] = len(keys)
+                print(f"step {name}: uploaded {len(keys)} objects to {files.output}/")
+    finally:
+        shutil.rmtree(mirror_root, ignore_errors=True)
+    return {"uploaded": uploaded}
 
 
 @task
@@ -227,14 +245,12 @@ def validate_outputs(config: dict[str, Any], run: dict[str, Any], cluster_id: st
 )
 def fruits_features() -> None:
     config = resolve_config()
-    if COMPUTE_MODE == "local":
-        run = find_new_images(config)
-        chain(run, run_jobs_locally(config, run), validate_outputs(config, run))
-        return
-
     staged = stage_artifacts(config)
     run = find_new_images(config)
     request = emr_request(config, staged, run)
+    if COMPUTE_MODE == "local":
+        chain(staged, run, request, run_steps_locally(request["steps"]), validate_outputs(config, run))
+        return
 
     create_cluster = EmrCreateJobFlowOperator(
         task_id="create_cluster",

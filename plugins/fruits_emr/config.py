@@ -241,10 +241,7 @@ def prefix(value: str) -> str:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """S3 locations of one run date; the partition is overwritten as a whole on re-runs.
-
-    `scheme` is how Spark addresses S3: s3:// (EMRFS) on EMR, s3a:// in the local compute mode.
-    """
+    """S3 locations of one run date; the partition is overwritten as a whole on re-runs."""
 
     bucket: str
     run_date: str
@@ -252,10 +249,9 @@ class RunPaths:
     manifest_key: str
     report_key: str
     log_uri: str
-    scheme: str = "s3"
 
     def uri(self, key: str) -> str:
-        return f"{self.scheme}://{self.bucket}/{key}"
+        return f"s3://{self.bucket}/{key}"
 
     @property
     def output_uri(self) -> str:
@@ -273,7 +269,7 @@ class RunPaths:
         return asdict(self)
 
 
-def run_paths(config: RunConfig, run_date: str, scheme: str = "s3") -> RunPaths:
+def run_paths(config: RunConfig, run_date: str) -> RunPaths:
     partition = f"{prefix(config.output_prefix)}run_date={run_date}/"
     return RunPaths(
         bucket=config.bucket,
@@ -282,16 +278,7 @@ def run_paths(config: RunConfig, run_date: str, scheme: str = "s3") -> RunPaths:
         manifest_key=f"{partition}manifest.txt",
         report_key=f"{partition}report.json",
         log_uri=f"s3://{config.bucket}/{prefix(config.logs_prefix)}",
-        scheme=scheme,
     )
-
-
-def with_scheme(uri: str, scheme: str) -> str:
-    """s3://b/k or s3a://b/k with the given scheme; other values unchanged."""
-    for known in ("s3://", "s3a://"):
-        if uri.startswith(known):
-            return f"{scheme}://{uri[len(known):]}"
-    return uri
 
 
 def run_window(
@@ -330,17 +317,25 @@ class StagedArtifacts:
     py_files: str
     bootstrap: str
     requirements: str
+    requirements_tensorflow: str
     weights: str
+    model_artifact: str = ""  # exported ONNX model (engine onnxruntime); empty: the driver builds the model
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, str]) -> StagedArtifacts:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-def code_layout(bucket: str, artifacts_prefix: str, code_hash: str, weights: str) -> StagedArtifacts:
+REQUIREMENTS_FILE = "requirements-emr.txt"
+REQUIREMENTS_TENSORFLOW_FILE = "requirements-emr-tensorflow.txt"
+
+
+def code_layout(
+    bucket: str, artifacts_prefix: str, code_hash: str, weights: str, model_artifact: str = ""
+) -> StagedArtifacts:
     """Where a code bundle with this content hash lives in S3."""
     base = f"s3://{bucket}/{prefix(artifacts_prefix)}code/{code_hash}/"
     return StagedArtifacts(
@@ -349,8 +344,10 @@ def code_layout(bucket: str, artifacts_prefix: str, code_hash: str, weights: str
         pca_py=f"{base}pca.py",
         py_files=f"{base}spark_jobs.zip",
         bootstrap=f"{base}bootstrap.sh",
-        requirements=f"{base}requirements-emr.txt",
+        requirements=f"{base}{REQUIREMENTS_FILE}",
+        requirements_tensorflow=f"{base}{REQUIREMENTS_TENSORFLOW_FILE}",
         weights=weights,
+        model_artifact=model_artifact,
     )
 
 
@@ -358,16 +355,66 @@ def weights_key(artifacts_prefix: str, weights_hash: str, filename: str) -> str:
     return f"{prefix(artifacts_prefix)}weights/{weights_hash}/{filename}"
 
 
-def job_arguments(config: RunConfig, paths: RunPaths, weights_uri: str) -> dict[str, list[str]]:
-    """Arguments of each Spark job (after the script), as its own argument parser takes them."""
-    featurize = [
-        "--manifest", paths.manifest_uri,
-        "--output", paths.output_uri,
+# The featurize job's defaults, which the DAG does not override; part of an exported model's identity.
+EXPORT_POOLING = "avg"
+EXPORT_SEED = 42
+MODEL_FILE = "model.onnx"
+SIDECAR_SUFFIX = ".json"  # spark_jobs.export_model.sidecar_path: <model>.json
+
+
+def model_key(artifacts_prefix: str, model_hash: str) -> str:
+    """Key of an exported ONNX model; its sidecar is the same key + .json."""
+    return f"{prefix(artifacts_prefix)}models/{model_hash}/{MODEL_FILE}"
+
+
+def model_settings(config: RunConfig) -> dict[str, Any]:
+    """What the exported model depends on, besides the weights' content and the export code."""
+    return {
+        "model": config.model,
+        "alpha": _num(config.alpha),
+        "image_size": config.image_size,
+        "pooling": EXPORT_POOLING,
+        "seed": EXPORT_SEED,
+        "weights": config.weights if weights_kind(config.weights) == "preset" else "file",
+    }
+
+
+def export_model_command(config: RunConfig, weights: str, output: str, python: str) -> list[str]:
+    """`python -m spark_jobs.export_model` for this config; weights: imagenet, random or a local file."""
+    return [
+        python, "-m", "spark_jobs.export_model",
+        "--output", output,
         "--model", config.model,
         "--alpha", _num(config.alpha),
         "--image-size", str(config.image_size),
-        "--weights", weights_uri,
-        "--engine", config.engine,
+        "--pooling", EXPORT_POOLING,
+        "--weights", weights,
+        "--seed", str(EXPORT_SEED),
+    ]
+
+
+def job_arguments(
+    config: RunConfig, paths: RunPaths, weights_uri: str, model_artifact: str = ""
+) -> dict[str, list[str]]:
+    """Arguments of each Spark job (after the script), as its own argument parser takes them.
+
+    With an exported model the featurize job reads the model settings from its sidecar, so
+    they are not repeated here (one source of truth) and no TensorFlow is needed on the cluster.
+    """
+    if model_artifact:
+        model = ["--model-artifact", model_artifact, "--engine", "onnxruntime"]
+    else:
+        model = [
+            "--model", config.model,
+            "--alpha", _num(config.alpha),
+            "--image-size", str(config.image_size),
+            "--weights", weights_uri,
+            "--engine", config.engine,
+        ]
+    featurize = [
+        "--manifest", paths.manifest_uri,
+        "--output", paths.output_uri,
+        *model,
         "--arrow-batch-size", str(config.arrow_batch_size),
     ]
     target = ["--k", str(config.k)] if config.k is not None else ["--variance", _num(config.variance)]
@@ -380,7 +427,7 @@ def spark_steps(config: RunConfig, paths: RunPaths, staged: StagedArtifacts) -> 
 
     CANCEL_AND_WAIT: a failed featurize cancels pca and leaves the cluster to the teardown task.
     """
-    arguments = job_arguments(config, paths, staged.weights)
+    arguments = job_arguments(config, paths, staged.weights, staged.model_artifact)
     scripts = {"featurize": staged.featurize_py, "pca": staged.pca_py}
     return [
         {
@@ -401,10 +448,72 @@ def spark_steps(config: RunConfig, paths: RunPaths, staged: StagedArtifacts) -> 
     ]
 
 
-def local_job_commands(config: RunConfig, paths: RunPaths, weights: str, python: str) -> list[list[str]]:
-    """Local compute mode: the same jobs with the same arguments, run by this Python with local Spark."""
-    arguments = job_arguments(config, paths, weights)
-    return [[python, "-m", f"spark_jobs.{job}", *arguments[job]] for job in ("featurize", "pca")]
+# --- local compute mode: the EMR steps, run by spark-submit on the Airflow worker ------------
+
+LOCAL_SPARK_CONF = {
+    "spark.ui.enabled": "false",  # no port to clash with another run on the worker
+    "spark.sql.session.timeZone": "UTC",  # as on EMR nodes
+    "spark.log.level": "WARN",  # the task log keeps the jobs' own lines, not Spark's INFO chatter
+}
+
+
+@dataclass(frozen=True)
+class StepFiles:
+    """The S3 objects a step reads (downloaded before it runs), its manifest and its output root."""
+
+    inputs: list[str]
+    manifest: str | None
+    output: str | None
+
+
+def step_files(args: list[str]) -> StepFiles:
+    """Classify the s3:// arguments of an EMR step's spark-submit command."""
+    inputs: list[str] = []
+    manifest = output = None
+    for index, arg in enumerate(args):
+        if not arg.startswith("s3://"):
+            continue
+        flag = args[index - 1] if index else ""
+        if flag == "--output":
+            output = arg
+        elif flag == "--manifest":
+            manifest = arg
+        else:
+            inputs.append(arg)
+            if flag == "--model-artifact":
+                inputs.append(arg + SIDECAR_SUFFIX)
+    return StepFiles(inputs=inputs, manifest=manifest, output=output)
+
+
+def mirror_path(uri: str, mirror_root: str) -> str:
+    """Where the local compute mode keeps s3://bucket/key: <mirror_root>/bucket/key."""
+    if not uri.startswith("s3://"):
+        return uri
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return f"{mirror_root.rstrip('/')}/{bucket}/{key}".rstrip("/")
+
+
+def local_step_command(
+    args: list[str], mirror_root: str, spark_submit: str, master: str = "local[*]", driver_memory: str = "2g"
+) -> list[str]:
+    """An EMR step's `spark-submit --deploy-mode cluster ...` as a local spark-submit on the mirror.
+
+    Same script, --py-files and job arguments; only the master and the S3 locations differ.
+    """
+    if not args or args[0] != "spark-submit":
+        raise ValueError(f"not a spark-submit step: {args[:3]}")
+    command = [spark_submit, "--master", master, "--driver-memory", driver_memory]
+    for name, value in LOCAL_SPARK_CONF.items():
+        command += ["--conf", f"{name}={value}"]
+    rest = args[1:]
+    index = 0
+    while index < len(rest):
+        if rest[index] == "--deploy-mode":  # the cluster's; local mode runs the driver here
+            index += 2
+            continue
+        command.append(mirror_path(rest[index], mirror_root))
+        index += 1
+    return command
 
 
 def cluster_tags(dag_id: str, run_id: str, run_date: str) -> list[dict[str, str]]:
@@ -463,7 +572,7 @@ def job_flow_overrides(
         "BootstrapActions": [
             {
                 "Name": "install-python-deps",
-                "ScriptBootstrapAction": {"Path": staged.bootstrap, "Args": [staged.requirements]},
+                "ScriptBootstrapAction": {"Path": staged.bootstrap, "Args": bootstrap_args(config, staged)},
             }
         ],
         "Configurations": [
@@ -492,6 +601,14 @@ def job_flow_overrides(
         "JobFlowRole": config.job_flow_role,
         "Tags": cluster_tags(dag_id, run_id, paths.run_date),
     }
+
+
+def bootstrap_args(config: RunConfig, staged: StagedArtifacts) -> list[str]:
+    """The light requirements always; the TensorFlow add-on only when the cluster builds the model
+    (engine tensorflow, or no exported model staged)."""
+    if config.engine == "tensorflow" or not staged.model_artifact:
+        return [staged.requirements, staged.requirements_tensorflow]
+    return [staged.requirements]
 
 
 def step_log_uris(log_uri: str, cluster_id: str, step_id: str) -> dict[str, str]:

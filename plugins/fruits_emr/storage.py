@@ -9,6 +9,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,23 +22,31 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from fruits_emr.config import (
+    REQUIREMENTS_FILE,
+    REQUIREMENTS_TENSORFLOW_FILE,
+    SIDECAR_SUFFIX,
     ConfigError,
     RunConfig,
     RunPaths,
     StagedArtifacts,
     code_layout,
+    export_model_command,
     in_window,
     is_image_key,
+    model_key,
+    model_settings,
     prefix,
     weights_key,
     weights_kind,
-    with_scheme,
 )
 
 STAGED_MARKER = "_STAGED"
 BOOTSTRAP = Path("emr/bootstrap.sh")
-REQUIREMENTS = Path("emr/requirements-emr.txt")
+REQUIREMENTS = Path("emr") / REQUIREMENTS_FILE
+REQUIREMENTS_TENSORFLOW = Path("emr") / REQUIREMENTS_TENSORFLOW_FILE
 PACKAGE = "spark_jobs"
+# the code an exported model depends on besides its settings and weights
+EXPORT_SOURCES = (Path("spark_jobs/backbones.py"), Path("spark_jobs/export_model.py"))
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
 
@@ -88,18 +100,19 @@ def package_zip(repo_root: Path, sources: list[Path]) -> bytes:
 def code_bundle(repo_root: Path) -> tuple[str, dict[str, bytes]]:
     """Content hash and files of the code bundle: entry points, package zip, bootstrap, EMR requirements."""
     sources = package_sources(repo_root)
-    for extra in (BOOTSTRAP, REQUIREMENTS):
+    for extra in (BOOTSTRAP, REQUIREMENTS, REQUIREMENTS_TENSORFLOW):
         if not (repo_root / extra).is_file():
             raise ConfigError(f"{repo_root / extra} is missing: deploy the repo's emr/ folder next to dags/.")
     digest = hashlib.sha256()
-    for relative in [*sources, BOOTSTRAP, REQUIREMENTS]:
+    for relative in [*sources, BOOTSTRAP, REQUIREMENTS, REQUIREMENTS_TENSORFLOW]:
         digest.update(relative.as_posix().encode() + b"\0" + (repo_root / relative).read_bytes() + b"\0")
     files = {
         "featurize.py": (repo_root / PACKAGE / "featurize.py").read_bytes(),
         "pca.py": (repo_root / PACKAGE / "pca.py").read_bytes(),
         "spark_jobs.zip": package_zip(repo_root, sources),
         "bootstrap.sh": (repo_root / BOOTSTRAP).read_bytes(),
-        "requirements-emr.txt": (repo_root / REQUIREMENTS).read_bytes(),
+        REQUIREMENTS_FILE: (repo_root / REQUIREMENTS).read_bytes(),
+        REQUIREMENTS_TENSORFLOW_FILE: (repo_root / REQUIREMENTS_TENSORFLOW).read_bytes(),
     }
     return digest.hexdigest()[:16], files
 
@@ -129,13 +142,7 @@ def stage_weights(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, boo
         if not key or not object_exists(s3, bucket, key):
             raise ConfigError(f"Param 'weights' = {config.weights!r}: no such S3 object. Upload it or fix the URI.")
         return config.weights, False
-    path = Path(config.weights)
-    path = path if path.is_absolute() else repo_root / path
-    if not path.is_file():
-        raise ConfigError(
-            f"Param 'weights' = {config.weights!r} is not 'imagenet', 'random', an s3:// URI or a file"
-            f" (looked for {path})."
-        )
+    path = local_weights_file(config, repo_root)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     key = weights_key(config.artifacts_prefix, digest, path.name)
     uploaded = not object_exists(s3, config.bucket, key)
@@ -144,13 +151,8 @@ def stage_weights(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, boo
     return f"s3://{config.bucket}/{key}", uploaded
 
 
-def local_weights(config: RunConfig, repo_root: Path, scheme: str = "s3a") -> str:
-    """The --weights value in the local compute mode: presets as they are, S3 via s3a, files as absolute paths."""
-    kind = weights_kind(config.weights)
-    if kind == "preset":
-        return config.weights
-    if kind == "s3":
-        return with_scheme(config.weights, scheme)
+def local_weights_file(config: RunConfig, repo_root: Path) -> Path:
+    """The weights file a repo-path Param names, or one clear message."""
     path = Path(config.weights)
     path = path if path.is_absolute() else repo_root / path
     if not path.is_file():
@@ -158,16 +160,72 @@ def local_weights(config: RunConfig, repo_root: Path, scheme: str = "s3a") -> st
             f"Param 'weights' = {config.weights!r} is not 'imagenet', 'random', an s3:// URI or a file"
             f" (looked for {path})."
         )
-    return str(path)
+    return path
+
+
+def export_model(config: RunConfig, weights: str, output: Path, repo_root: Path) -> None:
+    """Export the CNN to ONNX (+ sidecar) with `python -m spark_jobs.export_model` in a child process,
+    so TensorFlow's memory goes away with it."""
+    python_path = os.pathsep.join(filter(None, [str(repo_root), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        export_model_command(config, weights, str(output), sys.executable),
+        cwd=repo_root, env={**os.environ, "PYTHONPATH": python_path, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True, text=True, check=False,
+    )
+    if done.returncode == 2:  # the exporter's exit code for unusable settings
+        raise ConfigError(f"The model cannot be exported with these Params: {done.stderr.strip()[-1500:]}")
+    if done.returncode != 0:
+        raise RuntimeError(f"Model export failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+
+
+def stage_model(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]:
+    """Export the model once and stage model.onnx + model.onnx.json under
+    artifacts/models/<hash of settings, weights content and export code>/; skipped when present."""
+    with tempfile.TemporaryDirectory(prefix="fruits-stage-model-") as tmp:
+        kind = weights_kind(config.weights)
+        if kind == "preset":
+            weights, content = config.weights, config.weights.encode()
+        elif kind == "s3":
+            bucket, key = split_uri(config.weights)
+            if not key or not object_exists(s3, bucket, key):
+                raise ConfigError(f"Param 'weights' = {config.weights!r}: no such S3 object. Upload it or fix the URI.")
+            local = Path(tmp) / "weights" / Path(key).name
+            local.parent.mkdir()
+            s3.download_file(bucket, key, str(local))
+            weights, content = str(local), local.read_bytes()
+        else:
+            local = local_weights_file(config, repo_root)
+            weights, content = str(local), local.read_bytes()
+        digest = hashlib.sha256(json.dumps(model_settings(config), sort_keys=True).encode() + b"\0" + content)
+        for relative in EXPORT_SOURCES:
+            source = repo_root / relative
+            digest.update(b"\0" + (source.read_bytes() if source.is_file() else b""))
+        key = model_key(config.artifacts_prefix, digest.hexdigest()[:16])
+        uri = f"s3://{config.bucket}/{key}"
+        # the sidecar is written last, so it marks a complete upload
+        if object_exists(s3, config.bucket, key + SIDECAR_SUFFIX):
+            return uri, False
+        output = Path(tmp) / "model" / "model.onnx"
+        export_model(config, weights, output, repo_root)
+        s3.upload_file(str(output), config.bucket, key)
+        s3.upload_file(str(output) + SIDECAR_SUFFIX, config.bucket, key + SIDECAR_SUFFIX)
+        return uri, True
 
 
 def stage_artifacts(s3: Any, config: RunConfig, repo_root: Path) -> tuple[StagedArtifacts, list[str]]:
-    """Upload the code bundle under its content hash (skipped when its marker exists) and the weights."""
+    """Upload the code bundle under its content hash (skipped when its marker exists), and what the
+    cluster needs to build the model: the exported ONNX model (engine onnxruntime) or the weights."""
     code_hash, files = code_bundle(repo_root)
-    weights_uri, weights_uploaded = stage_weights(s3, config, repo_root)
-    staged = code_layout(config.bucket, config.artifacts_prefix, code_hash, weights_uri)
+    if config.engine == "onnxruntime":
+        model_uri, model_uploaded = stage_model(s3, config, repo_root)
+        weights_uri = config.weights
+        uploaded = [model_uri, model_uri + SIDECAR_SUFFIX] if model_uploaded else []
+    else:
+        model_uri = ""
+        weights_uri, weights_uploaded = stage_weights(s3, config, repo_root)
+        uploaded = [weights_uri] if weights_uploaded else []
+    staged = code_layout(config.bucket, config.artifacts_prefix, code_hash, weights_uri, model_uri)
     _, code_key = split_uri(staged.code_uri)
-    uploaded = [weights_uri] if weights_uploaded else []
     if not object_exists(s3, config.bucket, code_key + STAGED_MARKER):
         for name, body in files.items():
             s3.put_object(Bucket=config.bucket, Key=code_key + name, Body=body)
@@ -184,10 +242,10 @@ def list_objects(s3: Any, bucket: str, key_prefix: str) -> Iterator[dict[str, An
         yield from page.get("Contents", [])
 
 
-def new_images(s3: Any, config: RunConfig, start: datetime, end: datetime, scheme: str = "s3") -> list[str]:
+def new_images(s3: Any, config: RunConfig, start: datetime, end: datetime) -> list[str]:
     """URIs of raw images whose LastModified is in [start, end), or all of them on full refresh."""
     return sorted(
-        f"{scheme}://{config.bucket}/{obj['Key']}"
+        f"s3://{config.bucket}/{obj['Key']}"
         for obj in list_objects(s3, config.bucket, prefix(config.raw_prefix))
         if is_image_key(obj["Key"]) and (config.full_refresh or in_window(obj["LastModified"], start, end))
     )

@@ -3,6 +3,9 @@
 moto creates clusters and steps but runs nothing; StepDriver plays EMR: when a step is
 pending it runs the step's job locally (the step's own arguments, S3 paths mapped to local
 files, outputs uploaded back to the moto bucket) and sets the step COMPLETED or FAILED.
+
+The local compute mode needs no stand-in: its run_steps_locally task runs the steps itself
+with spark-submit, against moto's S3.
 """
 
 from __future__ import annotations
@@ -108,9 +111,12 @@ class StepDriver(threading.Thread):
             local_manifest = self.workdir / "manifest.txt"
             local_manifest.write_text("".join(f"{self.download(uri)}\n" for uri in images))
             args[manifest_at] = str(local_manifest)
-            weights_at = args.index("--weights") + 1
-            if args[weights_at].startswith("s3://"):
-                args[weights_at] = str(self.download(args[weights_at]))
+            for flag in ("--weights", "--model-artifact"):
+                if flag in args and args[args.index(flag) + 1].startswith("s3://"):
+                    at = args.index(flag) + 1
+                    if flag == "--model-artifact":
+                        self.download(args[at] + ".json")  # the exported model's sidecar
+                    args[at] = str(self.download(args[at]))
         done = subprocess.run(
             [sys.executable, str(Path(__file__).with_name("emr_step_runner.py")), job, *args],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT,
@@ -292,3 +298,80 @@ def test_sensor_timeout_fails_run_and_still_terminates(airflow_db, s3, emr_clien
     assert cluster["Status"]["State"] == "TERMINATED"
     assert {s["Status"]["State"] for s in emr_client.list_steps(ClusterId=cluster["Id"])["Steps"]} == {
         "RUNNING", "PENDING"}
+
+
+# --- local compute mode (FRUITS_COMPUTE_MODE=local) -------------------------------------------
+
+@pytest.fixture
+def few_raw_images(s3):
+    """Every other sample image (20, all four labels) plus one corrupt file, uploaded now."""
+    s3.create_bucket(Bucket=BUCKET)
+    for path in sorted(SAMPLE.glob("*/*.jpg"))[::2]:
+        s3.upload_file(str(path), BUCKET, f"raw/{path.parent.name}/{path.name}")
+    s3.put_object(Bucket=BUCKET, Key="raw/lemon/corrupt_7.jpg", Body=b"\xff\xd8\xff\xe0 truncated jpeg")
+    stamps = [obj["LastModified"] for obj in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
+    return datetime.combine(max(stamps).date() + timedelta(days=1), datetime.min.time(), timezone.utc), 21
+
+
+def bucket_keys(s3, prefix: str) -> list[str]:
+    return [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
+            for o in page.get("Contents", [])]
+
+
+@needs_jobs
+def test_local_compute_mode_end_to_end(airflow_db, s3, emr_client, few_raw_images, tmp_path, monkeypatch, capfd):
+    """The same DAG parsed with FRUITS_COMPUTE_MODE=local: the EMR steps run by spark-submit on this
+    machine, S3 is moto's, no cluster; outputs and report land in S3 and reconcile."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("FRUITS_COMPUTE_MODE", "local")  # read when the DAG file is parsed
+    monkeypatch.setenv("FRUITS_LOCAL_WORKDIR", str(tmp_path))
+    logical_date, n_images = few_raw_images
+    run_date = (logical_date - timedelta(days=1)).date().isoformat()
+    partition = f"features/run_date={run_date}/"
+
+    run, states = run_dag(CONF, logical_date)
+
+    log = task_logs(capfd)
+    assert run.state == "success", (states, log[-5000:])
+    assert states == dict.fromkeys(
+        ["resolve_config", "stage_artifacts", "find_new_images", "emr_request", "run_steps_locally",
+         "validate_outputs"], "success")
+    assert emr_client.list_clusters()["Clusters"] == []
+    # staging happened: the code bundle and the exported model the steps ran
+    assert any(k.endswith("/_STAGED") for k in bucket_keys(s3, "artifacts/code/"))
+    models = bucket_keys(s3, "artifacts/models/")
+    assert len(models) == 2 and models[0].endswith("/model.onnx") and models[1] == models[0] + ".json"
+    assert f"--model-artifact {tmp_path}" in log and "spark-submit --master 'local[*]'" in log
+    # outputs in S3, written by the two jobs and uploaded back
+    keys = bucket_keys(s3, partition)
+    entries = {k[len(partition):].split("/")[0] for k in keys}
+    assert {"features", "quarantine", "pca", "pca_model", "report.json", "featurize.json", "manifest.txt",
+            "explained_variance.png", "pca_scatter.png"} <= entries
+    assert not [k for k in keys if k.endswith(".crc")]
+    manifest = s3.get_object(Bucket=BUCKET, Key=partition + "manifest.txt")["Body"].read().decode().split()
+    assert len(manifest) == n_images and all(uri.startswith(f"s3://{BUCKET}/raw/") for uri in manifest)
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=partition + "report.json")["Body"].read())
+    assert (report["images_seen"], report["features_rows"], report["quarantined"]) == (n_images, 20, 1)
+    assert report["features_rows"] + report["quarantined"] == len(manifest)
+    assert report["engine"] == "onnxruntime" and report["model"].startswith("mobilenet_v2-a0.35-96-avg:")
+    assert 1 <= report["k"] <= 20 and report["cumulative_explained_variance"][report["k"] - 1] >= 0.9
+    for folder in ("features", "quarantine", "pca"):
+        for key in bucket_keys(s3, partition + folder + "/"):
+            if key.endswith(".parquet"):
+                (tmp_path / "out" / key).parent.mkdir(parents=True, exist_ok=True)
+                s3.download_file(BUCKET, key, str(tmp_path / "out" / key))
+    features = pq.read_table(tmp_path / "out" / partition / "features").to_pylist()
+    quarantine = pq.read_table(tmp_path / "out" / partition / "quarantine").to_pylist()
+    pca = pq.read_table(tmp_path / "out" / partition / "pca").to_pylist()
+    # paths name the local mirror (<mirror>/<bucket>/<key>); the bucket/key part is the S3 object's
+    raw = {uri.removeprefix("s3://") for uri in manifest}
+    assert {row["path"].split(str(tmp_path) + "/", 1)[1].split("/", 1)[1] for row in features + quarantine} == raw
+    assert {row["label"] for row in features} == {"apple", "lemon", "mango", "raspberry"}
+    assert [row["label"] for row in quarantine] == ["lemon"] and quarantine[0]["path"].endswith("/corrupt_7.jpg")
+    assert len(pca) == 20 and {len(row["pca"]) for row in pca} == {report["k"]}
+    summary = run.get_task_instance("validate_outputs").xcom_pull(task_ids="validate_outputs")
+    assert (summary["images"], summary["features_rows"], summary["quarantined"]) == (n_images, 20, 1)
+    assert summary["cluster_id"] is None and summary["estimated_cost_usd"] == 0
+    assert f"{n_images} images -> 20 featurized, 1 quarantined" in log
+    assert list(tmp_path.glob("fruits-local-*")) == []  # the mirror is removed after the run

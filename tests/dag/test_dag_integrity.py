@@ -150,11 +150,15 @@ def test_deferrable_is_an_environment_option(tmp_path):
     assert (tasks["watch_featurize"]["deferrable"], tasks["watch_pca"]["deferrable"]) == (True, True)
 
 
-def test_local_compute_mode_runs_the_jobs_without_a_cluster(tmp_path):
+def test_local_compute_mode_runs_the_steps_without_a_cluster(tmp_path):
     tasks = parse_with_env(tmp_path, FRUITS_COMPUTE_MODE="local")["tasks"]
-    assert sorted(tasks) == ["find_new_images", "resolve_config", "run_jobs_locally", "validate_outputs"]
-    assert tasks["run_jobs_locally"]["upstream"] == ["find_new_images", "resolve_config"]
-    assert "run_jobs_locally" in tasks["validate_outputs"]["upstream"]
+    assert sorted(tasks) == ["emr_request", "find_new_images", "resolve_config", "run_steps_locally",
+                             "stage_artifacts", "validate_outputs"]
+    assert "resolve_config" in tasks["stage_artifacts"]["upstream"]
+    assert "stage_artifacts" in tasks["find_new_images"]["upstream"]
+    assert "find_new_images" in tasks["emr_request"]["upstream"]
+    assert tasks["run_steps_locally"]["upstream"] == ["emr_request"]
+    assert "run_steps_locally" in tasks["validate_outputs"]["upstream"]
 
 
 def test_unknown_compute_mode_is_an_import_error_naming_the_variable(tmp_path):
@@ -163,16 +167,67 @@ def test_unknown_compute_mode_is_an_import_error_naming_the_variable(tmp_path):
     assert len(result["errors"]) == 1 and "FRUITS_COMPUTE_MODE='kubernetes': use 'emr'" in result["errors"][0]
 
 
+def read_pins(name: str) -> dict[str, str]:
+    lines = (REPO_ROOT / "emr" / name).read_text().splitlines()
+    return dict(line.split("==") for line in lines if line and not line.startswith("#"))
+
+
 def test_emr_bootstrap_and_requirements_are_pinned():
-    requirements = (REPO_ROOT / "emr" / "requirements-emr.txt").read_text().splitlines()
-    pins = dict(line.split("==") for line in requirements if line and not line.startswith("#"))
-    assert {"numpy", "pandas", "pyarrow", "pillow", "tensorflow-cpu", "onnxruntime", "boto3"} <= set(pins)
-    assert pins["tensorflow-cpu"] == "2.21.0" and pins["onnxruntime"] == "1.31.1"
+    light, tensorflow = read_pins("requirements-emr.txt"), read_pins("requirements-emr-tensorflow.txt")
+    assert {"numpy", "pandas", "pyarrow", "pillow", "matplotlib", "onnxruntime", "boto3"} <= set(light)
+    # engine onnxruntime ships an exported model: nothing of the Keras/TensorFlow stack on the nodes
+    assert not {"tensorflow", "tensorflow-cpu", "keras", "tf2onnx", "onnx", "h5py"} & set(light)
+    assert {"tensorflow-cpu", "keras", "h5py", "tf2onnx", "onnx"} <= set(tensorflow)
+    assert light["onnxruntime"] == "1.31.1" and tensorflow["tensorflow-cpu"] == "2.21.0"
     from importlib.metadata import version
 
-    for package, pinned in pins.items():
+    for package, pinned in {**light, **tensorflow}.items():
         assert version(package) == pinned, f"{package}: EMR pins {pinned}, the tested venv has {version(package)}"
     bootstrap = (REPO_ROOT / "emr" / "bootstrap.sh").read_text()
     assert "python3.11 -m pip install" in bootstrap.replace('"$python"', "python3.11")
     syntax = subprocess.run(["bash", "-n", str(REPO_ROOT / "emr" / "bootstrap.sh")], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
+
+
+def fake_bootstrap(tmp_path, *args: str, dnf_fails: bool = False) -> tuple[str, str, str]:
+    """Run bootstrap.sh with sudo, dnf, aws and python3.11 replaced by recorders.
+
+    Returns (recorded commands, the import check, stderr)."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    log = tmp_path / "calls.log"
+    recorder = f'#!/usr/bin/env bash\necho "$(basename "$0") $*" >> {log}\n'
+    for name in ("dnf", "aws", "python3.11"):
+        (bin_dir / name).write_text(recorder + ("exit 1\n" if name == "dnf" and dnf_fails else ""))
+    (bin_dir / "sudo").write_text('#!/usr/bin/env bash\nexec "$@"\n')
+    for path in bin_dir.iterdir():
+        path.chmod(0o755)
+    done = subprocess.run(["bash", str(REPO_ROOT / "emr" / "bootstrap.sh"), *args], capture_output=True, text=True,
+                          env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text()
+    imports = next(line for line in calls.splitlines() if line.startswith("python3.11 -c"))
+    return calls, imports, done.stderr
+
+
+def test_bootstrap_installs_the_tensorflow_add_on_only_when_given(tmp_path):
+    calls, imports, _ = fake_bootstrap(tmp_path / "light", "s3://b/code/requirements-emr.txt")
+    assert "dnf install -y -q openblas lapack blas" in calls
+    assert "requirements-emr-tensorflow" not in calls
+    assert "onnxruntime" in imports and "tensorflow" not in imports
+
+    calls, imports, _ = fake_bootstrap(tmp_path / "tf", "s3://b/code/requirements-emr.txt",
+                                       "s3://b/code/requirements-emr-tensorflow.txt")
+    assert "aws s3 cp --only-show-errors s3://b/code/requirements-emr-tensorflow.txt" in calls
+    [install] = [line for line in calls.splitlines() if "pip install --quiet --no-cache-dir" in line]
+    assert "requirements-emr.txt" in install and "requirements-emr-tensorflow.txt" in install
+    assert "tensorflow, keras" in imports
+
+
+def test_bootstrap_survives_a_failed_blas_install(tmp_path):
+    """Native BLAS only speeds PCA up: without it the nodes still come up."""
+    calls, imports, stderr = fake_bootstrap(tmp_path, "s3://b/code/requirements-emr.txt", dnf_fails=True)
+    assert "dnf install -y -q openblas lapack blas" in calls and "onnxruntime" in imports
+    assert "native BLAS/LAPACK not installed" in stderr

@@ -44,8 +44,10 @@ def resolve(params: dict, variable: dict | None = None) -> RunConfig:
 
 
 def build(config: RunConfig, run_date: str = "2024-06-01"):
+    """The requests as the DAG builds them after stage_artifacts (which exports a model for onnxruntime)."""
     paths = emr.run_paths(config, run_date)
-    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", weights=config.weights)
+    model = f"s3://{config.bucket}/artifacts/models/fedcba9876543210/model.onnx" if config.engine == "onnxruntime" else ""
+    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, model)
     overrides = emr.job_flow_overrides(config, paths, staged, "fruits_features", "scheduled__2024-06-01T00:00:00+00:00")
     return paths, staged, overrides, emr.spark_steps(config, paths, staged)
 
@@ -167,30 +169,100 @@ def test_step_arguments_accepted_by_job_parsers(params):
     featurize, pca = parsed[staged.featurize_py], parsed[staged.pca_py]
     assert featurize.manifest == paths.manifest_uri and featurize.images is None
     assert featurize.output == pca.output == paths.output_uri
-    assert (featurize.model, featurize.alpha, featurize.image_size) == (config.model, config.alpha, config.image_size)
-    assert (featurize.weights, featurize.engine, featurize.arrow_batch_size) == (
-        config.weights, config.engine, config.arrow_batch_size)
+    assert (featurize.engine, featurize.arrow_batch_size) == (config.engine, config.arrow_batch_size)
+    if config.engine == "onnxruntime":
+        assert featurize.model_artifact == staged.model_artifact != ""
+    else:
+        assert featurize.model_artifact is None
+        assert (featurize.model, featurize.alpha, featurize.image_size, featurize.weights) == (
+            config.model, config.alpha, config.image_size, config.weights)
     assert (pca.k, pca.variance if config.k is None else None) == (
         config.k, config.variance if config.k is None else None)
 
 
-def test_local_mode_runs_the_same_job_arguments_over_s3a():
+MODEL = "s3://fruits-data/artifacts/models/0123456789abcdef/model.onnx"
+
+
+def build_onnx(config: RunConfig, run_date: str = "2024-06-01"):
+    """As stage_artifacts leaves it for engine onnxruntime: an exported model staged."""
+    paths = emr.run_paths(config, run_date)
+    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, MODEL)
+    overrides = emr.job_flow_overrides(config, paths, staged, "fruits_features", "manual__1")
+    return paths, staged, overrides, emr.spark_steps(config, paths, staged)
+
+
+def test_onnx_steps_pass_the_exported_model_and_parse_with_featurize():
+    featurize_job = pytest.importorskip("spark_jobs.featurize")
+    config = resolve({"bucket": "fruits-data", "arrow_batch_size": 64})
+    paths, staged, overrides, steps = build_onnx(config)
+    assert_valid("AddJobFlowSteps", {"JobFlowId": "j-1", "Steps": steps})
+    args = steps[0]["HadoopJarStep"]["Args"]
+    parsed = featurize_job.build_parser().parse_args(args[args.index(staged.featurize_py) + 1:])
+    assert (parsed.model_artifact, parsed.engine, parsed.arrow_batch_size) == (MODEL, "onnxruntime", 64)
+    assert parsed.manifest == paths.manifest_uri and parsed.output == paths.output_uri
+    # the settings live in the model's sidecar only; the cluster gets the light requirements only
+    assert "--weights" not in args and "--model" not in args
+    assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [staged.requirements]
+
+
+def test_tensorflow_engine_adds_the_tensorflow_requirements():
+    config = resolve(NON_DEFAULT)
+    _, staged, overrides, steps = build(config)
+    assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [
+        staged.requirements, staged.requirements_tensorflow]
+    assert staged.requirements_tensorflow.endswith("/requirements-emr-tensorflow.txt")
+    assert "--model-artifact" not in steps[0]["HadoopJarStep"]["Args"]
+
+
+def test_export_command_parses_with_the_exporter():
+    export_job = pytest.importorskip("spark_jobs.export_model")
+    config = resolve({"bucket": "fruits-data", "alpha": 0.35, "image_size": 96, "weights": "random"})
+    command = emr.export_model_command(config, "random", "/tmp/m/model.onnx", "/usr/bin/python3")
+    assert command[:3] == ["/usr/bin/python3", "-m", "spark_jobs.export_model"]
+    parsed = export_job.build_parser().parse_args(command[3:])
+    assert (parsed.output, parsed.model, parsed.alpha, parsed.image_size, parsed.weights) == (
+        "/tmp/m/model.onnx", "mobilenet_v2", 0.35, 96, "random")
+    assert emr.SIDECAR_SUFFIX == export_job.SIDECAR_SUFFIX
+
+
+def test_local_step_command_runs_the_emr_step_on_the_mirror():
     featurize_job = pytest.importorskip("spark_jobs.featurize")
     pca_job = pytest.importorskip("spark_jobs.pca")
     config = resolve({"bucket": "fruits-local", "k": 5})
-    paths = emr.run_paths(config, "2024-06-01", scheme="s3a")
-    weights = "/opt/airflow/models/w.h5"
-    featurize_cmd, pca_cmd = emr.local_job_commands(config, paths, weights, "/usr/bin/python3")
-    assert featurize_cmd[:3] == ["/usr/bin/python3", "-m", "spark_jobs.featurize"]
-    assert pca_cmd[:3] == ["/usr/bin/python3", "-m", "spark_jobs.pca"]
-    featurize = featurize_job.build_parser().parse_args(featurize_cmd[3:])
-    pca = pca_job.build_parser().parse_args(pca_cmd[3:])
-    assert featurize.manifest == "s3a://fruits-local/features/run_date=2024-06-01/manifest.txt"
-    assert featurize.output == pca.output == "s3a://fruits-local/features/run_date=2024-06-01"
-    assert (featurize.weights, pca.k) == (weights, 5)
-    # the same arguments as the EMR step, only the S3 scheme differs
-    emr_args = emr.job_arguments(config, emr.run_paths(config, "2024-06-01"), weights)["featurize"]
-    assert [emr.with_scheme(arg, "s3a") for arg in emr_args] == featurize_cmd[3:]
+    paths, staged, _, steps = build_onnx(config)
+    featurize_args, pca_args = (step["HadoopJarStep"]["Args"] for step in steps)
+    command = emr.local_step_command(featurize_args, "/mirror/", "/venv/bin/spark-submit", "local[2]", "3g")
+    assert command[:5] == ["/venv/bin/spark-submit", "--master", "local[2]", "--driver-memory", "3g"]
+    assert "--deploy-mode" not in command and "cluster" not in command
+    assert all("s3://" not in arg for arg in command)
+    code = "/mirror/fruits-local/artifacts/code/0123456789abcdef/"
+    script_at = command.index(code + "featurize.py")
+    assert command[script_at - 2:script_at] == ["--py-files", code + "spark_jobs.zip"]
+    parsed = featurize_job.build_parser().parse_args(command[script_at + 1:])
+    assert parsed.manifest == "/mirror/fruits-local/features/run_date=2024-06-01/manifest.txt"
+    assert parsed.output == "/mirror/fruits-local/features/run_date=2024-06-01"
+    assert parsed.model_artifact == "/mirror/fruits-data/artifacts/models/0123456789abcdef/model.onnx"
+    # everything after the script is the step's own job arguments, S3 locations mapped
+    assert command[script_at + 1:] == [emr.mirror_path(a, "/mirror") for a in
+                                       featurize_args[featurize_args.index(staged.featurize_py) + 1:]]
+    pca_command = emr.local_step_command(pca_args, "/mirror", "spark-submit")
+    assert pca_command[:3] == ["spark-submit", "--master", "local[*]"]
+    pca = pca_job.build_parser().parse_args(pca_command[pca_command.index(code + "pca.py") + 1:])
+    assert (pca.output, pca.k) == ("/mirror/fruits-local/features/run_date=2024-06-01", 5)
+    with pytest.raises(ValueError, match="not a spark-submit step"):
+        emr.local_step_command(["hadoop-streaming"], "/mirror", "spark-submit")
+
+
+def test_step_files_classify_what_to_download_and_upload():
+    config = resolve({"bucket": "fruits-data"})
+    paths, staged, _, steps = build_onnx(config)
+    featurize, pca = (emr.step_files(step["HadoopJarStep"]["Args"]) for step in steps)
+    assert featurize.inputs == [staged.py_files, staged.featurize_py, MODEL, MODEL + ".json"]
+    assert (featurize.manifest, featurize.output) == (paths.manifest_uri, paths.output_uri)
+    assert pca == emr.StepFiles(inputs=[staged.py_files, staged.pca_py], manifest=None, output=paths.output_uri)
+    assert emr.mirror_path("s3://b/k/x.jpg", "/m") == "/m/b/k/x.jpg"
+    assert emr.mirror_path("s3://b/out/", "/m/") == "/m/b/out"
+    assert emr.mirror_path("--k", "/m") == "--k"
 
 
 # --- run configuration -------------------------------------------------------------------------
