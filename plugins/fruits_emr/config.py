@@ -7,6 +7,7 @@ bodies and validate them against botocore's EMR model without Airflow running.
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
@@ -25,6 +26,16 @@ MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 MOBILENET_SIZES = (96, 128, 160, 192, 224)
 PRESET_WEIGHTS = ("imagenet", "random")
 ACTIVE_CLUSTER_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
+MODELS = ("mobilenet_v2", "resnet50", "vgg16")
+ENGINES = ("onnxruntime", "tensorflow")
+
+# Safety rails: a typo in a Param must not start a fleet of large nodes.
+MAX_CORE_INSTANCES = 20  # raise per deployment with the environment variable FRUITS_MAX_CORE_INSTANCES
+MAX_CORE_INSTANCES_ENV = f"{ENV_PREFIX}MAX_CORE_INSTANCES"
+# General purpose, compute and memory families, large..8xlarge: no GPU, no metal, no 24xlarge.
+INSTANCE_FAMILIES = ("m5", "m5a", "m6i", "m6a", "m7i", "m7a", "c5", "c5a", "c6i", "c6a", "c7i", "r5", "r5a", "r6i", "r6a", "r7i")
+INSTANCE_SIZES = ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge")
+ALLOWED_INSTANCE_TYPE = re.compile(rf"({'|'.join(INSTANCE_FAMILIES)})\.({'|'.join(INSTANCE_SIZES)})")
 
 # Approximate us-east-1 USD per instance-hour (EMR fee, EC2 on-demand, typical spot).
 # Override with the Airflow Variable `fruits_emr_prices` (same JSON shape).
@@ -94,14 +105,14 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
         {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
     ),
     "k": ("Fixed number of PCA components; empty = use variance.", {"type": ["null", "integer"], "minimum": 1}),
-    "model": ("CNN backbone.", {"type": "string", "enum": ["mobilenet_v2", "resnet50", "vgg16"]}),
+    "model": ("CNN backbone.", {"type": "string", "enum": list(MODELS)}),
     "alpha": ("MobileNetV2 width multiplier.", {"type": "number", "exclusiveMinimum": 0}),
     "image_size": ("Square input size in pixels.", {"type": "integer", "minimum": 32, "maximum": 1024}),
     "weights": (
         "imagenet, random, an s3:// URI, or a weights file path in the repo (staged to S3 by the DAG).",
         {"type": "string", "minLength": 1},
     ),
-    "engine": ("Inference engine on the executors.", {"type": "string", "enum": ["onnxruntime", "tensorflow"]}),
+    "engine": ("Inference engine on the executors.", {"type": "string", "enum": list(ENGINES)}),
     "arrow_batch_size": ("Rows per Arrow batch sent to a Python worker.", {"type": "integer", "minimum": 1}),
     "release_label": ("EMR release (7.x: Spark 3.5).", {"type": "string", "pattern": r"^emr-7\.[0-9]+\.[0-9]+$"}),
     "master_instance_type": ("EC2 type of the primary node (always on-demand).", {"type": "string"}),
@@ -109,7 +120,10 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
         "EC2 types the core fleet may use, preferred first.",
         {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 30},
     ),
-    "core_instance_count": ("Number of core nodes.", {"type": "integer", "minimum": 1, "maximum": 100}),
+    "core_instance_count": (
+        f"Number of core nodes (at most {MAX_CORE_INSTANCES_ENV}, default {MAX_CORE_INSTANCES}).",
+        {"type": "integer", "minimum": 1},
+    ),
     "use_spot": ("Core nodes on spot, switching to on-demand when spot is not available.", {"type": "boolean"}),
     "idle_timeout_minutes": (
         "AutoTerminationPolicy backstop: EMR ends the cluster after this long idle.",
@@ -132,18 +146,35 @@ def parse_time_defaults(environ: Mapping[str, str]) -> dict[str, Any]:
     return defaults
 
 
-def param_specs(defaults: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def max_core_instances(environ: Mapping[str, str] | None = None) -> int:
+    """The cap on core_instance_count: FRUITS_MAX_CORE_INSTANCES, else MAX_CORE_INSTANCES."""
+    raw = (os.environ if environ is None else environ).get(MAX_CORE_INSTANCES_ENV)
+    if raw is None or not raw.strip():
+        return MAX_CORE_INSTANCES
+    try:
+        cap = int(raw)
+    except ValueError:
+        cap = 0
+    if cap < 1:
+        raise ConfigError(f"Environment variable {MAX_CORE_INSTANCES_ENV} = {raw!r} must be a positive integer, e.g. 20.")
+    return cap
+
+
+def param_specs(defaults: Mapping[str, Any], max_core: int | None = None) -> dict[str, dict[str, Any]]:
     """Keyword arguments of one airflow.sdk.Param per run setting (UI form fields)."""
-    return {
+    specs = {
         name: {"default": defaults[name], "description": doc, "title": name.replace("_", " "), **schema}
         for name, (doc, schema) in PARAM_DOCS.items()
     }
+    specs["core_instance_count"]["maximum"] = max_core or max_core_instances()
+    return specs
 
 
 def resolve_run_config(
     params: Mapping[str, Any],
     parse_defaults: Mapping[str, Any],
     variable_defaults: Mapping[str, Any] | None = None,
+    max_core: int | None = None,
 ) -> tuple[RunConfig, dict[str, str]]:
     """Merge Params over the defaults Variable: a Param left at its parse-time default takes the Variable's value.
 
@@ -167,12 +198,15 @@ def resolve_run_config(
             merged[name] = _coerce(name, value, source=f"Param {name!r}")
             sources[name] = "param" if changed else "default"
     config = RunConfig(**merged)
-    validate_run_config(config)
+    validate_run_config(config, max_core)
     return config, sources
 
 
-def validate_run_config(config: RunConfig) -> None:
-    """Raise ConfigError naming the first unusable setting and its fix."""
+def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
+    """Raise ConfigError naming the first unusable setting and its fix.
+
+    max_core: the cap on core_instance_count (None: FRUITS_MAX_CORE_INSTANCES or MAX_CORE_INSTANCES).
+    """
     if not config.bucket:
         raise ConfigError(
             "Param 'bucket' is empty. Set it in the trigger form (--conf '{\"bucket\": \"my-bucket\"}'),"
@@ -183,8 +217,11 @@ def validate_run_config(config: RunConfig) -> None:
         raise ConfigError(f"Param 'bucket' = {config.bucket!r} is not an S3 bucket name (no s3://, no slash).")
     for name in ("raw_prefix", "output_prefix", "artifacts_prefix", "logs_prefix"):
         value = getattr(config, name)
-        if value.startswith("s3://") or ".." in value.split("/"):
-            raise ConfigError(f"Param {name!r} = {value!r} must be a key prefix inside the bucket, like 'raw/'.")
+        if "://" in value or value.startswith("/") or "\\" in value or {".", ".."} & set(value.split("/")):
+            raise ConfigError(
+                f"Param {name!r} = {value!r} must be a key prefix inside the bucket, like 'raw/'"
+                " (no s3://, no leading '/', no '.' or '..' segments, no backslash)."
+            )
     raw, out = prefix(config.raw_prefix), prefix(config.output_prefix)
     if out.startswith(raw) or raw.startswith(out):
         raise ConfigError(
@@ -195,6 +232,19 @@ def validate_run_config(config: RunConfig) -> None:
         raise ConfigError(f"Param 'variance' = {config.variance} must be in (0, 1], e.g. 0.95.")
     if config.k is not None and config.k < 1:
         raise ConfigError(f"Param 'k' = {config.k} must be a positive integer, or empty to use 'variance'.")
+    if config.model not in MODELS:
+        raise ConfigError(f"Param 'model' = {config.model!r} is not a known backbone; use one of {list(MODELS)}.")
+    if config.engine not in ENGINES:
+        raise ConfigError(f"Param 'engine' = {config.engine!r} is not a known engine; use one of {list(ENGINES)}.")
+    if weights_kind(config.weights) == "s3":
+        # the IAM policies (fruits_emr.iam) let Airflow and the cluster read only the artifacts prefix
+        staged = f"s3://{config.bucket}/{prefix(config.artifacts_prefix)}"
+        if not config.weights.startswith(staged) or config.weights.endswith("/") or ".." in config.weights.split("/"):
+            raise ConfigError(
+                f"Param 'weights' = {config.weights!r} must be an object under {staged} (the run's bucket and"
+                f" artifacts prefix, which the IAM policies allow reading). Copy the file to {staged}weights/"
+                " and point 'weights' there."
+            )
     if config.model == "mobilenet_v2" and config.weights not in ("random",):
         if config.alpha not in MOBILENET_ALPHAS:
             raise ConfigError(
@@ -212,8 +262,20 @@ def validate_run_config(config: RunConfig) -> None:
         for value in values:
             if not re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9]+", value):
                 raise ConfigError(f"Param {name!r} has {value!r}, which is not an EC2 instance type like 'm5.xlarge'.")
+            if not ALLOWED_INSTANCE_TYPE.fullmatch(value):
+                raise ConfigError(
+                    f"Param {name!r} has {value!r}, which is not an allowed instance type: use a family of"
+                    f" {list(INSTANCE_FAMILIES)} in size {'/'.join(INSTANCE_SIZES)}, e.g. 'm5.xlarge'"
+                    " (INSTANCE_FAMILIES in plugins/fruits_emr/config.py widens the list)."
+                )
     if config.core_instance_count < 1:
         raise ConfigError(f"Param 'core_instance_count' = {config.core_instance_count} must be at least 1.")
+    cap = max_core or max_core_instances()
+    if config.core_instance_count > cap:
+        raise ConfigError(
+            f"Param 'core_instance_count' = {config.core_instance_count} is above the cap of {cap} core nodes;"
+            f" use at most {cap}, or raise the cap with the environment variable {MAX_CORE_INSTANCES_ENV}."
+        )
     if not 1 <= config.idle_timeout_minutes <= 7 * 24 * 60:
         raise ConfigError(f"Param 'idle_timeout_minutes' = {config.idle_timeout_minutes} must be 1..10080 (7 days).")
     if not re.fullmatch(r"emr-7\.\d+\.\d+", config.release_label):

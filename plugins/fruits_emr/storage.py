@@ -256,7 +256,16 @@ def reset_partition(s3: Any, paths: RunPaths) -> int:
     keys = [obj["Key"] for obj in list_objects(s3, paths.bucket, paths.partition_key)]
     for first in range(0, len(keys), 1000):
         batch = [{"Key": key} for key in keys[first:first + 1000]]
-        s3.delete_objects(Bucket=paths.bucket, Delete={"Objects": batch, "Quiet": True})
+        response = s3.delete_objects(Bucket=paths.bucket, Delete={"Objects": batch, "Quiet": True})
+        # DeleteObjects answers 200 even when it deleted nothing: stale files would mix into the run
+        errors = response.get("Errors") or []
+        if errors:
+            first_error = errors[0]
+            raise RunOutputError(
+                f"Could not clear s3://{paths.bucket}/{paths.partition_key}: {len(errors)} objects not deleted"
+                f" (first: {first_error.get('Key')}: {first_error.get('Code')} {first_error.get('Message')})."
+                " Give the aws_default identity s3:DeleteObject on the output prefix (iam/airflow-policy.json)."
+            )
     return len(keys)
 
 

@@ -18,12 +18,12 @@ EMR_MODEL = botocore.session.get_session().get_service_model("emr")
 NON_DEFAULT = {
     "bucket": "fruits-prod-data",
     "raw_prefix": "landing/images",
-    "output_prefix": "/derived/features/",
+    "output_prefix": "derived/features",
     "k": 12,
     "model": "resnet50",
     "alpha": 0.5,
     "image_size": 160,
-    "weights": "s3://models-bucket/weights/resnet50.h5",
+    "weights": "s3://fruits-prod-data/artifacts/weights/resnet50.h5",
     "engine": "tensorflow",
     "arrow_batch_size": 64,
     "release_label": "emr-7.2.0",
@@ -310,6 +310,69 @@ def test_bad_settings_end_with_one_clear_message(params, variable, message):
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("params", "variable", "message"),
+    [
+        ({"core_instance_count": 21}, None,
+         "Param 'core_instance_count' = 21 is above the cap of 20 core nodes; use at most 20, or raise the cap"
+         " with the environment variable FRUITS_MAX_CORE_INSTANCES."),
+        ({}, {"core_instance_count": 500}, "Param 'core_instance_count' = 500 is above the cap of 20"),
+        ({"core_instance_types": ["m5.xlarge", "m5.24xlarge"]}, None,
+         "Param 'core_instance_types' has 'm5.24xlarge', which is not an allowed instance type"),
+        ({"master_instance_type": "p4d.24xlarge"}, None, "Param 'master_instance_type' has 'p4d.24xlarge'"),
+        ({"core_instance_types": ["m5.metal"]}, None, "'m5.metal', which is not an allowed instance type"),
+        ({"core_instance_types": ["x2iedn.xlarge"]}, None, "'x2iedn.xlarge', which is not an allowed instance type"),
+        ({"raw_prefix": "../other/"}, None, "Param 'raw_prefix' = '../other/' must be a key prefix inside the bucket"),
+        ({"output_prefix": "features/../../x"}, None, "Param 'output_prefix' = 'features/../../x' must be a key prefix"),
+        ({"artifacts_prefix": "/artifacts/"}, None, "no leading '/'"),
+        ({"logs_prefix": "s3://other-bucket/logs/"}, None, "Param 'logs_prefix' = 's3://other-bucket/logs/'"),
+        ({"raw_prefix": "./raw/"}, None, "Param 'raw_prefix' = './raw/'"),
+        ({"weights": "s3://someone-elses-bucket/w.h5"}, None,
+         "Param 'weights' = 's3://someone-elses-bucket/w.h5' must be an object under s3://b1x/artifacts/"),
+        ({"weights": "s3://b1x/raw/w.h5"}, None, "Param 'weights' = 's3://b1x/raw/w.h5' must be an object under"),
+        ({"weights": "s3://b1x/artifacts/"}, None, "Copy the file to s3://b1x/artifacts/weights/"),
+        ({"weights": "s3://b1x/artifacts/../raw/w.h5"}, None, "must be an object under s3://b1x/artifacts/"),
+        ({}, {"model": "vgg19"}, "Param 'model' = 'vgg19' is not a known backbone; use one of"),
+        ({}, {"engine": "torch"}, "Param 'engine' = 'torch' is not a known engine; use one of"),
+    ],
+)
+def test_safety_rails_reject_runaway_or_escaping_settings(params, variable, message):
+    with pytest.raises(ConfigError) as raised:
+        resolve({"bucket": "b1x", **params}, variable)
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"core_instance_count": 20},
+        {"core_instance_types": ["m5.large", "c6i.8xlarge", "r5.4xlarge"], "master_instance_type": "m7i.2xlarge"},
+        {"weights": "s3://b1x/artifacts/weights/w.h5", "engine": "tensorflow", "model": "vgg16"},
+        {"raw_prefix": "landing/images", "output_prefix": "derived/features/", "logs_prefix": ""},
+    ],
+)
+def test_safety_rails_accept_ordinary_settings(params):
+    assert resolve({"bucket": "b1x", **params}).bucket == "b1x"
+
+
+def test_core_instance_cap_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("FRUITS_MAX_CORE_INSTANCES", "40")
+    assert resolve({"bucket": "b1x", "core_instance_count": 40}).core_instance_count == 40
+    assert emr.param_specs(DEFAULTS)["core_instance_count"]["maximum"] == 40
+    with pytest.raises(ConfigError, match="above the cap of 40"):
+        resolve({"bucket": "b1x", "core_instance_count": 41})
+    monkeypatch.setenv("FRUITS_MAX_CORE_INSTANCES", "lots")
+    with pytest.raises(ConfigError, match="FRUITS_MAX_CORE_INSTANCES = 'lots' must be a positive integer"):
+        resolve({"bucket": "b1x"})
+    monkeypatch.delenv("FRUITS_MAX_CORE_INSTANCES")
+    assert emr.param_specs(DEFAULTS)["core_instance_count"]["maximum"] == emr.MAX_CORE_INSTANCES == 20
+
+
+def test_price_table_types_are_allowed_instance_types():
+    assert all(emr.ALLOWED_INSTANCE_TYPE.fullmatch(name) for name in emr.PRICE_TABLE)
+
+
 def test_bad_environment_value_names_the_variable():
     with pytest.raises(ConfigError, match="environment variable FRUITS_CORE_INSTANCE_COUNT = 'two'"):
         emr.parse_time_defaults({"FRUITS_CORE_INSTANCE_COUNT": "two"})
@@ -356,9 +419,9 @@ def test_cost_estimate_from_instance_hours():
     # 2 h x (1 x (0.048 + 0.192) + 2 x (0.048 + 0.075))
     assert cost.usd == pytest.approx(0.972)
     assert cost.unpriced == []
-    on_demand = resolve({"bucket": "b1x", "use_spot": False, "core_instance_types": ["x9.huge"]})
+    on_demand = resolve({"bucket": "b1x", "use_spot": False, "core_instance_types": ["c7i.4xlarge"]})
     partial = emr.estimate_cost(on_demand, start, start + timedelta(hours=1), emr.PRICE_TABLE)
-    assert partial.usd == pytest.approx(0.24) and partial.unpriced == ["x9.huge"]
+    assert partial.usd == pytest.approx(0.24) and partial.unpriced == ["c7i.4xlarge"]
 
 
 def test_price_variable_overrides_table():

@@ -1,0 +1,185 @@
+"""Least-privilege IAM documents of the pipeline, rendered from the run configuration's bucket and prefixes.
+
+- airflow_policy: the identity of the Airflow connection aws_default (S3 staging/manifest/report,
+  the EMR calls of the DAG's operators, iam:PassRole on the two EMR roles only).
+- instance_profile_policy: the cluster nodes (read raw images and staged code/models, write outputs and logs).
+- bucket_policy: the bucket refuses plain-HTTP access and uploads that ask for no or another encryption.
+
+iam/*.json in the repo are these documents rendered with the placeholders <bucket> and <account>:
+`PYTHONPATH=plugins python -m fruits_emr.iam --bucket acme-fruits --account 123456789012 airflow`
+prints the one for your account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from fruits_emr.config import RunConfig, prefix
+
+VERSION = "2012-10-17"
+
+# Every EMR API the DAG calls, with the caller (tests/security checks the list against the code).
+EMR_ACTIONS = {
+    "RunJobFlow": "EmrCreateJobFlowOperator (EmrHook.create_job_flow)",
+    "AddTags": "RunJobFlow with Tags (tag-on-create is authorized as AddTags)",
+    "DescribeCluster": "operator links (get_log_uri), EmrStepSensorWithLogs, validate_outputs, teardown",
+    "AddJobFlowSteps": "EmrAddStepsOperator",
+    "DescribeStep": "EmrStepSensor / step_complete waiter",
+    "ListClusters": "EmrTerminateRunClusters (clusters of earlier attempts of the run)",
+    "TerminateJobFlows": "EmrTerminateRunClusters / EmrTerminateJobFlowOperator",
+}
+
+
+def _objects(bucket: str, *prefixes: str) -> list[str]:
+    return [f"arn:aws:s3:::{bucket}/{prefix(p)}*" for p in dict.fromkeys(prefixes)]
+
+
+def airflow_policy(bucket: str, account: str, config: RunConfig | None = None, local_compute: bool = False) -> dict[str, Any]:
+    """Identity policy of aws_default. local_compute: the worker also reads raw images (FRUITS_COMPUTE_MODE=local)."""
+    config = config or RunConfig()
+    artifacts, output, raw = config.artifacts_prefix, config.output_prefix, config.raw_prefix
+    readable = (artifacts, output, raw) if local_compute else (artifacts, output)
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "ListAndHeadTheBucket",  # ListObjectsV2 of raw/ and the partition; HeadBucket
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{bucket}"],
+            },
+            {
+                "Sid": "ReadStagedArtifactsManifestAndReport",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": _objects(bucket, *readable),
+            },
+            {
+                "Sid": "StageArtifactsAndWriteTheRunPartition",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+                "Resource": _objects(bucket, artifacts, output),
+            },
+            {
+                "Sid": "ReplaceTheRunPartitionOnReRuns",
+                "Effect": "Allow",
+                "Action": ["s3:DeleteObject"],
+                "Resource": _objects(bucket, output),
+            },
+            {
+                "Sid": "TransientEmrCluster",
+                "Effect": "Allow",
+                "Action": [f"elasticmapreduce:{action}" for action in EMR_ACTIONS],
+                "Resource": "*",
+            },
+            {
+                "Sid": "PassOnlyTheTwoEmrRoles",
+                "Effect": "Allow",
+                "Action": ["iam:PassRole"],
+                "Resource": [
+                    f"arn:aws:iam::{account}:role/{config.service_role}",
+                    f"arn:aws:iam::{account}:role/{config.job_flow_role}",
+                ],
+            },
+        ],
+    }
+
+
+def instance_profile_policy(bucket: str, config: RunConfig | None = None) -> dict[str, Any]:
+    """Policy of the role in the job_flow_role instance profile: nothing but the pipeline's S3 prefixes."""
+    config = config or RunConfig()
+    raw, artifacts, output, logs = config.raw_prefix, config.artifacts_prefix, config.output_prefix, config.logs_prefix
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "ListTheBucket",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+                "Resource": [f"arn:aws:s3:::{bucket}"],
+            },
+            {
+                "Sid": "ReadImagesCodeModelsAndFeatures",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": _objects(bucket, raw, artifacts, output),
+            },
+            {
+                "Sid": "WriteOutputs",  # Spark overwrites a partition's folders: delete, then write
+                "Effect": "Allow",
+                "Action": ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                "Resource": _objects(bucket, output),
+            },
+            {
+                "Sid": "ShipEmrLogs",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": _objects(bucket, logs),
+            },
+        ],
+    }
+
+
+def bucket_policy(bucket: str) -> dict[str, Any]:
+    """Deny plain HTTP, and uploads that ask for no encryption or for an unknown one.
+
+    S3 encrypts every new object (SSE-S3) by default, and neither boto3's put_object in the DAG nor
+    Spark's S3 writer sends an encryption header; denying uploads *without* the header would break
+    both, so only an explicit other value is refused.
+    """
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [f"arn:aws:s3:::{bucket}", f"arn:aws:s3:::{bucket}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            },
+            {
+                "Sid": "DenyUnencryptedObjectUploads",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": [f"arn:aws:s3:::{bucket}/*"],
+                "Condition": {
+                    "StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": ["AES256", "aws:kms", "aws:kms:dsse"]}
+                },
+            },
+        ],
+    }
+
+
+PLACEHOLDER_BUCKET = "<bucket>"
+PLACEHOLDER_ACCOUNT = "<account>"
+
+DOCUMENTS = {
+    "airflow-policy.json": lambda bucket, account: airflow_policy(bucket, account),
+    "emr-instance-profile-policy.json": lambda bucket, account: instance_profile_policy(bucket),
+    "bucket-policy.json": lambda bucket, account: bucket_policy(bucket),
+}
+
+
+def render(name: str, bucket: str = PLACEHOLDER_BUCKET, account: str = PLACEHOLDER_ACCOUNT) -> str:
+    """One document of iam/ as JSON text (the repo's files use the placeholders)."""
+    return json.dumps(DOCUMENTS[name](bucket, account), indent=2) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("document", choices=[name.removesuffix(".json").removesuffix("-policy") for name in DOCUMENTS])
+    parser.add_argument("--bucket", default=PLACEHOLDER_BUCKET)
+    parser.add_argument("--account", default=PLACEHOLDER_ACCOUNT)
+    args = parser.parse_args(argv)
+    name = next(n for n in DOCUMENTS if n.startswith(args.document))
+    sys.stdout.write(render(name, args.bucket, args.account))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
