@@ -21,6 +21,7 @@ BACKBONES: dict[str, tuple[str, str]] = {
     "resnet50": ("keras.applications.resnet50", "ResNet50"),
 }
 ENGINES = ("onnxruntime", "tensorflow")
+NAMED_WEIGHTS = ("imagenet", "random")  # any other --weights value is a file
 POOLINGS = ("avg", "max")
 CALIBRATION_IMAGES = 32
 

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from spark_jobs.backbones import BACKBONES, POOLINGS, ModelConfigError, ModelSpec, export_artifact, feature_dim
+from spark_jobs.backbones import BACKBONES, NAMED_WEIGHTS, POOLINGS, ModelConfigError, ModelSpec, export_artifact, feature_dim
 
 SIDECAR_SUFFIX = ".json"
 
@@ -26,7 +26,7 @@ def sidecar_path(artifact: str) -> str:
 def describe(spec: ModelSpec) -> dict:
     """What the featurize job needs to know about an exported model."""
     description = asdict(spec)
-    description["weights"] = Path(spec.weights).name if spec.weights not in ("imagenet", "random") else spec.weights
+    description["weights"] = spec.weights if spec.weights in NAMED_WEIGHTS else Path(spec.weights).name
     description.update(model_id=spec.model_id, feature_dim=feature_dim(spec), engine="onnxruntime")
     return description
 
@@ -61,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.weights not in ("imagenet", "random") and not Path(args.weights).is_file():
-        print(f"export_model: error: weights file {args.weights} does not exist", file=sys.stderr)
-        return 2
-    weights = args.weights if args.weights in ("imagenet", "random") else str(Path(args.weights).resolve())
+    weights = args.weights
+    if weights not in NAMED_WEIGHTS:
+        if not Path(weights).is_file():
+            print(f"export_model: error: weights file {weights} does not exist", file=sys.stderr)
+            return 2
+        weights = str(Path(weights).resolve())
     spec = ModelSpec(args.model, args.alpha, args.image_size, args.pooling, weights, args.seed)
     try:
         description = export_onnx(spec.validate(), Path(args.output))

@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import storage
-from spark_jobs.backbones import BACKBONES, ENGINES, POOLINGS, ModelConfigError, ModelSpec, export_artifact, feature_dim
+from spark_jobs.backbones import BACKBONES, ENGINES, NAMED_WEIGHTS, POOLINGS, ModelConfigError, ModelSpec, export_artifact, feature_dim
 from spark_jobs.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, IMAGE_GLOB, has_image_extension
 from spark_jobs.inference import make_featurize_batches
 
@@ -185,6 +185,8 @@ def unscanned_files(spark: SparkSession, listed: list[str], scanned: set[str]) -
     """Listed files missing from the scan: Spark's file sources skip zero-byte files silently."""
     skipped = []
     for uri in listed:
+        if uri in scanned:  # s3:// URIs already match; only file:/// needs Hadoop's qualifying
+            continue
         uri = storage.qualify(spark, uri)
         if uri not in scanned:
             size = storage.size(spark, uri)
@@ -195,7 +197,7 @@ def unscanned_files(spark: SparkSession, listed: list[str], scanned: set[str]) -
 
 def resolve_weights(spark: SparkSession, weights: str, workdir: Path) -> str:
     """imagenet/random as they are; a file (local or any Hadoop URI) as a local path on the driver."""
-    if weights in ("imagenet", "random"):
+    if weights in NAMED_WEIGHTS:
         return weights
     scheme = urlparse(weights).scheme
     if scheme and len(scheme) > 1:  # s3://, s3a://, hdfs://, file: — not a Windows drive letter

@@ -42,12 +42,6 @@ class DecodedImage:
     mode: str  # the source mode, before conversion to RGB
 
 
-def label_from_path(path: str) -> str:
-    """The fruit label is the name of the image's parent folder (Fruits-360 layout)."""
-    parent = posixpath.basename(posixpath.dirname(path.rstrip("/")))
-    return parent or "unlabelled"
-
-
 def has_image_extension(path: str) -> bool:
     return posixpath.splitext(path)[1].lower().lstrip(".") in IMAGE_EXTENSIONS
 
