@@ -1,7 +1,7 @@
 """featurize job: fruit photos -> CNN feature vectors (Parquet), broken inputs -> quarantine.
 
     spark-submit --py-files spark_jobs.zip spark_jobs/featurize.py \
-        (--images ROOT | --manifest FILE) --output OUT [model options]
+        (--images ROOT | --manifest FILE) --output OUT [--allowed-prefix URI ...] [model options]
 
 Writes OUT/features, OUT/quarantine (Parquet) and OUT/featurize.json. Every input image ends
 in exactly one of the two Parquet outputs: images_seen = features_rows + quarantined.
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import shutil
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 from urllib.parse import urlparse
 
 from pyspark import StorageLevel
@@ -47,6 +49,10 @@ BINARY_FILE_SCHEMA = T.StructType(
         T.StructField("content", T.BinaryType()),
     ]
 )
+# scheme:[//authority]path; the rest of the string is the path, as for Hadoop's Path.
+URI_PARTS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?P<authority>[^/]*))?(?P<path>.*)$")
+S3_SCHEMES = ("s3", "s3a", "s3n")  # three connectors, one bucket namespace
+SHOWN_OUTSIDE = 5
 FEATURE_COLUMNS = ["path", "label", "features", "width", "height", "mode", "bytes", "modification_time", "model"]
 QUARANTINE_COLUMNS = ["path", "label", "reason", "bytes", "modification_time", "model"]
 
@@ -97,6 +103,13 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--images", help="image root, searched recursively (<label>/<file>)")
     source.add_argument("--manifest", help="text file listing one image URI per line")
     parser.add_argument("--output", required=True, help="output root (local path or s3:// URI)")
+    parser.add_argument(
+        "--allowed-prefix",
+        action="append",
+        metavar="URI",
+        help="repeatable: read only images under this folder (local path or s3:// URI); a manifest"
+        " entry or --images root elsewhere, or with a '..' segment, stops the job before any work",
+    )
 
 
 def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -146,11 +159,91 @@ def read_manifest(spark: SparkSession, manifest: str) -> list[str]:
     return list(dict.fromkeys(e for e in entries if e and not e.startswith("#")))
 
 
+def normalise_uri(uri: str, qualify: Callable[[str], str]) -> str:
+    """scheme://authority/path of an input as Hadoop reads it, to compare with a prefix.
+
+    Plain paths go through `qualify` (the default filesystem: file: locally); s3a/s3n become
+    s3; '.' segments and repeated slashes go. A '..' segment is a ValueError: Hadoop resolves
+    it, so raw/../other/x.jpg reads other/x.jpg.
+    """
+    parts = URI_PARTS.match(uri) or URI_PARTS.match(qualify(uri))
+    scheme, authority, path = parts["scheme"].lower(), (parts["authority"] or "").lower(), parts["path"]
+    segments = path.split("/")
+    if ".." in segments:
+        raise ValueError(f"{uri} has a '..' segment")
+    if scheme in S3_SCHEMES:
+        scheme = "s3"
+    return f"{scheme}://{authority}/" + "/".join(s for s in segments if s not in ("", "."))
+
+
+def as_folder(uri: str) -> str:
+    """With a trailing slash, so that raw/ never admits raw-other/."""
+    return uri if uri.endswith("/") else uri + "/"
+
+
+def hadoop_qualifier(spark: SparkSession) -> Callable[[str], str]:
+    """Plain path -> URI on the default filesystem, with two Hadoop calls whatever the count."""
+    bases: dict[str, str] = {}
+
+    def qualify(path: str) -> str:
+        base = "/" if path.startswith("/") else "."  # "." = the working directory
+        if base not in bases:
+            bases[base] = storage.qualify(spark, base).rstrip("/")
+        return f"{bases[base]}/{path.lstrip('/')}"
+
+    return qualify
+
+
+def confine_inputs(
+    spark: SparkSession,
+    allowed: list[str],
+    images: str | None = None,
+    manifest: str | None = None,
+    manifest_entries: list[str] | None = None,
+) -> None:
+    """InputError unless the image root, or every manifest entry, lies under an allowed prefix."""
+    qualify = hadoop_qualifier(spark)
+    prefixes = []
+    for prefix in allowed:
+        if not prefix.strip():
+            raise InputError("--allowed-prefix is empty: give a folder such as s3://bucket/raw/")
+        try:
+            prefixes.append(as_folder(normalise_uri(prefix.strip(), qualify)))
+        except ValueError:
+            raise InputError(f"--allowed-prefix {prefix} has a '..' segment: give the folder itself") from None
+    shown_prefixes = ", ".join(prefixes)
+
+    def inside(uri: str, folder: bool = False) -> bool:
+        try:
+            normal = normalise_uri(uri, qualify)
+        except ValueError:
+            return False
+        return (as_folder(normal) if folder else normal).startswith(tuple(prefixes))
+
+    if images is not None and not inside(images, folder=True):
+        raise InputError(
+            f"image root {images} is not under --allowed-prefix {shown_prefixes}"
+            " ('..' segments are never allowed): point --images at a folder under an allowed prefix;"
+            " no image was read, nothing was written"
+        )
+    outside = [entry for entry in manifest_entries or [] if not inside(entry)]
+    if outside:
+        shown = ", ".join(outside[:SHOWN_OUTSIDE])
+        more = f" and {len(outside) - SHOWN_OUTSIDE} more" if len(outside) > SHOWN_OUTSIDE else ""
+        raise InputError(
+            f"manifest {manifest}: {len(outside)} of {len(manifest_entries)} entries are not under"
+            f" --allowed-prefix {shown_prefixes}: {shown}{more} ('..' segments are never allowed)."
+            " Fix the manifest so that it lists only images under an allowed prefix;"
+            " no image was read, nothing was written"
+        )
+
+
 def list_images(
-    spark: SparkSession, images: str | None = None, manifest: str | None = None
+    spark: SparkSession, images: str | None = None, manifest_entries: list[str] | None = None
 ) -> tuple[DataFrame, list[tuple[str, str, int | None]]]:
     """The image files to featurize (binaryFile rows, lazily) and the listed inputs that
-    cannot be read at all, as (path, reason, bytes) — from an image root or a manifest."""
+    cannot be read at all, as (path, reason, bytes) — from an image root or the entries of a
+    manifest (read_manifest)."""
     reader = spark.read.format("binaryFile")
     problems: list[tuple[str, str, int | None]] = []
     if images is not None:
@@ -158,9 +251,8 @@ def list_images(
             raise InputError(f"image root {images} does not exist or is not a folder")
         files = reader.option("recursiveFileLookup", "true").option("pathGlobFilter", IMAGE_GLOB).load(images)
         return files, problems
-    entries = read_manifest(spark, manifest)
     wanted = []
-    for entry in entries:
+    for entry in manifest_entries or []:
         if has_image_extension(entry):
             wanted.append(entry)
         else:
@@ -288,6 +380,10 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         mark[0] = now
 
     _positive(args)
+    manifest_entries = read_manifest(spark, args.manifest) if args.manifest else None
+    allowed = getattr(args, "allowed_prefix", None)
+    if allowed:  # before any Spark job, weights download or model export
+        confine_inputs(spark, allowed, args.images, args.manifest, manifest_entries)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.arrow_batch_size))
     workdir = Path(tempfile.mkdtemp(prefix="fruits-weights-"))
     artifact_uri = getattr(args, "model_artifact", None)
@@ -312,7 +408,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         "spark.sql.sources.parallelPartitionDiscovery.parallelism",
         str(max(8, 4 * spark.sparkContext.defaultParallelism)),
     )
-    files, unlisted = list_images(spark, images=args.images, manifest=args.manifest)
+    files, unlisted = list_images(spark, images=args.images, manifest_entries=manifest_entries)
     listed = files.inputFiles()  # the file index's listing; no Spark job
     file_count = len(listed)
     phase("list_inputs")

@@ -13,6 +13,9 @@ import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# local[N] gives a failed task no second attempt; local[N,F] allows F attempts per task, so a
+# crashed Python worker costs one retried task instead of the whole run, as on a cluster.
+DEFAULT_MASTER = "local[2,4]"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,12 +27,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(parser)
     add_pca_options(parser)
     spark = parser.add_argument_group("local spark")
-    spark.add_argument("--master", default="local[2]", help="Spark master")
+    spark.add_argument(
+        "--master",
+        default=DEFAULT_MASTER,
+        help="Spark master; local[N,F] = N cores, up to F attempts per task (default: %(default)s)",
+    )
     spark.add_argument("--driver-memory", default="4g", help="Spark driver memory")
     return parser
 
 
-def local_spark(master: str = "local[2]", driver_memory: str = "4g"):
+def local_spark(master: str = DEFAULT_MASTER, driver_memory: str = "4g"):
     """A local SparkSession whose Python workers use this interpreter and see this repo."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
