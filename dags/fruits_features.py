@@ -8,13 +8,16 @@ created for the run and always terminated afterwards, then checks the run's `rep
 `resolve_config` → `stage_artifacts` → `find_new_images` (no images: everything after it is
 skipped, no cluster) → `emr_request` → `create_cluster` → `add_steps` → `watch_featurize` →
 `watch_pca` → `terminate_cluster` (teardown: runs after success, failure, timeout or kill) →
-`validate_outputs`.
+`validate_outputs` → `commit_outputs`.
 
 With `FRUITS_COMPUTE_MODE=local` (the docker-compose stack) `create_cluster` … `terminate_cluster`
-are replaced by `run_steps_locally`: the same EMR steps, run by `spark-submit --master local[*]`
+are replaced by `run_steps_locally`: the same EMR steps, run by `spark-submit --master local[*,4]`
 on the worker over a local mirror of the S3 objects they read; outputs are uploaded back to S3.
 
-Outputs: `s3://<bucket>/<output_prefix>run_date=YYYY-MM-DD/`, replaced as a whole on re-runs.
+Outputs: each attempt writes to `s3://<bucket>/<output_prefix>run_date=YYYY-MM-DD/_attempts/<id>/`,
+which no reader looks at; `commit_outputs` then points `run_date=YYYY-MM-DD/_COMMITTED.json` at it
+(one PUT: the run date's outputs change at once, and a failed run changes nothing readers see).
+Every object is written with server-side encryption (SSE-S3, or SSE-KMS with `kms_key_id`).
 Params, Variables, IAM and S3 layout: see the README.
 """
 
@@ -41,7 +44,7 @@ from fruits_emr.operators import EmrStepSensorWithLogs, EmrTerminateRunClusters
 COMPUTE_MODE = os.environ.get("FRUITS_COMPUTE_MODE", "emr").strip().lower()
 if COMPUTE_MODE not in ("emr", "local"):
     raise ValueError(f"FRUITS_COMPUTE_MODE={COMPUTE_MODE!r}: use 'emr' (transient EMR cluster) or 'local'.")
-LOCAL_MASTER = os.environ.get("FRUITS_LOCAL_MASTER", "local[*]")
+LOCAL_MASTER = os.environ.get("FRUITS_LOCAL_MASTER", "local[*,4]")  # 4 attempts per task, as on EMR
 LOCAL_DRIVER_MEMORY = os.environ.get("FRUITS_LOCAL_DRIVER_MEMORY", "2g")
 LOCAL_WORKDIR = os.environ.get("FRUITS_LOCAL_WORKDIR") or None  # None: the system temp folder
 REPO_ROOT = Path(os.environ.get("FRUITS_REPO_ROOT") or Path(__file__).resolve().parents[1])
@@ -94,6 +97,8 @@ def resolve_config(params: dict[str, Any] | None = None) -> dict[str, Any]:
     try:
         config, sources = emr.resolve_run_config(params or {}, PARSE_DEFAULTS, _json_variable(emr.DEFAULTS_VARIABLE))
         storage.check_bucket(_s3(), config.bucket)
+        if config.security_configuration and COMPUTE_MODE == "emr":
+            storage.check_security_configuration(_emr(), config.security_configuration)
     except emr.ConfigError as exc:
         raise AirflowFailException(str(exc)) from None
     for name, value in config.to_dict().items():
@@ -120,20 +125,20 @@ def find_new_images(
     data_interval_end: datetime | None = None,
     dag_run: Any = None,
 ) -> dict[str, Any] | None:
-    """Write the manifest of the run's new images; none means the rest of the run is skipped (no cluster)."""
+    """Write the manifest of the run's new images into a new attempt folder; none means the rest of
+    the run is skipped (no cluster)."""
     run_config = emr.RunConfig.from_dict(config)
     run_after = getattr(dag_run, "run_after", None) or datetime.now(timezone.utc)
     start, end, run_date = emr.run_window(data_interval_start, data_interval_end, run_after)
-    paths = emr.run_paths(run_config, run_date)
+    paths = emr.run_paths(run_config, run_date, emr.new_attempt_id(datetime.now(timezone.utc)))
     s3 = _s3()
     images = storage.new_images(s3, run_config, start, end)
     scope = "all images (full refresh)" if run_config.full_refresh else f"LastModified in [{start}, {end})"
     if not images:
         print(f"No images under s3://{run_config.bucket}/{emr.prefix(run_config.raw_prefix)} with {scope}: no cluster.")
         return None
-    removed = storage.reset_partition(s3, paths)
-    storage.write_manifest(s3, paths, images)
-    print(f"{len(images)} images with {scope} -> {paths.manifest_uri} (cleared {removed} old objects)")
+    storage.write_manifest(s3, paths, images, emr.sse_arguments(run_config))
+    print(f"{len(images)} images with {scope} -> {paths.manifest_uri}")
     return {"paths": paths.to_dict(), "images": len(images), "window": [start.isoformat(), end.isoformat()]}
 
 
@@ -152,12 +157,13 @@ def emr_request(
 
 
 @task
-def run_steps_locally(steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Local compute mode: the EMR steps themselves, by spark-submit --master local[*] on this worker,
+def run_steps_locally(config: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+    """Local compute mode: the EMR steps themselves, by spark-submit --master local[*,4] on this worker,
     over a local mirror of the S3 objects they read; each step's output folder is uploaded back."""
     from fruits_emr import local
 
     s3 = _s3()
+    sse = emr.sse_arguments(emr.RunConfig.from_dict(config))
     spark_submit, env = local.spark_submit_path(), local.spark_env()
     mirror_root = tempfile.mkdtemp(prefix="fruits-local-", dir=LOCAL_WORKDIR)
     uploaded: dict[str, int] = {}
@@ -177,7 +183,7 @@ def run_steps_locally(steps: list[dict[str, Any]]) -> dict[str, Any]:
             if returncode != 0:
                 raise RuntimeError(f"step {name} failed with exit code {returncode}; its output is above.")
             if output is not None:
-                keys = local.upload_changes(s3, output, files.output, before)
+                keys = local.upload_changes(s3, output, files.output, before, sse)
                 uploaded[name] = len(keys)
                 print(f"step {name}: uploaded {len(keys)} objects to {files.output}/")
     finally:
@@ -195,7 +201,7 @@ def validate_outputs(config: dict[str, Any], run: dict[str, Any], cluster_id: st
         report = storage.read_report(s3, paths)
     except storage.RunOutputError as exc:
         raise AirflowFailException(str(exc)) from None
-    problems = emr.reconcile(report, run["images"], storage.partition_entries(s3, paths))
+    problems = emr.reconcile(report, run["images"], storage.attempt_entries(s3, paths))
 
     if cluster_id:
         timeline = _emr().describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["Timeline"]
@@ -232,6 +238,20 @@ def validate_outputs(config: dict[str, Any], run: dict[str, Any], cluster_id: st
     return summary
 
 
+@task
+def commit_outputs(config: dict[str, Any], run: dict[str, Any], summary: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
+    """Publish the validated attempt: replace the run date's commit pointer, drop attempts nobody reads."""
+    paths = emr.RunPaths(**run["paths"])
+    record = emr.commit_record(paths, summary, dag_run.run_id if dag_run else "", datetime.now(timezone.utc))
+    try:
+        previous, deleted = storage.commit_run(_s3(), paths, record, emr.sse_arguments(emr.RunConfig.from_dict(config)))
+    except storage.RunOutputError as exc:
+        raise AirflowFailException(str(exc)) from None
+    print(f"committed {paths.output_uri} as run {paths.run_date} ({paths.commit_uri});"
+          f" previous attempt {previous or 'none'}, deleted {deleted} objects of older attempts")
+    return record
+
+
 @dag(
     dag_id=emr.DAG_ID,
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
@@ -249,7 +269,9 @@ def fruits_features() -> None:
     run = find_new_images(config)
     request = emr_request(config, staged, run)
     if COMPUTE_MODE == "local":
-        chain(staged, run, request, run_steps_locally(request["steps"]), validate_outputs(config, run))
+        validate = validate_outputs(config, run)
+        chain(staged, run, request, run_steps_locally(config, request["steps"]), validate,
+              commit_outputs(config, run, validate))
         return
 
     create_cluster = EmrCreateJobFlowOperator(
@@ -283,7 +305,8 @@ def fruits_features() -> None:
     ).as_teardown(setups=create_cluster)
     validate = validate_outputs(config, run, create_cluster.output)
 
-    chain(staged, run, request, create_cluster, add_steps, watch_featurize, watch_pca, terminate_cluster, validate)
+    chain(staged, run, request, create_cluster, add_steps, watch_featurize, watch_pca, terminate_cluster, validate,
+          commit_outputs(config, run, validate))
     # the teardown succeeding must not let validate run after a failed step
     watch_pca >> validate
 

@@ -36,6 +36,11 @@ MAX_CORE_INSTANCES_ENV = f"{ENV_PREFIX}MAX_CORE_INSTANCES"
 INSTANCE_FAMILIES = ("m5", "m5a", "m6i", "m6a", "m7i", "m7a", "c5", "c5a", "c6i", "c6a", "c7i", "r5", "r5a", "r6i", "r6a", "r7i")
 INSTANCE_SIZES = ("large", "xlarge", "2xlarge", "4xlarge", "8xlarge")
 ALLOWED_INSTANCE_TYPE = re.compile(rf"({'|'.join(INSTANCE_FAMILIES)})\.({'|'.join(INSTANCE_SIZES)})")
+KMS_KEY = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}|alias/[A-Za-z0-9/_-]{1,250}"
+    r"|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/(mrk-)?[0-9a-f-]{32,36}|alias/[A-Za-z0-9/_-]{1,250})"
+)
+SECURITY_CONFIGURATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}")
 
 # Approximate us-east-1 USD per instance-hour (EMR fee, EC2 on-demand, typical spot).
 # Override with the Airflow Variable `fruits_emr_prices` (same JSON shape).
@@ -81,6 +86,8 @@ class RunConfig:
     subnet_id: str = ""
     service_role: str = "EMR_DefaultRole"
     job_flow_role: str = "EMR_EC2_DefaultRole"
+    kms_key_id: str = ""
+    security_configuration: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -133,6 +140,16 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
     "subnet_id": ("EC2 subnet of the cluster; empty = the account's default VPC.", {"type": "string"}),
     "service_role": ("EMR service role.", {"type": "string", "minLength": 1}),
     "job_flow_role": ("EC2 instance profile of the cluster nodes.", {"type": "string", "minLength": 1}),
+    "kms_key_id": (
+        "KMS key (ARN, key id or alias/...) encrypting every object the pipeline writes (SSE-KMS);"
+        " empty = SSE-S3 (AES256).",
+        {"type": "string", "maxLength": 2048},
+    ),
+    "security_configuration": (
+        "Name of an existing EMR security configuration for the cluster (at-rest / in-transit"
+        " encryption); empty = none. Its S3 encryption settings override kms_key_id on the cluster.",
+        {"type": "string", "maxLength": 256},
+    ),
 }
 
 
@@ -282,6 +299,17 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
         raise ConfigError(f"Param 'release_label' = {config.release_label!r} must be an EMR 7.x release like 'emr-7.8.0'.")
     if config.subnet_id and not config.subnet_id.startswith("subnet-"):
         raise ConfigError(f"Param 'subnet_id' = {config.subnet_id!r} must look like 'subnet-0123abcd' or be empty.")
+    if config.kms_key_id and not KMS_KEY.fullmatch(config.kms_key_id):
+        raise ConfigError(
+            f"Param 'kms_key_id' = {config.kms_key_id!r} is not a KMS key: use a key ARN"
+            " (arn:aws:kms:<region>:<account>:key/<id>), a key id (a UUID), an alias (alias/<name>)"
+            " or an alias ARN; empty = SSE-S3."
+        )
+    if config.security_configuration and not SECURITY_CONFIGURATION.fullmatch(config.security_configuration):
+        raise ConfigError(
+            f"Param 'security_configuration' = {config.security_configuration!r} is not an EMR security"
+            " configuration name (letters, digits, '.', '_', '-'; up to 256); empty = none."
+        )
 
 
 def weights_kind(weights: str) -> str:
@@ -301,15 +329,28 @@ def prefix(value: str) -> str:
     return f"{value}/" if value else ""
 
 
+ATTEMPTS_FOLDER = "_attempts"  # leading underscore: Spark/Hive readers of the prefix skip it
+COMMIT_FILE = "_COMMITTED.json"
+
+
 @dataclass(frozen=True)
 class RunPaths:
-    """S3 locations of one run date; the partition is overwritten as a whole on re-runs."""
+    """S3 locations of one attempt at one run date.
+
+    The jobs write into the attempt's own folder, which no reader looks at; the run's outputs
+    become visible at once when commit_outputs replaces the partition's commit pointer (one PUT,
+    atomic in S3). A failed attempt therefore never shows, and the last committed one stays.
+    """
 
     bucket: str
     run_date: str
+    attempt: str
     partition_key: str
+    attempts_key: str
+    attempt_key: str
     manifest_key: str
     report_key: str
+    commit_key: str
     log_uri: str
 
     def uri(self, key: str) -> str:
@@ -317,7 +358,8 @@ class RunPaths:
 
     @property
     def output_uri(self) -> str:
-        return self.uri(self.partition_key).rstrip("/")
+        """Where this attempt's jobs write (the committed output once commit_outputs ran)."""
+        return self.uri(self.attempt_key).rstrip("/")
 
     @property
     def manifest_uri(self) -> str:
@@ -327,20 +369,73 @@ class RunPaths:
     def report_uri(self) -> str:
         return self.uri(self.report_key)
 
+    @property
+    def commit_uri(self) -> str:
+        return self.uri(self.commit_key)
+
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
 
-def run_paths(config: RunConfig, run_date: str) -> RunPaths:
+def new_attempt_id(now: datetime) -> str:
+    """A sortable, unique-per-run attempt folder name: UTC time to the microsecond."""
+    return now.strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def run_paths(config: RunConfig, run_date: str, attempt: str) -> RunPaths:
+    if not re.fullmatch(r"[0-9A-Za-z_-]+", attempt):
+        raise ValueError(f"attempt id {attempt!r} is not a plain folder name")
     partition = f"{prefix(config.output_prefix)}run_date={run_date}/"
+    attempts = f"{partition}{ATTEMPTS_FOLDER}/"
+    attempt_key = f"{attempts}{attempt}/"
     return RunPaths(
         bucket=config.bucket,
         run_date=run_date,
+        attempt=attempt,
         partition_key=partition,
-        manifest_key=f"{partition}manifest.txt",
-        report_key=f"{partition}report.json",
+        attempts_key=attempts,
+        attempt_key=attempt_key,
+        manifest_key=f"{attempt_key}manifest.txt",
+        report_key=f"{attempt_key}report.json",
+        commit_key=f"{partition}{COMMIT_FILE}",
         log_uri=f"s3://{config.bucket}/{prefix(config.logs_prefix)}",
     )
+
+
+def commit_record(paths: RunPaths, summary: Mapping[str, Any], dag_run_id: str, committed_at: datetime) -> dict[str, Any]:
+    """The commit pointer's content: which attempt readers should read, and what it holds."""
+    return {
+        "run_date": paths.run_date,
+        "attempt": paths.attempt,
+        "output": paths.output_uri,
+        "features": f"{paths.output_uri}/features",
+        "pca": f"{paths.output_uri}/pca",
+        "report": paths.report_uri,
+        "images": summary.get("images"),
+        "features_rows": summary.get("features_rows"),
+        "quarantined": summary.get("quarantined"),
+        "k": summary.get("k"),
+        "dag_run_id": dag_run_id,
+        "committed_at": committed_at.isoformat(),
+    }
+
+
+def sse_arguments(config: RunConfig) -> dict[str, str]:
+    """boto3 put_object / upload_file ExtraArgs that encrypt an object as the run asks."""
+    if config.kms_key_id:
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": config.kms_key_id}
+    return {"ServerSideEncryption": "AES256"}
+
+
+def s3_encryption_configurations(config: RunConfig) -> list[dict[str, Any]]:
+    """Cluster configuration classifications that make Spark's S3 writes server-side encrypted:
+    emrfs-site for EMRFS (s3:// up to EMR 7.9) and core-site for S3A (s3:// from EMR 7.10)."""
+    emrfs = {"fs.s3.enableServerSideEncryption": "true"}
+    s3a = {"fs.s3a.encryption.algorithm": "SSE-KMS" if config.kms_key_id else "SSE-S3"}
+    if config.kms_key_id:
+        emrfs["fs.s3.serverSideEncryption.kms.keyId"] = config.kms_key_id
+        s3a["fs.s3a.encryption.key"] = config.kms_key_id
+    return [{"Classification": "emrfs-site", "Properties": emrfs}, {"Classification": "core-site", "Properties": s3a}]
 
 
 def run_window(
@@ -475,6 +570,8 @@ def job_arguments(
         ]
     featurize = [
         "--manifest", paths.manifest_uri,
+        # the manifest may list only images of the run's raw prefix (the policies allow no other)
+        "--allowed-prefix", f"s3://{config.bucket}/{prefix(config.raw_prefix)}",
         "--output", paths.output_uri,
         *model,
         "--arrow-batch-size", str(config.arrow_batch_size),
@@ -540,6 +637,8 @@ def step_files(args: list[str]) -> StepFiles:
             output = arg
         elif flag == "--manifest":
             manifest = arg
+        elif flag == "--allowed-prefix":
+            continue  # a prefix to compare paths with, not an object to download
         else:
             inputs.append(arg)
             if flag == "--model-artifact":
@@ -556,7 +655,7 @@ def mirror_path(uri: str, mirror_root: str) -> str:
 
 
 def local_step_command(
-    args: list[str], mirror_root: str, spark_submit: str, master: str = "local[*]", driver_memory: str = "2g"
+    args: list[str], mirror_root: str, spark_submit: str, master: str = "local[*,4]", driver_memory: str = "2g"
 ) -> list[str]:
     """An EMR step's `spark-submit --deploy-mode cluster ...` as a local spark-submit on the mirror.
 
@@ -655,6 +754,7 @@ def job_flow_overrides(
                     "spark.dynamicAllocation.enabled": "true",
                 },
             },
+            *s3_encryption_configurations(config),
         ],
         "AutoTerminationPolicy": {"IdleTimeout": config.idle_timeout_minutes * 60},
         "StepConcurrencyLevel": 1,
@@ -662,6 +762,7 @@ def job_flow_overrides(
         "ServiceRole": config.service_role,
         "JobFlowRole": config.job_flow_role,
         "Tags": cluster_tags(dag_id, run_id, paths.run_date),
+        **({"SecurityConfiguration": config.security_configuration} if config.security_configuration else {}),
     }
 
 

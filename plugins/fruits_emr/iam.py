@@ -3,7 +3,8 @@
 - airflow_policy: the identity of the Airflow connection aws_default (S3 staging/manifest/report,
   the EMR calls of the DAG's operators, iam:PassRole on the two EMR roles only).
 - instance_profile_policy: the cluster nodes (read raw images and staged code/models, write outputs and logs).
-- bucket_policy: the bucket refuses plain-HTTP access and uploads that ask for no or another encryption.
+- bucket_policy: the bucket refuses plain-HTTP access, uploads that ask for an unknown encryption, and
+  uploads to the pipeline's prefixes that ask for none.
 
 iam/*.json in the repo are these documents rendered with the placeholders <bucket> and <account>:
 `PYTHONPATH=plugins python -m fruits_emr.iam --bucket acme-fruits --account 123456789012 airflow`
@@ -30,15 +31,35 @@ EMR_ACTIONS = {
     "DescribeStep": "EmrStepSensor / step_complete waiter",
     "ListClusters": "EmrTerminateRunClusters (clusters of earlier attempts of the run)",
     "TerminateJobFlows": "EmrTerminateRunClusters / EmrTerminateJobFlowOperator",
+    "DescribeSecurityConfiguration": "resolve_config checks Param security_configuration exists",
 }
+PLACEHOLDER_KMS_KEY = "arn:aws:kms:<region>:<account>:key/<key-id>"
+
+
+def kms_statement(kms_key_arn: str | None) -> list[dict[str, Any]]:
+    """With SSE-KMS (Param kms_key_id), writers need GenerateDataKey and readers Decrypt on that key only."""
+    if not kms_key_arn:
+        return []
+    return [
+        {
+            "Sid": "UseTheOutputKmsKeyOnly",
+            "Effect": "Allow",
+            "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": [kms_key_arn],
+        }
+    ]
 
 
 def _objects(bucket: str, *prefixes: str) -> list[str]:
     return [f"arn:aws:s3:::{bucket}/{prefix(p)}*" for p in dict.fromkeys(prefixes)]
 
 
-def airflow_policy(bucket: str, account: str, config: RunConfig | None = None, local_compute: bool = False) -> dict[str, Any]:
-    """Identity policy of aws_default. local_compute: the worker also reads raw images (FRUITS_COMPUTE_MODE=local)."""
+def airflow_policy(
+    bucket: str, account: str, config: RunConfig | None = None, local_compute: bool = False,
+    kms_key_arn: str | None = None,
+) -> dict[str, Any]:
+    """Identity policy of aws_default. local_compute: the worker also reads raw images (FRUITS_COMPUTE_MODE=local);
+    kms_key_arn: the SSE-KMS key of the outputs (none with SSE-S3)."""
     config = config or RunConfig()
     artifacts, output, raw = config.artifacts_prefix, config.output_prefix, config.raw_prefix
     readable = (artifacts, output, raw) if local_compute else (artifacts, output)
@@ -64,7 +85,7 @@ def airflow_policy(bucket: str, account: str, config: RunConfig | None = None, l
                 "Resource": _objects(bucket, artifacts, output),
             },
             {
-                "Sid": "ReplaceTheRunPartitionOnReRuns",
+                "Sid": "DeleteAttemptsNoLongerCommitted",
                 "Effect": "Allow",
                 "Action": ["s3:DeleteObject"],
                 "Resource": _objects(bucket, output),
@@ -84,12 +105,14 @@ def airflow_policy(bucket: str, account: str, config: RunConfig | None = None, l
                     f"arn:aws:iam::{account}:role/{config.job_flow_role}",
                 ],
             },
+            *kms_statement(kms_key_arn),
         ],
     }
 
 
-def instance_profile_policy(bucket: str, config: RunConfig | None = None) -> dict[str, Any]:
-    """Policy of the role in the job_flow_role instance profile: nothing but the pipeline's S3 prefixes."""
+def instance_profile_policy(bucket: str, config: RunConfig | None = None, kms_key_arn: str | None = None) -> dict[str, Any]:
+    """Policy of the role in the job_flow_role instance profile: nothing but the pipeline's S3 prefixes
+    (and the outputs' KMS key with SSE-KMS)."""
     config = config or RunConfig()
     raw, artifacts, output, logs = config.raw_prefix, config.artifacts_prefix, config.output_prefix, config.logs_prefix
     return {
@@ -119,17 +142,20 @@ def instance_profile_policy(bucket: str, config: RunConfig | None = None) -> dic
                 "Action": ["s3:PutObject"],
                 "Resource": _objects(bucket, logs),
             },
+            *kms_statement(kms_key_arn),
         ],
     }
 
 
-def bucket_policy(bucket: str) -> dict[str, Any]:
-    """Deny plain HTTP, and uploads that ask for no encryption or for an unknown one.
+def bucket_policy(bucket: str, config: RunConfig | None = None) -> dict[str, Any]:
+    """Deny plain HTTP; deny uploads that ask for an unknown encryption; deny uploads to the
+    pipeline's own prefixes (artifacts, outputs) that ask for no encryption at all.
 
-    S3 encrypts every new object (SSE-S3) by default, and neither boto3's put_object in the DAG nor
-    Spark's S3 writer sends an encryption header; denying uploads *without* the header would break
-    both, so only an explicit other value is refused.
+    Every writer of those prefixes sends the header: the DAG's boto3 puts (config.sse_arguments)
+    and Spark on EMR (config.s3_encryption_configurations). EMR's own log shipping is not asked
+    to, so the logs prefix relies on the bucket's default encryption (SSE-S3 for every new object).
     """
+    config = config or RunConfig()
     return {
         "Version": VERSION,
         "Statement": [
@@ -142,7 +168,7 @@ def bucket_policy(bucket: str) -> dict[str, Any]:
                 "Condition": {"Bool": {"aws:SecureTransport": "false"}},
             },
             {
-                "Sid": "DenyUnencryptedObjectUploads",
+                "Sid": "DenyUnknownEncryption",
                 "Effect": "Deny",
                 "Principal": "*",
                 "Action": "s3:PutObject",
@@ -150,6 +176,14 @@ def bucket_policy(bucket: str) -> dict[str, Any]:
                 "Condition": {
                     "StringNotEqualsIfExists": {"s3:x-amz-server-side-encryption": ["AES256", "aws:kms", "aws:kms:dsse"]}
                 },
+            },
+            {
+                "Sid": "DenyUnencryptedPipelineUploads",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:PutObject",
+                "Resource": _objects(bucket, config.artifacts_prefix, config.output_prefix),
+                "Condition": {"Null": {"s3:x-amz-server-side-encryption": "true"}},
             },
         ],
     }
@@ -159,15 +193,19 @@ PLACEHOLDER_BUCKET = "<bucket>"
 PLACEHOLDER_ACCOUNT = "<account>"
 
 DOCUMENTS = {
-    "airflow-policy.json": lambda bucket, account: airflow_policy(bucket, account),
-    "emr-instance-profile-policy.json": lambda bucket, account: instance_profile_policy(bucket),
-    "bucket-policy.json": lambda bucket, account: bucket_policy(bucket),
+    "airflow-policy.json": lambda bucket, account, kms: airflow_policy(bucket, account, kms_key_arn=kms),
+    "emr-instance-profile-policy.json": lambda bucket, account, kms: instance_profile_policy(bucket, kms_key_arn=kms),
+    "bucket-policy.json": lambda bucket, account, kms: bucket_policy(bucket),
 }
 
 
-def render(name: str, bucket: str = PLACEHOLDER_BUCKET, account: str = PLACEHOLDER_ACCOUNT) -> str:
-    """One document of iam/ as JSON text (the repo's files use the placeholders)."""
-    return json.dumps(DOCUMENTS[name](bucket, account), indent=2) + "\n"
+def render(
+    name: str, bucket: str = PLACEHOLDER_BUCKET, account: str = PLACEHOLDER_ACCOUNT,
+    kms_key_arn: str | None = PLACEHOLDER_KMS_KEY,
+) -> str:
+    """One document of iam/ as JSON text. The repo's files use the placeholders, and show the SSE-KMS
+    statement with a placeholder key (drop it with SSE-S3)."""
+    return json.dumps(DOCUMENTS[name](bucket, account, kms_key_arn), indent=2) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("document", choices=[name.removesuffix(".json").removesuffix("-policy") for name in DOCUMENTS])
     parser.add_argument("--bucket", default=PLACEHOLDER_BUCKET)
     parser.add_argument("--account", default=PLACEHOLDER_ACCOUNT)
+    parser.add_argument("--kms-key-arn", default="", help="ARN of the SSE-KMS key (Param kms_key_id); empty = SSE-S3")
     args = parser.parse_args(argv)
     name = next(n for n in DOCUMENTS if n.startswith(args.document))
-    sys.stdout.write(render(name, args.bucket, args.account))
+    sys.stdout.write(render(name, args.bucket, args.account, args.kms_key_arn or None))
     return 0
 
 

@@ -105,16 +105,18 @@ def snapshot(folder: Path) -> dict[Path, tuple[int, int]]:
     return {path: (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.rglob("*") if path.is_file()}
 
 
-def upload_changes(s3: Any, folder: Path, uri: str, before: dict[Path, tuple[int, int]]) -> list[str]:
+def upload_changes(
+    s3: Any, folder: Path, uri: str, before: dict[Path, tuple[int, int]], sse: dict[str, str]
+) -> list[str]:
     """Upload the files under folder that are new or changed since `before` (Hadoop's .crc files
-    excluded) to the same relative keys under uri; returns the uploaded keys."""
+    excluded) to the same relative keys under uri, encrypted with `sse`; returns the uploaded keys."""
     bucket, key_prefix = _split(uri.rstrip("/"))
     uploaded = []
     for path, state in sorted(snapshot(folder).items()):
         if path.name.endswith(".crc") or before.get(path) == state:
             continue
         key = f"{key_prefix}/{path.relative_to(folder).as_posix()}"
-        s3.upload_file(str(path), bucket, key)
+        s3.upload_file(str(path), bucket, key, ExtraArgs=sse)
         uploaded.append(key)
     return uploaded
 

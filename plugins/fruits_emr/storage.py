@@ -1,4 +1,5 @@
-"""S3 work of the DAG's Python tasks: stage the job code, list new images, write the manifest, read the report.
+"""S3 work of the DAG's Python tasks: stage the job code, list new images, write the manifest, read the
+report, commit the run's outputs.
 
 Each function takes a boto3 S3 client, so the DAG passes the one of its AWS connection and
 tests pass one pointed at moto.
@@ -22,6 +23,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from fruits_emr.config import (
+    COMMIT_FILE,
     REQUIREMENTS_FILE,
     REQUIREMENTS_TENSORFLOW_FILE,
     SIDECAR_SUFFIX,
@@ -36,6 +38,7 @@ from fruits_emr.config import (
     model_key,
     model_settings,
     prefix,
+    sse_arguments,
     weights_key,
     weights_kind,
 )
@@ -66,6 +69,19 @@ def check_bucket(s3: Any, bucket: str) -> None:
         raise ConfigError(
             f"Param 'bucket': s3://{bucket} {reason} with the Airflow connection aws_default."
             " Create the bucket or fix the Param / Variable fruits_features_defaults."
+        ) from None
+
+
+def check_security_configuration(emr_client: Any, name: str) -> None:
+    """Fail with one message, before any cluster starts, when the EMR security configuration is missing."""
+    try:
+        emr_client.describe_security_configuration(Name=name)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "?")
+        raise ConfigError(
+            f"Param 'security_configuration' = {name!r}: EMR cannot describe it ({code}:"
+            f" {exc.response.get('Error', {}).get('Message', '')}). Create it (aws emr"
+            " create-security-configuration) or leave the Param empty."
         ) from None
 
 
@@ -147,7 +163,7 @@ def stage_weights(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, boo
     key = weights_key(config.artifacts_prefix, digest, path.name)
     uploaded = not object_exists(s3, config.bucket, key)
     if uploaded:
-        s3.upload_file(str(path), config.bucket, key)
+        s3.upload_file(str(path), config.bucket, key, ExtraArgs=sse_arguments(config))
     return f"s3://{config.bucket}/{key}", uploaded
 
 
@@ -207,8 +223,8 @@ def stage_model(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]
             return uri, False
         output = Path(tmp) / "model" / "model.onnx"
         export_model(config, weights, output, repo_root)
-        s3.upload_file(str(output), config.bucket, key)
-        s3.upload_file(str(output) + SIDECAR_SUFFIX, config.bucket, key + SIDECAR_SUFFIX)
+        s3.upload_file(str(output), config.bucket, key, ExtraArgs=sse_arguments(config))
+        s3.upload_file(str(output) + SIDECAR_SUFFIX, config.bucket, key + SIDECAR_SUFFIX, ExtraArgs=sse_arguments(config))
         return uri, True
 
 
@@ -228,10 +244,10 @@ def stage_artifacts(s3: Any, config: RunConfig, repo_root: Path) -> tuple[Staged
     _, code_key = split_uri(staged.code_uri)
     if not object_exists(s3, config.bucket, code_key + STAGED_MARKER):
         for name, body in files.items():
-            s3.put_object(Bucket=config.bucket, Key=code_key + name, Body=body)
+            s3.put_object(Bucket=config.bucket, Key=code_key + name, Body=body, **sse_arguments(config))
             uploaded.append(staged.code_uri + name)
         # written last: a bundle interrupted half-way is uploaded again next time
-        s3.put_object(Bucket=config.bucket, Key=code_key + STAGED_MARKER, Body=code_hash.encode())
+        s3.put_object(Bucket=config.bucket, Key=code_key + STAGED_MARKER, Body=code_hash.encode(), **sse_arguments(config))
     return staged, uploaded
 
 
@@ -251,27 +267,9 @@ def new_images(s3: Any, config: RunConfig, start: datetime, end: datetime) -> li
     )
 
 
-def reset_partition(s3: Any, paths: RunPaths) -> int:
-    """Delete everything under the run's partition so a re-run leaves no stale files; returns the count."""
-    keys = [obj["Key"] for obj in list_objects(s3, paths.bucket, paths.partition_key)]
-    for first in range(0, len(keys), 1000):
-        batch = [{"Key": key} for key in keys[first:first + 1000]]
-        response = s3.delete_objects(Bucket=paths.bucket, Delete={"Objects": batch, "Quiet": True})
-        # DeleteObjects answers 200 even when it deleted nothing: stale files would mix into the run
-        errors = response.get("Errors") or []
-        if errors:
-            first_error = errors[0]
-            raise RunOutputError(
-                f"Could not clear s3://{paths.bucket}/{paths.partition_key}: {len(errors)} objects not deleted"
-                f" (first: {first_error.get('Key')}: {first_error.get('Code')} {first_error.get('Message')})."
-                " Give the aws_default identity s3:DeleteObject on the output prefix (iam/airflow-policy.json)."
-            )
-    return len(keys)
-
-
-def write_manifest(s3: Any, paths: RunPaths, uris: list[str]) -> None:
+def write_manifest(s3: Any, paths: RunPaths, uris: list[str], sse: dict[str, str]) -> None:
     body = "".join(f"{uri}\n" for uri in uris).encode()
-    s3.put_object(Bucket=paths.bucket, Key=paths.manifest_key, Body=body, ContentType="text/plain")
+    s3.put_object(Bucket=paths.bucket, Key=paths.manifest_key, Body=body, ContentType="text/plain", **sse)
 
 
 def read_manifest(s3: Any, paths: RunPaths) -> list[str]:
@@ -281,11 +279,11 @@ def read_manifest(s3: Any, paths: RunPaths) -> list[str]:
 
 # --- outputs ---------------------------------------------------------------------------------
 
-def partition_entries(s3: Any, paths: RunPaths) -> set[str]:
-    """Top-level names under the partition: 'features/', 'report.json', ..."""
+def attempt_entries(s3: Any, paths: RunPaths) -> set[str]:
+    """Top-level names in the attempt's folder: 'features/', 'report.json', ..."""
     entries = set()
-    for obj in list_objects(s3, paths.bucket, paths.partition_key):
-        relative = obj["Key"][len(paths.partition_key):]
+    for obj in list_objects(s3, paths.bucket, paths.attempt_key):
+        relative = obj["Key"][len(paths.attempt_key):]
         head, slash, _ = relative.partition("/")
         entries.add(head + slash)
     return entries
@@ -302,3 +300,58 @@ def read_report(s3: Any, paths: RunPaths) -> dict[str, Any]:
         return json.loads(body)
     except json.JSONDecodeError as exc:
         raise RunOutputError(f"{paths.report_uri} is not JSON ({exc}).") from None
+
+
+# --- commit ----------------------------------------------------------------------------------
+
+def read_commit(s3: Any, bucket: str, commit_key: str) -> dict[str, Any] | None:
+    """A partition's commit pointer, or None when nothing was committed for that date yet."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=commit_key)["Body"].read()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None
+        raise
+    return json.loads(body)
+
+
+def committed_output(s3: Any, config: RunConfig, run_date: str) -> dict[str, Any] | None:
+    """For readers: the committed outputs of a run date ({'output': s3://..., 'features': ..., ...}), or None."""
+    key = f"{prefix(config.output_prefix)}run_date={run_date}/{COMMIT_FILE}"
+    return read_commit(s3, config.bucket, key)
+
+
+def commit_run(s3: Any, paths: RunPaths, record: dict[str, Any], sse: dict[str, str]) -> tuple[str | None, int]:
+    """Make the attempt the run date's visible output: one PUT of the commit pointer (atomic), then
+    delete the attempts nobody can see any more (failed ones, older commits). The previously
+    committed attempt is kept, so a reader that resolved the old pointer a moment ago can finish.
+
+    Returns (previously committed attempt or None, number of objects deleted).
+    """
+    previous = read_commit(s3, paths.bucket, paths.commit_key)
+    previous_attempt = previous.get("attempt") if previous else None
+    body = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    s3.put_object(Bucket=paths.bucket, Key=paths.commit_key, Body=body, ContentType="application/json", **sse)
+    keep = {paths.attempt, previous_attempt}
+    stale = [
+        obj["Key"] for obj in list_objects(s3, paths.bucket, paths.attempts_key)
+        if obj["Key"][len(paths.attempts_key):].split("/", 1)[0] not in keep
+    ]
+    delete_keys(s3, paths.bucket, stale, what=f"old attempts under s3://{paths.bucket}/{paths.attempts_key}")
+    return previous_attempt, len(stale)
+
+
+def delete_keys(s3: Any, bucket: str, keys: list[str], what: str) -> None:
+    """DeleteObjects in batches of 1,000; any key S3 refused to delete is an error naming the fix."""
+    for first in range(0, len(keys), 1000):
+        batch = [{"Key": key} for key in keys[first:first + 1000]]
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": batch, "Quiet": True})
+        # DeleteObjects answers 200 even when it deleted nothing
+        errors = response.get("Errors") or []
+        if errors:
+            first_error = errors[0]
+            raise RunOutputError(
+                f"Could not delete {what}: {len(errors)} objects not deleted"
+                f" (first: {first_error.get('Key')}: {first_error.get('Code')} {first_error.get('Message')})."
+                " Give the aws_default identity s3:DeleteObject on the output prefix (iam/airflow-policy.json)."
+            )

@@ -16,7 +16,7 @@ def main(argv: list[str]) -> int:
     job, args = argv[0], argv[1:]
     module = {"featurize": featurize, "pca": pca}[job]
     parsed = module.build_parser().parse_args(args)
-    spark = local_spark("local[2]", "2g")
+    spark = local_spark("local[2,4]", "2g")  # task retries, as on EMR
     try:
         module.run(spark, parsed)
     finally:

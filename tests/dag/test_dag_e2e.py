@@ -111,6 +111,9 @@ class StepDriver(threading.Thread):
             local_manifest = self.workdir / "manifest.txt"
             local_manifest.write_text("".join(f"{self.download(uri)}\n" for uri in images))
             args[manifest_at] = str(local_manifest)
+            for at, flag in enumerate(list(args)):
+                if flag == "--allowed-prefix":  # the raw prefix, where the images were downloaded to
+                    args[at + 1] = str(self.local(args[at + 1]))
             for flag in ("--weights", "--model-artifact"):
                 if flag in args and args[args.index(flag) + 1].startswith("s3://"):
                     at = args.index(flag) + 1
@@ -176,13 +179,29 @@ def clusters(emr_client) -> list[dict]:
     return [emr_client.describe_cluster(ClusterId=c["Id"])["Cluster"] for c in emr_client.list_clusters()["Clusters"]]
 
 
+def committed(s3, run_date: str) -> dict | None:
+    """The run date's commit pointer, as a reader sees it (None: nothing committed)."""
+    try:
+        body = s3.get_object(Bucket=BUCKET, Key=f"features/run_date={run_date}/_COMMITTED.json")["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    return json.loads(body)
+
+
+def attempts(s3, run_date: str) -> list[str]:
+    prefix = f"features/run_date={run_date}/_attempts/"
+    return sorted({k[len(prefix):].split("/")[0] for k in bucket_keys(s3, prefix)})
+
+
 def partition_snapshot(s3, tmp_path: Path, run_date: str) -> dict:
-    """What a run left in its partition: top-level entries, the report, the features sorted by image."""
+    """What readers see of a run date: the committed attempt's entries, report, features sorted by image."""
     import pyarrow.parquet as pq
 
-    prefix = f"features/run_date={run_date}/"
-    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix)
-            for o in page.get("Contents", [])]
+    pointer = committed(s3, run_date)
+    assert pointer is not None, f"nothing committed for {run_date}"
+    prefix = f"features/run_date={run_date}/_attempts/{pointer['attempt']}/"
+    assert pointer["output"] == f"s3://{BUCKET}/{prefix}".rstrip("/")
+    keys = bucket_keys(s3, prefix)
     target = tmp_path / f"snapshot-{len(list(tmp_path.glob('snapshot-*')))}"
     for key in keys:
         if key.startswith(prefix + "features/") and key.endswith(".parquet"):
@@ -196,11 +215,15 @@ def partition_snapshot(s3, tmp_path: Path, run_date: str) -> dict:
         "report": {k: report[k] for k in ("images_seen", "features_rows", "quarantined", "k", "feature_dim")},
         "features": sorted((row[path_column], json.dumps(row, sort_keys=True, default=str)) for row in features),
         "manifest": s3.get_object(Bucket=BUCKET, Key=prefix + "manifest.txt")["Body"].read(),
+        "counts": {k: pointer[k] for k in ("images", "features_rows", "quarantined", "k")},
     }
 
 
 @needs_jobs
-def test_success_then_rerun_same_outputs(airflow_db, s3, emr_client, raw_images, driver, tmp_path, capfd):
+def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_images, driver, tmp_path, capfd):
+    """(1) a run commits its outputs; (2) a re-run whose pca step fails after featurize wrote part of
+    its outputs changes nothing readers see; (3) the next re-run completes cleanly with the same
+    outputs, no duplicates, and the failed attempt's files gone."""
     logical_date, n_images = raw_images
     run_date = (logical_date - timedelta(days=1)).date().isoformat()
     emr_driver = driver()
@@ -218,19 +241,41 @@ def test_success_then_rerun_same_outputs(airflow_db, s3, emr_client, raw_images,
     first = partition_snapshot(s3, tmp_path, run_date)
     assert first["report"]["images_seen"] == n_images
     assert (first["report"]["features_rows"], first["report"]["quarantined"]) == (40, 1)
+    assert first["counts"] == {"images": 41, "features_rows": 40, "quarantined": 1, "k": first["report"]["k"]}
     assert {"features", "quarantine", "pca", "pca_model", "report.json", "manifest.txt"} <= set(first["entries"])
     assert len(first["features"]) == 40
     summary = run.get_task_instance("validate_outputs").xcom_pull(task_ids="validate_outputs")
     assert (summary["images"], summary["features_rows"], summary["quarantined"]) == (41, 40, 1)
     assert summary["k"] == first["report"]["k"] and summary["estimated_cost_usd"] >= 0
     assert "41 images -> 40 featurized, 1 quarantined" in task_logs(capfd)
+    first_attempt = committed(s3, run_date)["attempt"]
 
-    # (d) re-running the date replaces the partition: same outputs, no duplicates
+    # (2) pca fails after featurize wrote its outputs into the new attempt's folder
+    emr_driver.stop()
+    failing = driver(fail="pca")
+    failed_run, states = run_dag(CONF, logical_date)
+    assert failed_run.state == "failed"
+    assert (states["watch_pca"], states["terminate_cluster"]) == ("failed", "success")
+    assert (states["validate_outputs"], states["commit_outputs"]) == ("upstream_failed", "upstream_failed")
+    assert [job for job, _ in failing.executed] == ["featurize", "pca"]
+    failed_attempt = next(a for a in attempts(s3, run_date) if a != first_attempt)
+    partial = bucket_keys(s3, f"features/run_date={run_date}/_attempts/{failed_attempt}/")
+    assert any("/features/" in k for k in partial) and not any(k.endswith("report.json") for k in partial)
+    assert committed(s3, run_date)["attempt"] == first_attempt  # readers still see the first run, whole
+    assert partition_snapshot(s3, tmp_path, run_date) == first
+
+    # (3) the re-run after the failure: a new attempt, committed; the failed one deleted
+    failing.stop()
+    emr_driver = driver()
     rerun, states = run_dag(CONF, logical_date)
     assert rerun.state == "success", states
-    second = partition_snapshot(s3, tmp_path, run_date)
-    assert second == first
-    assert [c["Status"]["State"] for c in clusters(emr_client)] == ["TERMINATED", "TERMINATED"]
+    assert emr_driver.errors == []
+    third = partition_snapshot(s3, tmp_path, run_date)
+    assert third == first  # same features, same counts, no duplicates
+    latest = committed(s3, run_date)["attempt"]
+    assert latest not in (first_attempt, failed_attempt)
+    assert attempts(s3, run_date) == sorted([first_attempt, latest])  # previous commit kept for readers mid-way
+    assert [c["Status"]["State"] for c in clusters(emr_client)] == ["TERMINATED"] * 3
 
 
 def test_failed_step_fails_run_and_still_terminates(airflow_db, s3, emr_client, raw_images, driver, capfd):
@@ -252,6 +297,7 @@ def test_failed_step_fails_run_and_still_terminates(airflow_db, s3, emr_client, 
     assert f"s3://{BUCKET}/emr-logs/{cluster['Id']}/steps/{step_id}/stderr.gz" in log
     assert f"s3://{BUCKET}/emr-logs/{cluster['Id']}/steps/{step_id}/stdout.gz" in log
     assert [job for job, _ in emr_driver.executed] == ["featurize"]
+    assert committed(s3, (logical_date - timedelta(days=1)).date().isoformat()) is None  # nothing visible
 
 
 def test_no_new_images_no_cluster(airflow_db, s3, emr_client, raw_images, capfd):
@@ -328,27 +374,38 @@ def test_local_compute_mode_end_to_end(airflow_db, s3, emr_client, few_raw_image
     monkeypatch.setenv("FRUITS_LOCAL_WORKDIR", str(tmp_path))
     logical_date, n_images = few_raw_images
     run_date = (logical_date - timedelta(days=1)).date().isoformat()
-    partition = f"features/run_date={run_date}/"
+    # (security_configuration is an EMR setting: not checked, not used without a cluster)
+    conf = {**CONF, "kms_key_id": "alias/fruits-outputs", "security_configuration": "not-needed-locally"}
 
-    run, states = run_dag(CONF, logical_date)
+    run, states = run_dag(conf, logical_date)
 
     log = task_logs(capfd)
     assert run.state == "success", (states, log[-5000:])
     assert states == dict.fromkeys(
         ["resolve_config", "stage_artifacts", "find_new_images", "emr_request", "run_steps_locally",
-         "validate_outputs"], "success")
+         "validate_outputs", "commit_outputs"], "success")
+    pointer = committed(s3, run_date)
+    partition = f"features/run_date={run_date}/_attempts/{pointer['attempt']}/"
+    assert attempts(s3, run_date) == [pointer["attempt"]]
     assert emr_client.list_clusters()["Clusters"] == []
     # staging happened: the code bundle and the exported model the steps ran
     assert any(k.endswith("/_STAGED") for k in bucket_keys(s3, "artifacts/code/"))
     models = bucket_keys(s3, "artifacts/models/")
     assert len(models) == 2 and models[0].endswith("/model.onnx") and models[1] == models[0] + ".json"
-    assert f"--model-artifact {tmp_path}" in log and "spark-submit --master 'local[*]'" in log
+    assert f"--model-artifact {tmp_path}" in log and "spark-submit --master 'local[*,4]'" in log
+    assert f"--allowed-prefix {tmp_path}" in log  # the manifest is confined to the (mirrored) raw prefix
     # outputs in S3, written by the two jobs and uploaded back
     keys = bucket_keys(s3, partition)
     entries = {k[len(partition):].split("/")[0] for k in keys}
     assert {"features", "quarantine", "pca", "pca_model", "report.json", "featurize.json", "manifest.txt",
             "explained_variance.png", "pca_scatter.png"} <= entries
     assert not [k for k in keys if k.endswith(".crc")]
+    # everything the run wrote is SSE-KMS encrypted with the run's key: staged code and model, manifest,
+    # the jobs' outputs uploaded back, the commit pointer
+    written = bucket_keys(s3, "artifacts/") + bucket_keys(s3, "features/")
+    assert len(written) > 20 and f"features/run_date={run_date}/_COMMITTED.json" in written
+    assert {(h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")) for h in (
+        s3.head_object(Bucket=BUCKET, Key=k) for k in written)} == {("aws:kms", "alias/fruits-outputs")}
     manifest = s3.get_object(Bucket=BUCKET, Key=partition + "manifest.txt")["Body"].read().decode().split()
     assert len(manifest) == n_images and all(uri.startswith(f"s3://{BUCKET}/raw/") for uri in manifest)
     report = json.loads(s3.get_object(Bucket=BUCKET, Key=partition + "report.json")["Body"].read())

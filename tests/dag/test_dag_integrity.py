@@ -87,6 +87,9 @@ def test_task_order(dag):
     assert "add_steps" in upstream["watch_featurize"]
     assert "watch_featurize" in upstream["watch_pca"]
     assert {"watch_pca", "terminate_cluster"} <= upstream["validate_outputs"]
+    # outputs become visible only after they were checked
+    assert upstream["commit_outputs"] >= {"validate_outputs"}
+    assert dag.get_task("commit_outputs").trigger_rule == "all_success"
 
 
 def test_teardown_always_terminates_the_cluster(dag):
@@ -152,13 +155,14 @@ def test_deferrable_is_an_environment_option(tmp_path):
 
 def test_local_compute_mode_runs_the_steps_without_a_cluster(tmp_path):
     tasks = parse_with_env(tmp_path, FRUITS_COMPUTE_MODE="local")["tasks"]
-    assert sorted(tasks) == ["emr_request", "find_new_images", "resolve_config", "run_steps_locally",
-                             "stage_artifacts", "validate_outputs"]
+    assert sorted(tasks) == ["commit_outputs", "emr_request", "find_new_images", "resolve_config",
+                             "run_steps_locally", "stage_artifacts", "validate_outputs"]
     assert "resolve_config" in tasks["stage_artifacts"]["upstream"]
     assert "stage_artifacts" in tasks["find_new_images"]["upstream"]
     assert "find_new_images" in tasks["emr_request"]["upstream"]
-    assert tasks["run_steps_locally"]["upstream"] == ["emr_request"]
+    assert set(tasks["run_steps_locally"]["upstream"]) == {"emr_request", "resolve_config"}
     assert "run_steps_locally" in tasks["validate_outputs"]["upstream"]
+    assert "validate_outputs" in tasks["commit_outputs"]["upstream"]
 
 
 def test_unknown_compute_mode_is_an_import_error_naming_the_variable(tmp_path):

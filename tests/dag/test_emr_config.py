@@ -36,7 +36,10 @@ NON_DEFAULT = {
     "subnet_id": "subnet-0abc1234",
     "service_role": "FruitsEmrServiceRole",
     "job_flow_role": "FruitsEmrInstanceProfile",
+    "kms_key_id": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+    "security_configuration": "fruits-at-rest",
 }
+ATTEMPT = "20240602T010203000004Z"
 
 
 def resolve(params: dict, variable: dict | None = None) -> RunConfig:
@@ -45,7 +48,7 @@ def resolve(params: dict, variable: dict | None = None) -> RunConfig:
 
 def build(config: RunConfig, run_date: str = "2024-06-01"):
     """The requests as the DAG builds them after stage_artifacts (which exports a model for onnxruntime)."""
-    paths = emr.run_paths(config, run_date)
+    paths = emr.run_paths(config, run_date, ATTEMPT)
     model = f"s3://{config.bucket}/artifacts/models/fedcba9876543210/model.onnx" if config.engine == "onnxruntime" else ""
     staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, model)
     overrides = emr.job_flow_overrides(config, paths, staged, "fruits_features", "scheduled__2024-06-01T00:00:00+00:00")
@@ -126,6 +129,41 @@ def test_default_cluster_shape():
         {"Key": "run_date", "Value": "2024-06-01"},
     ]
     assert "Ec2SubnetIds" not in overrides["Instances"]
+    # Spark's S3 writes are encrypted (SSE-S3 by default) by EMRFS and by S3A alike; no security configuration
+    assert by_class["emrfs-site"]["Properties"] == {"fs.s3.enableServerSideEncryption": "true"}
+    assert by_class["core-site"]["Properties"] == {"fs.s3a.encryption.algorithm": "SSE-S3"}
+    assert "SecurityConfiguration" not in overrides
+
+
+def test_kms_key_and_security_configuration_reach_the_cluster_and_the_puts():
+    config = resolve(NON_DEFAULT)
+    _, _, overrides, _ = build(config)
+    key = NON_DEFAULT["kms_key_id"]
+    by_class = {c["Classification"]: c["Properties"] for c in overrides["Configurations"] if "Properties" in c}
+    assert by_class["emrfs-site"] == {"fs.s3.enableServerSideEncryption": "true",
+                                      "fs.s3.serverSideEncryption.kms.keyId": key}
+    assert by_class["core-site"] == {"fs.s3a.encryption.algorithm": "SSE-KMS", "fs.s3a.encryption.key": key}
+    assert overrides["SecurityConfiguration"] == "fruits-at-rest"
+    assert emr.sse_arguments(config) == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key}
+    assert emr.sse_arguments(resolve({"bucket": "b1x"})) == {"ServerSideEncryption": "AES256"}
+
+
+def test_attempts_are_separate_folders_and_the_commit_pointer_names_one():
+    config = resolve({"bucket": "fruits-data", "output_prefix": "derived/features"})
+    first = emr.run_paths(config, "2024-06-01", emr.new_attempt_id(datetime(2024, 6, 2, 1, 2, 3, 4, timezone.utc)))
+    second = emr.run_paths(config, "2024-06-01", "20240602T090000000000Z")
+    assert first.attempt == ATTEMPT
+    assert first.output_uri == f"s3://fruits-data/derived/features/run_date=2024-06-01/_attempts/{ATTEMPT}"
+    assert first.output_uri != second.output_uri and first.commit_uri == second.commit_uri == (
+        "s3://fruits-data/derived/features/run_date=2024-06-01/_COMMITTED.json")
+    assert first.report_key.startswith(first.attempt_key) and first.manifest_key.startswith(first.attempt_key)
+    record = emr.commit_record(first, {"images": 41, "features_rows": 40, "quarantined": 1, "k": 7},
+                               "manual__1", datetime(2024, 6, 2, 2, tzinfo=timezone.utc))
+    assert (record["attempt"], record["output"], record["features"]) == (
+        ATTEMPT, first.output_uri, first.output_uri + "/features")
+    assert (record["images"], record["features_rows"], record["quarantined"], record["k"]) == (41, 40, 1, 7)
+    with pytest.raises(ValueError, match="not a plain folder name"):
+        emr.run_paths(config, "2024-06-01", "../escape")
 
 
 def test_non_default_cluster_shape():
@@ -147,8 +185,11 @@ def test_steps_submit_staged_code_to_run_date_partition():
     for args, script in ((featurize, staged.featurize_py), (pca, staged.pca_py)):
         assert args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", staged.py_files]
         assert args[5] == script
-        assert args[args.index("--output") + 1] == "s3://fruits-data/features/run_date=2024-06-01"
-    assert featurize[featurize.index("--manifest") + 1] == "s3://fruits-data/features/run_date=2024-06-01/manifest.txt"
+        # into the attempt's own folder, which readers never see before commit_outputs
+        assert args[args.index("--output") + 1] == f"s3://fruits-data/features/run_date=2024-06-01/_attempts/{ATTEMPT}"
+    assert featurize[featurize.index("--manifest") + 1] == (
+        f"s3://fruits-data/features/run_date=2024-06-01/_attempts/{ATTEMPT}/manifest.txt")
+    assert featurize[featurize.index("--allowed-prefix") + 1] == "s3://fruits-data/raw/"
     assert {step["ActionOnFailure"] for step in steps} == {"CANCEL_AND_WAIT"}
     assert {step["HadoopJarStep"]["Jar"] for step in steps} == {"command-runner.jar"}
 
@@ -185,7 +226,7 @@ MODEL = "s3://fruits-data/artifacts/models/0123456789abcdef/model.onnx"
 
 def build_onnx(config: RunConfig, run_date: str = "2024-06-01"):
     """As stage_artifacts leaves it for engine onnxruntime: an exported model staged."""
-    paths = emr.run_paths(config, run_date)
+    paths = emr.run_paths(config, run_date, ATTEMPT)
     staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, MODEL)
     overrides = emr.job_flow_overrides(config, paths, staged, "fruits_features", "manual__1")
     return paths, staged, overrides, emr.spark_steps(config, paths, staged)
@@ -239,16 +280,18 @@ def test_local_step_command_runs_the_emr_step_on_the_mirror():
     script_at = command.index(code + "featurize.py")
     assert command[script_at - 2:script_at] == ["--py-files", code + "spark_jobs.zip"]
     parsed = featurize_job.build_parser().parse_args(command[script_at + 1:])
-    assert parsed.manifest == "/mirror/fruits-local/features/run_date=2024-06-01/manifest.txt"
-    assert parsed.output == "/mirror/fruits-local/features/run_date=2024-06-01"
+    attempt = f"/mirror/fruits-local/features/run_date=2024-06-01/_attempts/{ATTEMPT}"
+    assert parsed.manifest == f"{attempt}/manifest.txt"
+    assert parsed.output == attempt
+    assert parsed.allowed_prefix == ["/mirror/fruits-local/raw"]
     assert parsed.model_artifact == "/mirror/fruits-data/artifacts/models/0123456789abcdef/model.onnx"
     # everything after the script is the step's own job arguments, S3 locations mapped
     assert command[script_at + 1:] == [emr.mirror_path(a, "/mirror") for a in
                                        featurize_args[featurize_args.index(staged.featurize_py) + 1:]]
     pca_command = emr.local_step_command(pca_args, "/mirror", "spark-submit")
-    assert pca_command[:3] == ["spark-submit", "--master", "local[*]"]
+    assert pca_command[:3] == ["spark-submit", "--master", "local[*,4]"]  # task retries, as on EMR
     pca = pca_job.build_parser().parse_args(pca_command[pca_command.index(code + "pca.py") + 1:])
-    assert (pca.output, pca.k) == ("/mirror/fruits-local/features/run_date=2024-06-01", 5)
+    assert (pca.output, pca.k) == (attempt, 5)
     with pytest.raises(ValueError, match="not a spark-submit step"):
         emr.local_step_command(["hadoop-streaming"], "/mirror", "spark-submit")
 
@@ -334,6 +377,9 @@ def test_bad_settings_end_with_one_clear_message(params, variable, message):
         ({"weights": "s3://b1x/artifacts/../raw/w.h5"}, None, "must be an object under s3://b1x/artifacts/"),
         ({}, {"model": "vgg19"}, "Param 'model' = 'vgg19' is not a known backbone; use one of"),
         ({}, {"engine": "torch"}, "Param 'engine' = 'torch' is not a known engine; use one of"),
+        ({"kms_key_id": "my key"}, None, "Param 'kms_key_id' = 'my key' is not a KMS key"),
+        ({"kms_key_id": "arn:aws:s3:::b1x"}, None, "is not a KMS key: use a key ARN"),
+        ({"security_configuration": "bad name!"}, None, "Param 'security_configuration' = 'bad name!'"),
     ],
 )
 def test_safety_rails_reject_runaway_or_escaping_settings(params, variable, message):
@@ -350,6 +396,9 @@ def test_safety_rails_reject_runaway_or_escaping_settings(params, variable, mess
         {"core_instance_types": ["m5.large", "c6i.8xlarge", "r5.4xlarge"], "master_instance_type": "m7i.2xlarge"},
         {"weights": "s3://b1x/artifacts/weights/w.h5", "engine": "tensorflow", "model": "vgg16"},
         {"raw_prefix": "landing/images", "output_prefix": "derived/features/", "logs_prefix": ""},
+        {"kms_key_id": "alias/fruits-outputs", "security_configuration": "fruits-at-rest"},
+        {"kms_key_id": "1234abcd-12ab-34cd-56ef-1234567890ab"},
+        {"kms_key_id": "arn:aws:kms:us-east-1:123456789012:alias/fruits"},
     ],
 )
 def test_safety_rails_accept_ordinary_settings(params):

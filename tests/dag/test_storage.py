@@ -58,6 +58,9 @@ def test_stage_uploads_once_per_content_hash(s3, tmp_path):
     assert staged.weights.startswith("s3://fruits-data/artifacts/weights/") and staged.weights.endswith("/w.h5")
     assert staged.model_artifact == ""
     assert len(uploaded) == 7
+    # every staged object is server-side encrypted (the bucket policy refuses unencrypted uploads)
+    assert {s3.head_object(Bucket="fruits-data", Key=key).get("ServerSideEncryption")
+            for key in keys(s3, "fruits-data", "artifacts/")} == {"AES256"}
 
     again, uploaded_again = storage.stage_artifacts(s3, tf_config, repo)
     assert (again, uploaded_again) == (staged, [])
@@ -73,9 +76,12 @@ def test_stage_uploads_once_per_content_hash(s3, tmp_path):
 def test_stage_exports_the_onnx_model_once(s3):
     """Engine onnxruntime: the model is exported on the worker and staged under its hash; re-staging skips."""
     s3.create_bucket(Bucket="fruits-data")
-    onnx_config = config(weights="random", alpha=0.35, image_size=96)
+    onnx_config = config(weights="random", alpha=0.35, image_size=96, kms_key_id="alias/fruits-outputs")
     staged, uploaded = storage.stage_artifacts(s3, onnx_config, REPO_ROOT)
     model = staged.model_artifact
+    assert {(head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) for head in (
+        s3.head_object(Bucket="fruits-data", Key=key) for key in keys(s3, "fruits-data", "artifacts/"))} == {
+        ("aws:kms", "alias/fruits-outputs")}
     assert model.startswith("s3://fruits-data/artifacts/models/") and model.endswith("/model.onnx")
     model_key = model.removeprefix("s3://fruits-data/")
     assert keys(s3, "fruits-data", model_key.rsplit("/", 1)[0]) == [model_key, model_key + ".json"]
@@ -167,17 +173,64 @@ def test_new_images_by_last_modified_window(s3):
     assert len(everything) == 4 and "s3://fruits-data/raw/lemon/notes.txt" not in everything
 
 
-def test_reset_partition_then_manifest(s3):
+def attempt(config_: emr.RunConfig, attempt_id: str, run_date: str = "2024-06-01") -> emr.RunPaths:
+    return emr.run_paths(config_, run_date, attempt_id)
+
+
+def test_manifest_goes_to_the_attempt_folder_encrypted(s3):
     s3.create_bucket(Bucket="fruits-data")
-    paths = emr.run_paths(config(), "2024-06-01")
-    for key in ("features/run_date=2024-06-01/features/part-0.parquet", "features/run_date=2024-06-01/report.json",
-                "features/run_date=2024-06-02/report.json"):
-        s3.put_object(Bucket="fruits-data", Key=key, Body=b"old")
-    assert storage.reset_partition(s3, paths) == 2
-    storage.write_manifest(s3, paths, ["s3://fruits-data/raw/a/1.jpg", "s3://fruits-data/raw/b/2.jpg"])
+    paths = attempt(config(), "20240602T010000000000Z")
+    images = ["s3://fruits-data/raw/a/1.jpg", "s3://fruits-data/raw/b/2.jpg"]
+    storage.write_manifest(s3, paths, images, emr.sse_arguments(config()))
     assert keys(s3, "fruits-data", "features/") == [
-        "features/run_date=2024-06-01/manifest.txt", "features/run_date=2024-06-02/report.json"]
-    assert storage.read_manifest(s3, paths) == ["s3://fruits-data/raw/a/1.jpg", "s3://fruits-data/raw/b/2.jpg"]
-    assert storage.partition_entries(s3, paths) == {"manifest.txt"}
+        "features/run_date=2024-06-01/_attempts/20240602T010000000000Z/manifest.txt"]
+    assert s3.head_object(Bucket="fruits-data", Key=paths.manifest_key)["ServerSideEncryption"] == "AES256"
+    assert storage.read_manifest(s3, paths) == images
+    assert storage.attempt_entries(s3, paths) == {"manifest.txt"}
     with pytest.raises(storage.RunOutputError, match="report.json is missing"):
         storage.read_report(s3, paths)
+
+
+def test_commit_switches_readers_at_once_and_drops_unread_attempts(s3):
+    """Readers follow _COMMITTED.json: nothing before the first commit, then exactly the committed
+    attempt; a failed attempt never shows and is deleted by the next commit, the previous commit is kept."""
+    s3.create_bucket(Bucket="fruits-data")
+    kms = config(kms_key_id="alias/fruits-outputs")
+    sse = emr.sse_arguments(kms)
+    first, failed, second = (attempt(kms, a) for a in ("20240602T01Z", "20240602T02Z", "20240602T03Z"))
+    other_day = attempt(kms, "20240603T01Z", "2024-06-02")
+    for paths in (first, failed, second, other_day):
+        s3.put_object(Bucket="fruits-data", Key=paths.attempt_key + "features/part-0.parquet", Body=b"rows", **sse)
+    assert storage.committed_output(s3, kms, "2024-06-01") is None  # written, not committed: invisible
+
+    now = datetime(2024, 6, 2, 4, tzinfo=timezone.utc)
+    record = emr.commit_record(first, {"images": 2, "features_rows": 2, "quarantined": 0, "k": 1}, "r1", now)
+    assert storage.commit_run(s3, first, record, sse) == (None, 2)  # the failed and the later attempts' files
+    seen = storage.committed_output(s3, kms, "2024-06-01")
+    assert seen == record and seen["features"] == first.output_uri + "/features"
+    head = s3.head_object(Bucket="fruits-data", Key=first.commit_key)
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", "alias/fruits-outputs")
+
+    for paths in (failed, second):  # a failed re-run, then a good one
+        s3.put_object(Bucket="fruits-data", Key=paths.attempt_key + "features/part-0.parquet", Body=b"rows", **sse)
+    assert storage.committed_output(s3, kms, "2024-06-01")["attempt"] == "20240602T01Z"
+    record = emr.commit_record(second, {"images": 2, "features_rows": 2, "quarantined": 0, "k": 1}, "r3", now)
+    assert storage.commit_run(s3, second, record, sse) == ("20240602T01Z", 1)
+    assert storage.committed_output(s3, kms, "2024-06-01")["attempt"] == "20240602T03Z"
+    assert keys(s3, "fruits-data", "features/") == [
+        "features/run_date=2024-06-01/_COMMITTED.json",
+        "features/run_date=2024-06-01/_attempts/20240602T01Z/features/part-0.parquet",  # kept for readers mid-way
+        "features/run_date=2024-06-01/_attempts/20240602T03Z/features/part-0.parquet",
+        "features/run_date=2024-06-02/_attempts/20240603T01Z/features/part-0.parquet",  # other dates untouched
+    ]
+
+
+def test_security_configuration_must_exist(emr_client):
+    with pytest.raises(emr.ConfigError, match="Param 'security_configuration' = 'fruits-at-rest': EMR cannot describe"
+                                              " it .*Create it .*or leave the Param empty"):
+        storage.check_security_configuration(emr_client, "fruits-at-rest")
+    emr_client.create_security_configuration(Name="fruits-at-rest", SecurityConfiguration=json.dumps(
+        {"EncryptionConfiguration": {"EnableInTransitEncryption": False, "EnableAtRestEncryption": True,
+                                     "AtRestEncryptionConfiguration": {
+                                         "S3EncryptionConfiguration": {"EncryptionMode": "SSE-S3"}}}}))
+    storage.check_security_configuration(emr_client, "fruits-at-rest")

@@ -89,13 +89,26 @@ def test_instance_profile_policy_reads_inputs_and_writes_only_outputs_and_logs()
                               "s3:DeleteObject", "s3:AbortMultipartUpload"}
 
 
-def test_bucket_policy_denies_plain_http_and_other_encryption():
+def test_bucket_policy_denies_plain_http_and_unencrypted_uploads():
     policy = iam.bucket_policy(BUCKET)
-    tls, encryption = statements(policy)
+    tls, encryption, unencrypted = statements(policy)
     assert (tls["Effect"], tls["Action"], tls["Condition"]) == ("Deny", "s3:*", {"Bool": {"aws:SecureTransport": "false"}})
     assert set(tls["Resource"]) == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
     assert encryption["Effect"] == "Deny" and encryption["Action"] == "s3:PutObject"
     assert "aws:kms" in encryption["Condition"]["StringNotEqualsIfExists"]["s3:x-amz-server-side-encryption"]
+    # what the pipeline writes must ask for encryption; every writer of it sends the header
+    assert (unencrypted["Effect"], unencrypted["Action"]) == ("Deny", "s3:PutObject")
+    assert unencrypted["Condition"] == {"Null": {"s3:x-amz-server-side-encryption": "true"}}
+    assert set(unencrypted["Resource"]) == {f"arn:aws:s3:::{BUCKET}/artifacts/*", f"arn:aws:s3:::{BUCKET}/features/*"}
+
+
+def test_kms_key_use_is_granted_on_that_key_only():
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    for policy in (iam.airflow_policy(BUCKET, ACCOUNT, kms_key_arn=key), iam.instance_profile_policy(BUCKET, kms_key_arn=key)):
+        [kms] = [s for s in statements(policy) if any(a.startswith("kms:") for a in s["Action"])]
+        assert (kms["Action"], kms["Resource"]) == (["kms:GenerateDataKey", "kms:Decrypt"], [key])
+    for policy in (iam.airflow_policy(BUCKET, ACCOUNT), iam.instance_profile_policy(BUCKET)):  # SSE-S3: no KMS
+        assert not [a for s in statements(policy) for a in s["Action"] if a.startswith("kms:")]
 
 
 def test_cli_renders_a_document_for_an_account(capsys):
@@ -141,6 +154,7 @@ def test_every_emr_call_of_the_dag_is_allowed():
     sources = [
         (REPO_ROOT / "dags" / "fruits_features.py").read_text(),
         inspect.getsource(operators),
+        inspect.getsource(storage),
         inspect.getsource(EmrCreateJobFlowOperator.execute),
         inspect.getsource(EmrAddStepsOperator.execute),
         inspect.getsource(EmrTerminateJobFlowOperator.execute),
@@ -154,7 +168,7 @@ def test_every_emr_call_of_the_dag_is_allowed():
     called.add("describe_step")
     # the scan really found the calls (it fails if the code or the provider changes shape)
     assert {"run_job_flow", "add_job_flow_steps", "describe_step", "describe_cluster", "list_clusters",
-            "terminate_job_flows"} <= called
+            "terminate_job_flows", "describe_security_configuration"} <= called
     needed = {operations[name] for name in called}
     allowed = {a.removeprefix("elasticmapreduce:") for s in statements(iam.airflow_policy(BUCKET, ACCOUNT))
                for a in s["Action"] if a.startswith("elasticmapreduce:")}
@@ -243,9 +257,18 @@ def denied(call, *args, **kwargs) -> str:
 
 
 def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflow_key, tmp_path):
-    config = emr.RunConfig(bucket=BUCKET, weights="w.h5", engine="tensorflow", full_refresh=True)
-    paths = emr.run_paths(config, RUN_DATE)
+    config = emr.RunConfig(bucket=BUCKET, weights="w.h5", engine="tensorflow", full_refresh=True,
+                           security_configuration="fruits-at-rest")
+    paths = emr.run_paths(config, RUN_DATE, "20240602T02Z")
+    failed = emr.run_paths(config, RUN_DATE, "20240602T01Z")
+    sse = emr.sse_arguments(config)
     repo = make_repo(tmp_path)
+    admin = client("s3", endpoint)
+    admin.put_object(Bucket=BUCKET, Key=failed.attempt_key + "features/part-0.parquet", Body=b"partial")
+    client("emr", endpoint).create_security_configuration(Name="fruits-at-rest", SecurityConfiguration=json.dumps(
+        {"EncryptionConfiguration": {"EnableInTransitEncryption": False, "EnableAtRestEncryption": True,
+                                     "AtRestEncryptionConfiguration": {
+                                         "S3EncryptionConfiguration": {"EncryptionMode": "SSE-S3"}}}}))
     with enable_iam_authentication():
         s3 = client("s3", endpoint, airflow_key)
         storage.check_bucket(s3, BUCKET)
@@ -255,15 +278,17 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
         now = datetime.now(timezone.utc)
         images = storage.new_images(s3, config, now - timedelta(days=1), now + timedelta(days=1))
         assert images == [f"s3://{BUCKET}/raw/apple/1.jpg", f"s3://{BUCKET}/raw/lemon/2.jpg"]
-        storage.write_manifest(s3, paths, images)
-        assert storage.reset_partition(s3, paths) == 1
-        storage.write_manifest(s3, paths, images)
+        storage.write_manifest(s3, paths, images, sse)
         assert storage.read_manifest(s3, paths) == images
         s3.put_object(Bucket=BUCKET, Key=paths.report_key, Body=b'{"images_seen": 2}')  # as the pca step would
         assert storage.read_report(s3, paths) == {"images_seen": 2}
-        assert storage.partition_entries(s3, paths) == {"manifest.txt", "report.json"}
+        assert storage.attempt_entries(s3, paths) == {"manifest.txt", "report.json"}
+        record = emr.commit_record(paths, {"images": 2}, "manual__1", datetime.now(timezone.utc))
+        assert storage.commit_run(s3, paths, record, sse) == (None, 1)  # the failed attempt's file is deleted
+        assert storage.committed_output(s3, config, RUN_DATE)["attempt"] == "20240602T02Z"
 
         emr_client = client("emr", endpoint, airflow_key)
+        storage.check_security_configuration(emr_client, config.security_configuration)
         overrides = emr.job_flow_overrides(config, paths, staged, emr.DAG_ID, "manual__1")
         cluster_id = emr_client.run_job_flow(**overrides)["JobFlowId"]
         step_ids = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=emr.spark_steps(config, paths, staged))[
@@ -295,22 +320,26 @@ def test_calls_outside_the_airflow_policy_are_denied(endpoint, airflow_key):
     client("s3", endpoint).put_object(Bucket=BUCKET, Key="outside/x", Body=b"x")
 
 
-def test_reset_partition_reports_objects_it_could_not_delete(endpoint, airflow_key):
-    """DeleteObjects answers 200 with per-key errors; the partition reset must fail, not leave stale files."""
+def test_commit_reports_attempts_it_could_not_delete(endpoint, airflow_key):
+    """DeleteObjects answers 200 with per-key errors; the commit must say so, not leave stale attempts silently."""
     import requests
 
     requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
     admin = client("s3", endpoint)
     admin.create_bucket(Bucket=BUCKET)
-    paths = emr.run_paths(emr.RunConfig(bucket=BUCKET), RUN_DATE)
-    admin.put_object(Bucket=BUCKET, Key=paths.manifest_key, Body=b"old")
+    config = emr.RunConfig(bucket=BUCKET)
+    paths, failed = (emr.run_paths(config, RUN_DATE, a) for a in ("20240602T02Z", "20240602T01Z"))
+    admin.put_object(Bucket=BUCKET, Key=failed.manifest_key, Body=b"old")
     iam_client = client("iam", endpoint)
-    iam_client.create_user(UserName="reader")
-    iam_client.put_user_policy(UserName="reader", PolicyName="list-only", PolicyDocument=json.dumps(
-        {"Version": iam.VERSION, "Statement": [{"Effect": "Allow", "Action": ["s3:ListBucket"],
-                                                "Resource": [f"arn:aws:s3:::{BUCKET}"]}]}))
-    key = iam_client.create_access_key(UserName="reader")["AccessKey"]
+    iam_client.create_user(UserName="writer")
+    iam_client.put_user_policy(UserName="writer", PolicyName="no-delete", PolicyDocument=json.dumps(
+        {"Version": iam.VERSION, "Statement": [
+            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{BUCKET}"]},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": [f"arn:aws:s3:::{BUCKET}/features/*"]},
+        ]}))
+    key = iam_client.create_access_key(UserName="writer")["AccessKey"]
+    record = emr.commit_record(paths, {}, "manual__1", datetime.now(timezone.utc))
     with enable_iam_authentication():
         with pytest.raises(storage.RunOutputError, match=re.escape(
-                f"Could not clear s3://{BUCKET}/{paths.partition_key}: 1 objects not deleted")):
-            storage.reset_partition(client("s3", endpoint, key), paths)
+                f"Could not delete old attempts under s3://{BUCKET}/{paths.attempts_key}: 1 objects not deleted")):
+            storage.commit_run(client("s3", endpoint, key), paths, record, emr.sse_arguments(config))
