@@ -23,7 +23,7 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(MANIFEST),--manifest $(MANIFEST),--images $(IMAGES)) \
 	$(if $(K),--k $(K),--variance $(VARIANCE))
 
-.PHONY: setup check-java demo run test bench clean up down trigger logs
+.PHONY: setup check-java demo run test bench soak clean up down trigger logs
 
 setup: $(STAMP)
 
@@ -50,6 +50,9 @@ test: setup check-java
 
 bench: setup check-java
 	$(PY) bench/run_bench.py --update-readme
+
+soak: setup check-java
+	$(PY) bench/soak.py --update-readme
 
 clean:
 	rm -rf out .pytest_cache bench/work
