@@ -382,10 +382,19 @@ def new_attempt_id(now: datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%S%fZ")
 
 
+def partition_key(config: RunConfig, run_date: str) -> str:
+    return f"{prefix(config.output_prefix)}run_date={run_date}/"
+
+
+def commit_key(config: RunConfig, run_date: str) -> str:
+    """Key of a run date's commit pointer, the one object readers start from."""
+    return f"{partition_key(config, run_date)}{COMMIT_FILE}"
+
+
 def run_paths(config: RunConfig, run_date: str, attempt: str) -> RunPaths:
     if not re.fullmatch(r"[0-9A-Za-z_-]+", attempt):
         raise ValueError(f"attempt id {attempt!r} is not a plain folder name")
-    partition = f"{prefix(config.output_prefix)}run_date={run_date}/"
+    partition = partition_key(config, run_date)
     attempts = f"{partition}{ATTEMPTS_FOLDER}/"
     attempt_key = f"{attempts}{attempt}/"
     return RunPaths(
@@ -397,7 +406,7 @@ def run_paths(config: RunConfig, run_date: str, attempt: str) -> RunPaths:
         attempt_key=attempt_key,
         manifest_key=f"{attempt_key}manifest.txt",
         report_key=f"{attempt_key}report.json",
-        commit_key=f"{partition}{COMMIT_FILE}",
+        commit_key=commit_key(config, run_date),
         log_uri=f"s3://{config.bucket}/{prefix(config.logs_prefix)}",
     )
 

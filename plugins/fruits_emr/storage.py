@@ -23,7 +23,6 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from fruits_emr.config import (
-    COMMIT_FILE,
     REQUIREMENTS_FILE,
     REQUIREMENTS_TENSORFLOW_FILE,
     SIDECAR_SUFFIX,
@@ -32,6 +31,7 @@ from fruits_emr.config import (
     RunPaths,
     StagedArtifacts,
     code_layout,
+    commit_key,
     export_model_command,
     in_window,
     is_image_key,
@@ -304,10 +304,10 @@ def read_report(s3: Any, paths: RunPaths) -> dict[str, Any]:
 
 # --- commit ----------------------------------------------------------------------------------
 
-def read_commit(s3: Any, bucket: str, commit_key: str) -> dict[str, Any] | None:
+def read_commit(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     """A partition's commit pointer, or None when nothing was committed for that date yet."""
     try:
-        body = s3.get_object(Bucket=bucket, Key=commit_key)["Body"].read()
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
             return None
@@ -317,8 +317,7 @@ def read_commit(s3: Any, bucket: str, commit_key: str) -> dict[str, Any] | None:
 
 def committed_output(s3: Any, config: RunConfig, run_date: str) -> dict[str, Any] | None:
     """For readers: the committed outputs of a run date ({'output': s3://..., 'features': ..., ...}), or None."""
-    key = f"{prefix(config.output_prefix)}run_date={run_date}/{COMMIT_FILE}"
-    return read_commit(s3, config.bucket, key)
+    return read_commit(s3, config.bucket, commit_key(config, run_date))
 
 
 def commit_run(s3: Any, paths: RunPaths, record: dict[str, Any], sse: dict[str, str]) -> tuple[str | None, int]:

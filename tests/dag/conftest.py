@@ -10,12 +10,12 @@ import atexit
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from motoserver import running_moto_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = REPO_ROOT / "plugins"
@@ -56,34 +56,19 @@ for leaked in ("FRUITS_BUCKET", "AWS_PROFILE", "AIRFLOW_VAR_FRUITS_FEATURES_DEFA
     os.environ.pop(leaked, None)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """A moto server in this process (so tests can drive EMR step states), shared by the session."""
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
-        {
-            "conn_type": "aws",
-            "login": "testing",
-            "password": "testing",
-            "extra": {"endpoint_url": endpoint, "region_name": REGION},
-        }
-    )
-    yield endpoint
-    server.stop()
+    with running_moto_server() as endpoint:
+        os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "testing",
+                "password": "testing",
+                "extra": {"endpoint_url": endpoint, "region_name": REGION},
+            }
+        )
+        yield endpoint
 
 
 @pytest.fixture

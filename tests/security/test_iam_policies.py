@@ -16,7 +16,6 @@ import inspect
 import json
 import re
 import shutil
-import socket
 import sys
 import textwrap
 from datetime import datetime, timedelta, timezone
@@ -35,6 +34,7 @@ boto3 = pytest.importorskip("boto3")
 botocore_exceptions = pytest.importorskip("botocore.exceptions")
 pytest.importorskip("moto.server")
 from moto.core.authorization import enable_iam_authentication  # noqa: E402
+from motoserver import running_moto_server  # noqa: E402
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -178,23 +178,10 @@ def test_every_emr_call_of_the_dag_is_allowed():
 
 # --- the policy against moto, with IAM enforcement ---------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def endpoint():
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{server._port}"
-    server.stop()
+    with running_moto_server() as url:
+        yield url
 
 
 def moto_policy(policy: dict) -> dict:
