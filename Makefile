@@ -17,6 +17,8 @@ ENGINE ?= onnxruntime
 VARIANCE ?= 0.95
 K ?=
 MANIFEST ?=
+# make bench / make soak: folder of <label>/<image> files to replicate (default: the bundled test images)
+BENCH_SAMPLE ?= tests/data/fruits-360
 
 RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL) \
 	--image-size $(IMAGE_SIZE) --pooling $(POOLING) --engine $(ENGINE) \
@@ -49,10 +51,10 @@ test: setup check-java
 	$(PY) -m pytest tests -q
 
 bench: setup check-java
-	$(PY) bench/run_bench.py --update-readme
+	$(PY) bench/run_bench.py --sample $(BENCH_SAMPLE) --update-readme
 
 soak: setup check-java
-	$(PY) bench/soak.py --update-readme
+	$(PY) bench/soak.py --sample $(BENCH_SAMPLE) --update-readme
 
 clean:
 	rm -rf out .pytest_cache bench/work

@@ -31,8 +31,7 @@ import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
-SHARED = Path(os.environ.get("FRUITS_SHARED", REPO_ROOT.parent / "shared"))
-SAMPLE = SHARED / "data" / "fruits-360-sample"
+BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images; pass --images for more
 WEIGHTS_035 = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 PRICES = REPO_ROOT / "bench" / "prices.json"
 README = REPO_ROOT / "README.md"
@@ -41,9 +40,10 @@ MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 # ---------------------------------------------------------------- data
 
-def sample_files(per_label: int | None = None) -> list[Path]:
+def sample_files(root: Path, per_label: int | None = None) -> list[Path]:
+    """The images of root/<label>/, the first `per_label` of each label (sorted by name)."""
     files = []
-    for label_dir in sorted(p for p in SAMPLE.iterdir() if p.is_dir()):
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         files += sorted(label_dir.iterdir())[:per_label]
     return files
 
@@ -364,7 +364,7 @@ def bench(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     per_label = 6 if args.smoke else None
     replicas = 2 if args.smoke else args.replicas
-    sources = sample_files(per_label)
+    sources = sample_files(Path(args.sample), per_label)
     contents = [p.read_bytes() for p in sources]
     full = make_replicas(work / f"replicas-{len(sources)}", sources, replicas)
     one_x = work / f"replicas-{len(sources)}" / "rep00"
@@ -432,6 +432,8 @@ def bench(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a handful of images: checks the harness, measures nothing useful")
+    parser.add_argument("--sample", default=str(BUNDLED_IMAGES),
+                        help="folder of <label>/<image> files to replicate (default: the 480 bundled test images)")
     parser.add_argument("--results", default=str(REPO_ROOT / "bench" / "results.json"))
     parser.add_argument("--workdir", default=str(REPO_ROOT / "bench" / "work"))
     parser.add_argument("--replicas", type=int, default=10, help="the full run uses this many copies of the sample")
@@ -447,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         probe = {"featurize": probe_featurize, "seed_method": probe_seed_method, "pca": probe_pca}[args.probe]
         print(json.dumps(probe(args)))
         return 0
-    if not SAMPLE.is_dir():
-        print(f"bench: error: sample images not found at {SAMPLE} (set FRUITS_SHARED)", file=sys.stderr)
+    if not Path(args.sample).is_dir():
+        print(f"bench: error: --sample {args.sample} is not a folder of <label>/<image> files", file=sys.stderr)
         return 2
     results = bench(args)
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import REPO_ROOT, SAMPLE, WEIGHTS_035, PeakRss, cpu_model, make_replicas, sample_files, versions  # noqa: E402
+from run_bench import BUNDLED_IMAGES, REPO_ROOT, WEIGHTS_035, PeakRss, cpu_model, make_replicas, sample_files, versions  # noqa: E402
 
 README = REPO_ROOT / "README.md"
 MARK_START, MARK_END = "<!-- soak:start -->", "<!-- soak:end -->"
@@ -254,7 +254,7 @@ def soak(args: argparse.Namespace) -> dict:
     log = lambda message: print(f"[soak {time.strftime('%H:%M:%S')}] {message}", flush=True)  # noqa: E731
     work = Path(args.workdir).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    sources = sample_files(3 if args.smoke else None)
+    sources = sample_files(Path(args.sample), 3 if args.smoke else None)
     replicas = 2 if args.smoke else args.replicas
     rejected = undecodable(sources)
     if rejected:
@@ -392,6 +392,8 @@ def update_readme(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sample", default=str(BUNDLED_IMAGES),
+                        help="folder of <label>/<image> files to replicate (default: the 480 bundled test images)")
     parser.add_argument("--replicas", type=int, default=10, help="the soak runs on this many perturbed copies of the sample")
     parser.add_argument("--smoke", action="store_true", help="12 images x 2 replicas, no baseline: checks the harness only")
     parser.add_argument("--skip-baseline", action="store_true", help="no 1x run (and so no memory ratio)")
@@ -404,8 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=str(REPO_ROOT / "bench" / "work" / "soak"))
     parser.add_argument("--update-readme", action="store_true")
     args = parser.parse_args(argv)
-    if not SAMPLE.is_dir():
-        print(f"soak: error: sample images not found at {SAMPLE} (set FRUITS_SHARED)", file=sys.stderr)
+    if not Path(args.sample).is_dir():
+        print(f"soak: error: --sample {args.sample} is not a folder of <label>/<image> files", file=sys.stderr)
         return 2
     if args.replicas < 1 or args.max_rss_ratio <= 0:
         print("soak: error: --replicas must be at least 1 and --max-rss-ratio positive", file=sys.stderr)

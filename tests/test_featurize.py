@@ -80,7 +80,7 @@ def test_feature_rows_carry_metadata(spark, mixed_run):
 
 
 def test_features_are_identical_whatever_the_partitioning(spark, tmp_path):
-    copy_sample(tmp_path / "imgs", per_label=8, offset=100)
+    copy_sample(tmp_path / "imgs", per_label=8, offset=20)
     spec = ModelSpec(alpha=0.35, weights=str(WEIGHTS))
     artifact = featurize.model_artifact(spec, "onnxruntime")
     featurize.ship_to_executors(spark, artifact)
@@ -97,7 +97,7 @@ def test_features_are_identical_whatever_the_partitioning(spark, tmp_path):
 
 @pytest.mark.parametrize("weights", ["bundled", "random"])
 def test_features_are_not_degenerate(spark, tmp_path, weights):
-    copy_sample(tmp_path / "imgs", per_label=10, offset=200)
+    copy_sample(tmp_path / "imgs", per_label=10, offset=30)
     chosen = str(WEIGHTS) if weights == "bundled" else "random"
     featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "out", weights=chosen))
     rows = spark.read.parquet(str(tmp_path / "out" / "features")).toPandas()
@@ -115,7 +115,7 @@ def test_features_are_not_degenerate(spark, tmp_path, weights):
 
 
 def test_manifest_missing_and_unsupported_entries_are_quarantined(spark, tmp_path):
-    photos = copy_sample(tmp_path / "imgs", per_label=2, offset=300)
+    photos = copy_sample(tmp_path / "imgs", per_label=2, offset=40)
     manifest = tmp_path / "manifest.txt"
     lines = ["# images of the day", *map(str, photos), str(photos[0]), "", str(tmp_path / "imgs/apple/gone.jpg"), str(tmp_path / "imgs/apple/readme.txt")]
     manifest.write_text("\n".join(lines) + "\n")
@@ -131,7 +131,7 @@ def test_manifest_missing_and_unsupported_entries_are_quarantined(spark, tmp_pat
 
 
 def test_rerun_overwrites_instead_of_duplicating(spark, tmp_path):
-    copy_sample(tmp_path / "imgs", per_label=2, offset=400)
+    copy_sample(tmp_path / "imgs", per_label=2, offset=50)
     args = job_args(images=tmp_path / "imgs", output=tmp_path / "out")
     featurize.run(spark, args)
     featurize.run(spark, args)
@@ -139,7 +139,7 @@ def test_rerun_overwrites_instead_of_duplicating(spark, tmp_path):
 
 
 def test_tensorflow_and_onnx_engines_agree(spark, tmp_path):
-    copy_sample(tmp_path / "imgs", per_label=3, offset=450)
+    copy_sample(tmp_path / "imgs", per_label=3, offset=60)
     results = {}
     for engine in ("tensorflow", "onnxruntime"):
         featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / engine, engine=engine))
@@ -167,7 +167,7 @@ def test_exported_model_matches_the_in_job_export(spark, tmp_path):
     """--model-artifact: features equal those of the in-job export; sidecar gives the model id."""
     from spark_jobs.export_model import main as export_main
 
-    copy_sample(tmp_path / "imgs", per_label=2, offset=470)
+    copy_sample(tmp_path / "imgs", per_label=2, offset=70)
     artifact = tmp_path / "staged" / "model.onnx"
     assert export_main(["--output", str(artifact), "--alpha", "0.35", "--weights", str(WEIGHTS)]) == 0
     for run in ("a", "b"):  # twice: the second run re-ships the same content under the same name

@@ -28,7 +28,7 @@ def folders(tmp_path) -> dict[str, list[Path]]:
     """Real photos in raw/ (the allowed folder), raw-other/ (a look-alike) and elsewhere/."""
     return {
         name: copy_sample(tmp_path / name, per_label=1, offset=offset)
-        for name, offset in (("raw", 485), ("raw-other", 486), ("elsewhere", 487))
+        for name, offset in (("raw", 100), ("raw-other", 101), ("elsewhere", 102))
     }
 
 

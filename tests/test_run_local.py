@@ -108,7 +108,7 @@ def test_exported_model_run_never_imports_tensorflow(tmp_path):
     )
     assert export.returncode == 0, export.stderr[-2000:]
     assert json.loads((tmp_path / "model.onnx.json").read_text())["feature_dim"] == 1280
-    copy_sample(tmp_path / "imgs", per_label=3, offset=80)
+    copy_sample(tmp_path / "imgs", per_label=3, offset=90)
     probe = (
         "import sys; from spark_jobs import run_local; "
         f"code = run_local.main(['--images', {str(tmp_path / 'imgs')!r}, '--output', {str(tmp_path / 'out')!r}, "
