@@ -101,8 +101,16 @@ class RunConfig:
 
 CODE_DEFAULTS: dict[str, Any] = RunConfig().to_dict()
 
+# A setting that may stay empty. Airflow's trigger form marks a Param required unless its schema's
+# type list includes "null" (and clears a text field to null), so "empty" must be nullable there.
+OPTIONAL_STRING: dict[str, Any] = {"type": ["null", "string"]}
+
 PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
-    "bucket": ("S3 bucket holding raw images, outputs, staged code and EMR logs (required).", {"type": "string"}),
+    "bucket": (
+        "S3 bucket holding raw images, outputs, staged code and EMR logs. Required: here, in the Variable"
+        " fruits_features_defaults or in the environment variable FRUITS_BUCKET.",
+        OPTIONAL_STRING,
+    ),
     "raw_prefix": ("Key prefix of the raw images, laid out <label>/<file>.", {"type": "string"}),
     "output_prefix": ("Key prefix of the outputs; one run_date=YYYY-MM-DD partition per run.", {"type": "string"}),
     "artifacts_prefix": ("Key prefix where job code, bootstrap and weights are staged.", {"type": "string"}),
@@ -137,18 +145,18 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
         {"type": "integer", "minimum": 1, "maximum": 10080},
     ),
     "full_refresh": ("Process every raw image, not only the images that landed in the run's interval.", {"type": "boolean"}),
-    "subnet_id": ("EC2 subnet of the cluster; empty = the account's default VPC.", {"type": "string"}),
+    "subnet_id": ("EC2 subnet of the cluster; empty = the account's default VPC.", OPTIONAL_STRING),
     "service_role": ("EMR service role.", {"type": "string", "minLength": 1}),
     "job_flow_role": ("EC2 instance profile of the cluster nodes.", {"type": "string", "minLength": 1}),
     "kms_key_id": (
         "KMS key (ARN, key id or alias/...) encrypting every object the pipeline writes (SSE-KMS);"
         " empty = SSE-S3 (AES256).",
-        {"type": "string", "maxLength": 2048},
+        {**OPTIONAL_STRING, "maxLength": 2048},
     ),
     "security_configuration": (
         "Name of an existing EMR security configuration for the cluster (at-rest / in-transit"
         " encryption); empty = none. Its S3 encryption settings override kms_key_id on the cluster.",
-        {"type": "string", "maxLength": 256},
+        {**OPTIONAL_STRING, "maxLength": 256},
     ),
 }
 
@@ -903,6 +911,8 @@ def _coerce_all(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _normalise(value: Any) -> Any:
+    if value == "":
+        return None  # the trigger form sends a cleared text field as null
     return list(value) if isinstance(value, tuple) else value
 
 

@@ -125,6 +125,49 @@ def test_params_form(dag):
     assert params["full_refresh"] is False
 
 
+def _form_required(schema: dict) -> bool:
+    """Airflow's trigger form (FlexibleForm/isParamRequired): a Param with a type is required unless
+    the type is a list that includes "null"; a required Param whose value is null or "" marks the form
+    invalid and disables the Trigger button."""
+    kind = schema.get("type")
+    return bool(kind) and not (isinstance(kind, list) and "null" in kind)
+
+
+def test_trigger_form_opens_valid_with_the_defaults(dag):
+    """Every Param, whatever its name: its default passes its own schema (the server-side check of the
+    trigger request) and the form needs no value the user did not choose to give."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = dag.params
+    ParamsDict(params.dump()).validate()  # what a trigger with the form's untouched values runs
+    for name in params.keys():
+        param = params.get_param(name)
+        assert param.schema.get("title") and param.description, name  # the form's label and help text
+        if _form_required(param.schema):
+            assert param.value not in (None, ""), f"Param {name!r} is required in the form but defaults to empty"
+
+
+def test_cleared_optional_fields_are_valid_and_mean_the_default(dag):
+    """The form sends a cleared text field as null: the Param accepts it and the run uses the same
+    setting as an untouched field (so the Variable fruits_features_defaults still applies)."""
+    from airflow.sdk.definitions.param import ParamsDict
+    from fruits_emr import config as emr
+
+    params = dag.params
+    optional = [name for name in params.keys() if not _form_required(params.get_param(name).schema)]
+    assert {"bucket", "subnet_id", "kms_key_id", "security_configuration", "k"} <= set(optional)
+    cleared = {**params.dump(), **dict.fromkeys(optional)}
+    ParamsDict(cleared).validate()
+    variable = {"bucket": "from-variable", "kms_key_id": "alias/fruits"}
+    defaults = emr.parse_time_defaults({})
+    untouched_config, _ = emr.resolve_run_config(params.dump(), defaults, variable)
+    cleared_config, sources = emr.resolve_run_config(cleared, defaults, variable)
+    assert cleared_config == untouched_config
+    assert (cleared_config.bucket, cleared_config.kms_key_id, sources["bucket"]) == ("from-variable", "alias/fruits", "variable")
+    with pytest.raises(emr.ConfigError, match="Param 'bucket' is empty"):
+        emr.resolve_run_config(cleared, defaults, {})
+
+
 def parse_with_env(tmp_path, **env: str) -> dict:
     """Parse the DAG in a clean interpreter with extra environment variables; describe its tasks."""
     import os
