@@ -25,9 +25,13 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(MANIFEST),--manifest $(MANIFEST),--images $(IMAGES)) \
 	$(if $(K),--k $(K),--variance $(VARIANCE))
 
-.PHONY: setup check-java demo run test bench soak clean up down trigger logs
+.PHONY: setup system-packages check-java demo run test bench soak clean up down trigger logs
 
-setup: $(STAMP)
+setup: system-packages $(STAMP)
+
+# Debian packages (Java, BLAS, chromium, postgresql): installed when root, else the exact apt-get command
+system-packages:
+	@bash scripts/system-packages.sh
 
 $(STAMP): requirements.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or make PYTHON=/path/to/python3.11)"; exit 1; }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Debian packages the tests and jobs need beyond Python: installs the missing ones when run as root
+# with apt-get, otherwise stops naming the exact command to run. Called by `make setup` and .ci/run.
+#   Java 17 (Spark), OpenBLAS + LAPACK (native BLAS/LAPACK for Spark ML's PCA),
+#   chromium (the UI tests' browser) and postgresql (the UI tests' Airflow metadata DB).
+set -euo pipefail
+missing=()
+command -v java >/dev/null || [ -n "${JAVA_HOME:-}" ] || missing+=(openjdk-17-jre-headless)
+for package in libopenblas0-pthread liblapack3 chromium; do
+  dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
+done
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+  echo "installing system packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  exit 0
+fi
+echo "error: missing system packages. Run as root:" >&2
+echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
+exit 1
