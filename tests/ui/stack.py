@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from motoserver import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("FRUITS_CHROMIUM", "/usr/bin/chromium")
@@ -32,14 +33,6 @@ PROCESSES = ("scheduler", "dag-processor", "triggerer")
 
 class StackError(RuntimeError):
     """A process of the test stack did not start; the message holds the end of its log."""
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def postgres_bin() -> Path:
@@ -120,7 +113,7 @@ def running_postgres() -> Iterator[str]:
     import psycopg2
 
     binaries = postgres_bin()
-    user = "postgres" if os.geteuid() == 0 else None
+    user = _server_user() if os.geteuid() == 0 else None
     root = Path(tempfile.mkdtemp(prefix="fruits-pg-"))
     data, log = root / "data", root / "postgres.log"
     if user:
@@ -138,6 +131,14 @@ def running_postgres() -> Iterator[str]:
             yield f"{url}/airflow"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _server_user() -> str:
+    """The account PostgreSQL runs as under root: Debian's `postgres`, else `nobody`."""
+    try:
+        return pwd.getpwnam("postgres").pw_name
+    except KeyError:
+        return "nobody"
 
 
 def _create_database(port: int) -> bool:
