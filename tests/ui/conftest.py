@@ -16,7 +16,7 @@ import pytest
 from conftest import LABELS, SAMPLE  # tests/conftest.py
 from motoserver import running_moto_server
 
-from .stack import REPO_ROOT, Airflow, AirflowApi, require_chromium, running_airflow, wait_for_dag
+from .stack import Airflow, AirflowApi, require_chromium, running_airflow, wait_for_dag
 
 DAG_ID = "fruits_features"
 BUCKET = "fruits-ui"
