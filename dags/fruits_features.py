@@ -110,7 +110,9 @@ def resolve_config(params: dict[str, Any] | None = None) -> dict[str, Any]:
 def stage_artifacts(config: dict[str, Any]) -> dict[str, str]:
     """Job code, bootstrap and weights in S3 under content hashes; unchanged content is not uploaded again."""
     try:
-        staged, uploaded = storage.stage_artifacts(_s3(), emr.RunConfig.from_dict(config), REPO_ROOT)
+        # the local compute mode installs nothing on nodes: no wheelhouse
+        wheels = storage.wheelhouse.build_wheelhouse if COMPUTE_MODE == "emr" else None
+        staged, uploaded = storage.stage_artifacts(_s3(), emr.RunConfig.from_dict(config), REPO_ROOT, wheels)
     except emr.ConfigError as exc:
         raise AirflowFailException(str(exc)) from None
     print(f"code bundle {staged.code_uri}; model {staged.model_artifact or staged.weights}: "
