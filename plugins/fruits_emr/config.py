@@ -28,7 +28,7 @@ MAX_FLEET_INSTANCE_TYPES = 30  # per fleet, with an allocation strategy (5 witho
 # AmazonEMRServicePolicy_v2 (of EMR_DefaultRole_V2) acts only on resources carrying this tag
 MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
 
-# Executor sizing (docs/deploy-aws.md, "Memory"): each executor core runs one Python worker
+# Executor sizing (docs/deploy-aws.md, "6. YARN memory"): each executor core runs one Python worker
 # (ONNX Runtime, Pillow, an Arrow batch), whose memory YARN counts against memoryOverhead.
 # Peak RSS of the Python workers in the 10x soak (bench/soak.json): 2.60 GB for 2 concurrent
 # tasks, 1.30 GB per worker; the budget adds ~18 % headroom (alpha 1.0 activations are larger
@@ -37,11 +37,9 @@ EXECUTOR_CORES = 2
 EXECUTOR_MEMORY_MB = 2048
 PYTHON_WORKER_MEMORY_MB = 1536
 JVM_OVERHEAD_MB = 384  # Spark's own minimum overhead, for the JVM's off-heap use
+# YARN memoryOverhead of an executor: one Python worker per core plus the JVM's off-heap
+EXECUTOR_MEMORY_OVERHEAD_MB = EXECUTOR_CORES * PYTHON_WORKER_MEMORY_MB + JVM_OVERHEAD_MB
 
-
-def executor_memory_overhead_mb() -> int:
-    """YARN memoryOverhead of an executor: one Python worker per core plus the JVM's off-heap."""
-    return EXECUTOR_CORES * PYTHON_WORKER_MEMORY_MB + JVM_OVERHEAD_MB
 MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 MOBILENET_SIZES = (96, 128, 160, 192, 224)
 PRESET_WEIGHTS = ("imagenet", "random")
@@ -819,7 +817,7 @@ def job_flow_overrides(
                     "spark.dynamicAllocation.enabled": "true",
                     "spark.executor.cores": str(EXECUTOR_CORES),
                     "spark.executor.memory": f"{EXECUTOR_MEMORY_MB}m",
-                    "spark.executor.memoryOverhead": f"{executor_memory_overhead_mb()}m",
+                    "spark.executor.memoryOverhead": f"{EXECUTOR_MEMORY_OVERHEAD_MB}m",
                 },
             },
             *s3_encryption_configurations(config),
