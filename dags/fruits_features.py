@@ -110,7 +110,9 @@ def resolve_config(params: dict[str, Any] | None = None) -> dict[str, Any]:
 def stage_artifacts(config: dict[str, Any]) -> dict[str, str]:
     """Job code, bootstrap and weights in S3 under content hashes; unchanged content is not uploaded again."""
     try:
-        staged, uploaded = storage.stage_artifacts(_s3(), emr.RunConfig.from_dict(config), REPO_ROOT)
+        # the local compute mode installs nothing on nodes: no wheelhouse
+        wheels = storage.wheelhouse.build_wheelhouse if COMPUTE_MODE == "emr" else None
+        staged, uploaded = storage.stage_artifacts(_s3(), emr.RunConfig.from_dict(config), REPO_ROOT, wheels)
     except emr.ConfigError as exc:
         raise AirflowFailException(str(exc)) from None
     print(f"code bundle {staged.code_uri}; model {staged.model_artifact or staged.weights}: "
@@ -146,14 +148,15 @@ def find_new_images(
 def emr_request(
     config: dict[str, Any], staged: dict[str, str], run: dict[str, Any], dag_run: Any = None
 ) -> dict[str, Any]:
-    """The RunJobFlow body and the steps, built from this run's config."""
+    """The RunJobFlow body (EMR mode: the local mode starts no cluster and stages no wheelhouse)
+    and the steps, built from this run's config."""
     run_config = emr.RunConfig.from_dict(config)
     paths = emr.RunPaths(**run["paths"])
     artifacts = emr.StagedArtifacts.from_dict(staged)
-    return {
-        "job_flow_overrides": emr.job_flow_overrides(run_config, paths, artifacts, dag_run.dag_id, dag_run.run_id),
-        "steps": emr.spark_steps(run_config, paths, artifacts),
-    }
+    overrides = None
+    if COMPUTE_MODE == "emr":
+        overrides = emr.job_flow_overrides(run_config, paths, artifacts, dag_run.dag_id, dag_run.run_id)
+    return {"job_flow_overrides": overrides, "steps": emr.spark_steps(run_config, paths, artifacts)}
 
 
 @task

@@ -14,14 +14,32 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
+from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK
+
 DAG_ID = "fruits_features"
 PROJECT_TAG = "fruits"
 ENV_PREFIX = "FRUITS_"
 DEFAULTS_VARIABLE = "fruits_features_defaults"
 PRICES_VARIABLE = "fruits_emr_prices"
 
-PYTHON = "python3.11"
+PYTHON = "/usr/bin/python3.11"  # absolute: the interpreter emr/bootstrap.sh installed the packages into
 SPOT_TIMEOUT_MINUTES = 10
+MAX_FLEET_INSTANCE_TYPES = 30  # per fleet, with an allocation strategy (5 without one)
+# AmazonEMRServicePolicy_v2 (of EMR_DefaultRole_V2) acts only on resources carrying this tag
+MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
+
+# Executor sizing (docs/deploy-aws.md, "6. YARN memory"): each executor core runs one Python worker
+# (ONNX Runtime, Pillow, an Arrow batch), whose memory YARN counts against memoryOverhead.
+# Peak RSS of the Python workers in the 10x soak (bench/soak.json): 2.60 GB for 2 concurrent
+# tasks, 1.30 GB per worker; the budget adds ~18 % headroom (alpha 1.0 activations are larger
+# than the soak's alpha 0.35). tests/dag/test_emr_config.py checks it against the soak file.
+EXECUTOR_CORES = 2
+EXECUTOR_MEMORY_MB = 2048
+PYTHON_WORKER_MEMORY_MB = 1536
+JVM_OVERHEAD_MB = 384  # Spark's own minimum overhead, for the JVM's off-heap use
+# YARN memoryOverhead of an executor: one Python worker per core plus the JVM's off-heap
+EXECUTOR_MEMORY_OVERHEAD_MB = EXECUTOR_CORES * PYTHON_WORKER_MEMORY_MB + JVM_OVERHEAD_MB
+
 MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 MOBILENET_SIZES = (96, 128, 160, 192, 224)
 PRESET_WEIGHTS = ("imagenet", "random")
@@ -76,7 +94,7 @@ class RunConfig:
     weights: str = "imagenet"
     engine: str = "onnxruntime"
     arrow_batch_size: int = 128
-    release_label: str = "emr-7.8.0"
+    release_label: str = DEFAULT_RELEASE
     master_instance_type: str = "m5.xlarge"
     core_instance_types: tuple[str, ...] = ("m5.xlarge", "m5a.xlarge", "m6i.xlarge")
     core_instance_count: int = 2
@@ -84,7 +102,7 @@ class RunConfig:
     idle_timeout_minutes: int = 60
     full_refresh: bool = False
     subnet_id: str = ""
-    service_role: str = "EMR_DefaultRole"
+    service_role: str = "EMR_DefaultRole_V2"
     job_flow_role: str = "EMR_EC2_DefaultRole"
     kms_key_id: str = ""
     security_configuration: str = ""
@@ -129,11 +147,15 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "engine": ("Inference engine on the executors.", {"type": "string", "enum": list(ENGINES)}),
     "arrow_batch_size": ("Rows per Arrow batch sent to a Python worker.", {"type": "integer", "minimum": 1}),
-    "release_label": ("EMR release (7.x: Spark 3.5).", {"type": "string", "pattern": r"^emr-7\.[0-9]+\.[0-9]+$"}),
+    "release_label": (
+        f"EMR release (Spark 3.5); the default {DEFAULT_RELEASE} runs the Spark the tests run"
+        " (plugins/fruits_emr/releases.py).",
+        {"type": "string", "enum": list(EMR_SPARK)},
+    ),
     "master_instance_type": ("EC2 type of the primary node (always on-demand).", {"type": "string"}),
     "core_instance_types": (
         "EC2 types the core fleet may use, preferred first.",
-        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": 30},
+        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_FLEET_INSTANCE_TYPES},
     ),
     "core_instance_count": (
         f"Number of core nodes (at most {MAX_CORE_INSTANCES_ENV}, default {MAX_CORE_INSTANCES}).",
@@ -146,7 +168,10 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "full_refresh": ("Process every raw image, not only the images that landed in the run's interval.", {"type": "boolean"}),
     "subnet_id": ("EC2 subnet of the cluster; empty = the account's default VPC.", OPTIONAL_STRING),
-    "service_role": ("EMR service role.", {"type": "string", "minLength": 1}),
+    "service_role": (
+        "EMR service role (AWS's default EMR_DefaultRole_V2 with AmazonEMRServicePolicy_v2).",
+        {"type": "string", "minLength": 1},
+    ),
     "job_flow_role": ("EC2 instance profile of the cluster nodes.", {"type": "string", "minLength": 1}),
     "kms_key_id": (
         "KMS key (ARN, key id or alias/...) encrypting every object the pipeline writes (SSE-KMS);"
@@ -282,6 +307,11 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
             )
     if not config.core_instance_types:
         raise ConfigError("Param 'core_instance_types' is empty; give at least one EC2 type, e.g. ['m5.xlarge'].")
+    if len(config.core_instance_types) > MAX_FLEET_INSTANCE_TYPES:
+        raise ConfigError(
+            f"Param 'core_instance_types' has {len(config.core_instance_types)} types; an EMR instance fleet"
+            f" takes at most {MAX_FLEET_INSTANCE_TYPES}."
+        )
     for name, values in (("master_instance_type", [config.master_instance_type]),
                          ("core_instance_types", config.core_instance_types)):
         for value in values:
@@ -303,8 +333,11 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
         )
     if not 1 <= config.idle_timeout_minutes <= 7 * 24 * 60:
         raise ConfigError(f"Param 'idle_timeout_minutes' = {config.idle_timeout_minutes} must be 1..10080 (7 days).")
-    if not re.fullmatch(r"emr-7\.\d+\.\d+", config.release_label):
-        raise ConfigError(f"Param 'release_label' = {config.release_label!r} must be an EMR 7.x release like 'emr-7.8.0'.")
+    if config.release_label not in EMR_SPARK:
+        raise ConfigError(
+            f"Param 'release_label' = {config.release_label!r} is not a release the pipeline was checked on;"
+            f" use one of {list(EMR_SPARK)} (default {DEFAULT_RELEASE}), or add it to plugins/fruits_emr/releases.py."
+        )
     if config.subnet_id and not config.subnet_id.startswith("subnet-"):
         raise ConfigError(f"Param 'subnet_id' = {config.subnet_id!r} must look like 'subnet-0123abcd' or be empty.")
     if config.kms_key_id and not KMS_KEY.fullmatch(config.kms_key_id):
@@ -446,7 +479,12 @@ def sse_arguments(config: RunConfig) -> dict[str, str]:
 
 def s3_encryption_configurations(config: RunConfig) -> list[dict[str, Any]]:
     """Cluster configuration classifications that make Spark's S3 writes server-side encrypted:
-    emrfs-site for EMRFS (s3:// up to EMR 7.9) and core-site for S3A (s3:// from EMR 7.10)."""
+    emrfs-site for EMRFS (s3:// up to EMR 7.9) and core-site for S3A (s3:// from EMR 7.10).
+
+    None with a security configuration: its S3 encryption applies, and keys sent here could
+    override it (from EMR 7.10 EMRFS settings reach S3A only where the S3A keys are unset)."""
+    if config.security_configuration:
+        return []
     emrfs = {"fs.s3.enableServerSideEncryption": "true"}
     s3a = {"fs.s3a.encryption.algorithm": "SSE-KMS" if config.kms_key_id else "SSE-S3"}
     if config.kms_key_id:
@@ -494,6 +532,8 @@ class StagedArtifacts:
     requirements_tensorflow: str
     weights: str
     model_artifact: str = ""  # exported ONNX model (engine onnxruntime); empty: the driver builds the model
+    constraints: str = ""  # emr/constraints-emr.txt: every node package pinned, transitive ones included
+    wheelhouse: str = ""  # s3://.../wheelhouse/<hash>/: the wheels bootstrap.sh installs (no PyPI on the nodes)
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -505,10 +545,11 @@ class StagedArtifacts:
 
 REQUIREMENTS_FILE = "requirements-emr.txt"
 REQUIREMENTS_TENSORFLOW_FILE = "requirements-emr-tensorflow.txt"
+CONSTRAINTS_FILE = "constraints-emr.txt"
 
 
 def code_layout(
-    bucket: str, artifacts_prefix: str, code_hash: str, weights: str, model_artifact: str = ""
+    bucket: str, artifacts_prefix: str, code_hash: str, weights: str, model_artifact: str = "", wheelhouse: str = ""
 ) -> StagedArtifacts:
     """Where a code bundle with this content hash lives in S3."""
     base = f"s3://{bucket}/{prefix(artifacts_prefix)}code/{code_hash}/"
@@ -522,7 +563,14 @@ def code_layout(
         requirements_tensorflow=f"{base}{REQUIREMENTS_TENSORFLOW_FILE}",
         weights=weights,
         model_artifact=model_artifact,
+        constraints=f"{base}{CONSTRAINTS_FILE}",
+        wheelhouse=wheelhouse,
     )
+
+
+def wheelhouse_uri(bucket: str, artifacts_prefix: str, wheelhouse_hash: str) -> str:
+    """Where the wheels of one node package set (by content hash) live in S3."""
+    return f"s3://{bucket}/{prefix(artifacts_prefix)}wheelhouse/{wheelhouse_hash}/"
 
 
 def weights_key(artifacts_prefix: str, weights_hash: str, filename: str) -> str:
@@ -601,7 +649,10 @@ def job_arguments(
 def spark_steps(config: RunConfig, paths: RunPaths, staged: StagedArtifacts) -> list[dict[str, Any]]:
     """EMR steps: featurize then pca, each a command-runner.jar spark-submit of the staged code.
 
-    CANCEL_AND_WAIT: a failed featurize cancels pca and leaves the cluster to the teardown task.
+    Client deploy mode: the driver runs in the step's own process on the primary node, which is
+    always on-demand, so a spot reclaim cannot take the driver, and its stderr (the Python
+    traceback) is the step's stderr log. CANCEL_AND_WAIT: a failed featurize cancels pca and
+    leaves the cluster to the teardown task.
     """
     arguments = job_arguments(config, paths, staged.weights, staged.model_artifact)
     scripts = {"featurize": staged.featurize_py, "pca": staged.pca_py}
@@ -613,7 +664,7 @@ def spark_steps(config: RunConfig, paths: RunPaths, staged: StagedArtifacts) -> 
                 "Jar": "command-runner.jar",
                 "Args": [
                     "spark-submit",
-                    "--deploy-mode", "cluster",
+                    "--deploy-mode", DEPLOY_MODE,
                     "--py-files", staged.py_files,
                     scripts[job],
                     *arguments[job],
@@ -622,6 +673,9 @@ def spark_steps(config: RunConfig, paths: RunPaths, staged: StagedArtifacts) -> 
         }
         for job in ("featurize", "pca")
     ]
+
+
+DEPLOY_MODE = "client"
 
 
 # --- local compute mode: the EMR steps, run by spark-submit on the Airflow worker ------------
@@ -674,7 +728,7 @@ def mirror_path(uri: str, mirror_root: str) -> str:
 def local_step_command(
     args: list[str], mirror_root: str, spark_submit: str, master: str = "local[*,4]", driver_memory: str = "2g"
 ) -> list[str]:
-    """An EMR step's `spark-submit --deploy-mode cluster ...` as a local spark-submit on the mirror.
+    """An EMR step's `spark-submit --deploy-mode client ...` as a local spark-submit on the mirror.
 
     Same script, --py-files and job arguments; only the master and the S3 locations differ.
     """
@@ -700,6 +754,7 @@ def cluster_tags(dag_id: str, run_id: str, run_date: str) -> list[dict[str, str]
         {"Key": "dag_id", "Value": dag_id},
         {"Key": "run_id", "Value": tag_value(run_id)},
         {"Key": "run_date", "Value": run_date},
+        MANAGED_POLICY_TAG,
     ]
 
 
@@ -707,14 +762,14 @@ def job_flow_overrides(
     config: RunConfig, paths: RunPaths, staged: StagedArtifacts, dag_id: str, run_id: str
 ) -> dict[str, Any]:
     """The RunJobFlow request of a transient cluster: Spark on instance fleets, idle-timeout backstop."""
-    spot = {
-        "SpotSpecification": {
+    # an allocation strategy in every case: without one a fleet takes at most 5 instance types
+    launch: dict[str, Any] = {"OnDemandSpecification": {"AllocationStrategy": "lowest-price"}}
+    if config.use_spot:
+        launch["SpotSpecification"] = {
             "TimeoutDurationMinutes": SPOT_TIMEOUT_MINUTES,
             "TimeoutAction": "SWITCH_TO_ON_DEMAND",
             "AllocationStrategy": "price-capacity-optimized",
-        },
-        "OnDemandSpecification": {"AllocationStrategy": "lowest-price"},
-    }
+        }
     core_fleet: dict[str, Any] = {
         "Name": "core",
         "InstanceFleetType": "CORE",
@@ -723,9 +778,8 @@ def job_flow_overrides(
         "InstanceTypeConfigs": [
             {"InstanceType": instance_type, "WeightedCapacity": 1} for instance_type in config.core_instance_types
         ],
+        "LaunchSpecifications": launch,
     }
-    if config.use_spot:
-        core_fleet["LaunchSpecifications"] = spot
     instances: dict[str, Any] = {
         "InstanceFleets": [
             {
@@ -769,6 +823,9 @@ def job_flow_overrides(
                     "spark.executorEnv.PYSPARK_PYTHON": PYTHON,
                     "spark.executorEnv.TF_CPP_MIN_LOG_LEVEL": "2",
                     "spark.dynamicAllocation.enabled": "true",
+                    "spark.executor.cores": str(EXECUTOR_CORES),
+                    "spark.executor.memory": f"{EXECUTOR_MEMORY_MB}m",
+                    "spark.executor.memoryOverhead": f"{EXECUTOR_MEMORY_OVERHEAD_MB}m",
                 },
             },
             *s3_encryption_configurations(config),
@@ -783,18 +840,33 @@ def job_flow_overrides(
     }
 
 
+def needs_tensorflow(config: RunConfig, model_artifact: str) -> bool:
+    """The cluster builds the model itself (engine tensorflow, or no exported model staged)."""
+    return config.engine == "tensorflow" or not model_artifact
+
+
 def bootstrap_args(config: RunConfig, staged: StagedArtifacts) -> list[str]:
-    """The light requirements always; the TensorFlow add-on only when the cluster builds the model
-    (engine tensorflow, or no exported model staged)."""
-    if config.engine == "tensorflow" or not staged.model_artifact:
-        return [staged.requirements, staged.requirements_tensorflow]
-    return [staged.requirements]
+    """The wheelhouse and the node constraints, the light requirements always, the TensorFlow
+    add-on only when the cluster builds the model."""
+    if not staged.wheelhouse:
+        raise ValueError("no wheelhouse staged: stage_artifacts stages one for every EMR run")
+    requirements = [staged.requirements]
+    if needs_tensorflow(config, staged.model_artifact):
+        requirements.append(staged.requirements_tensorflow)
+    return [staged.wheelhouse, staged.constraints, *requirements]
 
 
 def step_log_uris(log_uri: str, cluster_id: str, step_id: str) -> dict[str, str]:
-    """Where EMR ships a step's stdout/stderr (a few minutes after the step ends)."""
-    base = f"{log_uri.rstrip('/')}/{cluster_id}/steps/{step_id}/"
-    return {"stderr": f"{base}stderr.gz", "stdout": f"{base}stdout.gz"}
+    """Where EMR ships a step's logs (a few minutes after the step ends).
+
+    In client deploy mode (DEPLOY_MODE) the driver's stderr, with the Python traceback, is the
+    step's stderr; executor logs (a UDF's own traceback) are YARN container logs."""
+    base = f"{log_uri.rstrip('/')}/{cluster_id}/"
+    return {
+        "stderr": f"{base}steps/{step_id}/stderr.gz",
+        "stdout": f"{base}steps/{step_id}/stdout.gz",
+        "containers": f"{base}containers/",
+    }
 
 
 # --- validation of a finished run ------------------------------------------------------------

@@ -32,7 +32,13 @@ EMR_ACTIONS = {
     "ListClusters": "EmrTerminateRunClusters (clusters of earlier attempts of the run)",
     "TerminateJobFlows": "EmrTerminateRunClusters / EmrTerminateJobFlowOperator",
     "DescribeSecurityConfiguration": "resolve_config checks Param security_configuration exists",
+    # RunJobFlow with an AutoTerminationPolicy (idle_timeout_minutes) is authorized as these too
+    "PutAutoTerminationPolicy": "RunJobFlow with AutoTerminationPolicy",
+    "GetAutoTerminationPolicy": "RunJobFlow with AutoTerminationPolicy",
+    "RemoveAutoTerminationPolicy": "RunJobFlow with AutoTerminationPolicy",
 }
+# Authorized as part of RunJobFlow, not called by the DAG itself (the static call check skips them).
+IMPLIED_BY_RUN_JOB_FLOW = ("AddTags", "PutAutoTerminationPolicy", "GetAutoTerminationPolicy", "RemoveAutoTerminationPolicy")
 PLACEHOLDER_KMS_KEY = "arn:aws:kms:<region>:<account>:key/<key-id>"
 
 

@@ -29,7 +29,11 @@ def step_failure_message(step: dict[str, Any], cluster_id: str, log_uri: str | N
         message += f"; EMR log file: {details['LogFile']}"
     if log_uri:
         logs = step_log_uris(log_uri, cluster_id, step.get("Id", "?"))
-        message += f"; stderr: {logs['stderr']}; stdout: {logs['stdout']} (EMR ships them a few minutes after the step ends)"
+        # client deploy mode (config.DEPLOY_MODE): the driver ran in the step, so its stderr is the step's
+        message += (
+            f"; Python traceback (driver stderr): {logs['stderr']}; stdout: {logs['stdout']};"
+            f" executor logs: {logs['containers']}<application id>/ (EMR ships logs a few minutes after the step ends)"
+        )
     else:
         message += "; the cluster has no LogUri, so step logs were not kept"
     return message

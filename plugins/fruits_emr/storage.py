@@ -15,14 +15,16 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from fruits_emr import wheelhouse
 from fruits_emr.config import (
+    CONSTRAINTS_FILE,
     REQUIREMENTS_FILE,
     REQUIREMENTS_TENSORFLOW_FILE,
     SIDECAR_SUFFIX,
@@ -37,16 +39,19 @@ from fruits_emr.config import (
     is_image_key,
     model_key,
     model_settings,
+    needs_tensorflow,
     prefix,
     sse_arguments,
     weights_key,
     weights_kind,
+    wheelhouse_uri,
 )
 
 STAGED_MARKER = "_STAGED"
 BOOTSTRAP = Path("emr/bootstrap.sh")
 REQUIREMENTS = Path("emr") / REQUIREMENTS_FILE
 REQUIREMENTS_TENSORFLOW = Path("emr") / REQUIREMENTS_TENSORFLOW_FILE
+CONSTRAINTS = Path("emr") / CONSTRAINTS_FILE
 PACKAGE = "spark_jobs"
 # the code an exported model depends on besides its settings and weights
 EXPORT_SOURCES = (Path("spark_jobs/backbones.py"), Path("spark_jobs/export_model.py"))
@@ -73,9 +78,10 @@ def check_bucket(s3: Any, bucket: str) -> None:
 
 
 def check_security_configuration(emr_client: Any, name: str) -> None:
-    """Fail with one message, before any cluster starts, when the EMR security configuration is missing."""
+    """Fail with one message, before any cluster starts, when the EMR security configuration is missing
+    or does not encrypt S3 writes (with one, the cluster request sends no S3 encryption settings of its own)."""
     try:
-        emr_client.describe_security_configuration(Name=name)
+        described = emr_client.describe_security_configuration(Name=name)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "?")
         raise ConfigError(
@@ -83,6 +89,15 @@ def check_security_configuration(emr_client: Any, name: str) -> None:
             f" {exc.response.get('Error', {}).get('Message', '')}). Create it (aws emr"
             " create-security-configuration) or leave the Param empty."
         ) from None
+    encryption = json.loads(described.get("SecurityConfiguration") or "{}").get("EncryptionConfiguration", {})
+    s3_mode = (encryption.get("AtRestEncryptionConfiguration") or {}).get("S3EncryptionConfiguration", {}).get(
+        "EncryptionMode")
+    if not encryption.get("EnableAtRestEncryption") or not s3_mode:
+        raise ConfigError(
+            f"Param 'security_configuration' = {name!r} does not encrypt S3 at rest (no"
+            " AtRestEncryptionConfiguration.S3EncryptionConfiguration): the cluster's writes would carry no"
+            " encryption and the bucket policy refuses them. Add SSE-S3 or SSE-KMS to it, or leave the Param empty."
+        )
 
 
 # --- staging ----------------------------------------------------------------------------------
@@ -116,11 +131,11 @@ def package_zip(repo_root: Path, sources: list[Path]) -> bytes:
 def code_bundle(repo_root: Path) -> tuple[str, dict[str, bytes]]:
     """Content hash and files of the code bundle: entry points, package zip, bootstrap, EMR requirements."""
     sources = package_sources(repo_root)
-    for extra in (BOOTSTRAP, REQUIREMENTS, REQUIREMENTS_TENSORFLOW):
+    for extra in (BOOTSTRAP, REQUIREMENTS, REQUIREMENTS_TENSORFLOW, CONSTRAINTS):
         if not (repo_root / extra).is_file():
             raise ConfigError(f"{repo_root / extra} is missing: deploy the repo's emr/ folder next to dags/.")
     digest = hashlib.sha256()
-    for relative in [*sources, BOOTSTRAP, REQUIREMENTS, REQUIREMENTS_TENSORFLOW]:
+    for relative in [*sources, BOOTSTRAP, REQUIREMENTS, REQUIREMENTS_TENSORFLOW, CONSTRAINTS]:
         digest.update(relative.as_posix().encode() + b"\0" + (repo_root / relative).read_bytes() + b"\0")
     files = {
         "featurize.py": (repo_root / PACKAGE / "featurize.py").read_bytes(),
@@ -129,6 +144,7 @@ def code_bundle(repo_root: Path) -> tuple[str, dict[str, bytes]]:
         "bootstrap.sh": (repo_root / BOOTSTRAP).read_bytes(),
         REQUIREMENTS_FILE: (repo_root / REQUIREMENTS).read_bytes(),
         REQUIREMENTS_TENSORFLOW_FILE: (repo_root / REQUIREMENTS_TENSORFLOW).read_bytes(),
+        CONSTRAINTS_FILE: (repo_root / CONSTRAINTS).read_bytes(),
     }
     return digest.hexdigest()[:16], files
 
@@ -228,9 +244,39 @@ def stage_model(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]
         return uri, True
 
 
-def stage_artifacts(s3: Any, config: RunConfig, repo_root: Path) -> tuple[StagedArtifacts, list[str]]:
-    """Upload the code bundle under its content hash (skipped when its marker exists), and what the
-    cluster needs to build the model: the exported ONNX model (engine onnxruntime) or the weights."""
+Builder = Callable[[list[Path], Path], Path]
+
+
+def stage_wheelhouse(
+    s3: Any, config: RunConfig, repo_root: Path, tensorflow: bool, build: Builder = wheelhouse.build_wheelhouse
+) -> tuple[str, list[str]]:
+    """Stage the wheels of the node packages (the TensorFlow add-on too when the cluster needs it)
+    under artifacts/wheelhouse/<content hash>/; skipped when its marker exists. The local build is
+    cached per hash as well (wheelhouse.build_wheelhouse), so it is downloaded once per worker."""
+    requirements = [repo_root / REQUIREMENTS, *([repo_root / REQUIREMENTS_TENSORFLOW] if tensorflow else [])]
+    constraints = repo_root / CONSTRAINTS
+    uri = wheelhouse_uri(config.bucket, config.artifacts_prefix, wheelhouse.wheelhouse_hash([*requirements, constraints]))
+    _, key = split_uri(uri)
+    if object_exists(s3, config.bucket, key + STAGED_MARKER):
+        return uri, []
+    local = build(requirements, constraints)
+    wheels = sorted(local.glob("*.whl"))
+    if not wheels:
+        raise RuntimeError(f"the wheelhouse {local} holds no wheels")
+    for wheel in wheels:
+        s3.upload_file(str(wheel), config.bucket, key + wheel.name, ExtraArgs=sse_arguments(config))
+    # written last, with the wheel list: a wheelhouse interrupted half-way is uploaded again next time
+    listing = "".join(f"{wheel.name}\n" for wheel in wheels).encode()
+    s3.put_object(Bucket=config.bucket, Key=key + STAGED_MARKER, Body=listing, **sse_arguments(config))
+    return uri, [uri + wheel.name for wheel in wheels]
+
+
+def stage_artifacts(
+    s3: Any, config: RunConfig, repo_root: Path, build_wheelhouse: Builder | None = wheelhouse.build_wheelhouse
+) -> tuple[StagedArtifacts, list[str]]:
+    """Upload the code bundle under its content hash (skipped when its marker exists), what the
+    cluster needs to build the model (the exported ONNX model, engine onnxruntime, or the weights),
+    and the node wheelhouse (build_wheelhouse None: none, for the local compute mode)."""
     code_hash, files = code_bundle(repo_root)
     if config.engine == "onnxruntime":
         model_uri, model_uploaded = stage_model(s3, config, repo_root)
@@ -240,7 +286,13 @@ def stage_artifacts(s3: Any, config: RunConfig, repo_root: Path) -> tuple[Staged
         model_uri = ""
         weights_uri, weights_uploaded = stage_weights(s3, config, repo_root)
         uploaded = [weights_uri] if weights_uploaded else []
-    staged = code_layout(config.bucket, config.artifacts_prefix, code_hash, weights_uri, model_uri)
+    wheels_uri = ""
+    if build_wheelhouse is not None:
+        wheels_uri, wheels_uploaded = stage_wheelhouse(
+            s3, config, repo_root, needs_tensorflow(config, model_uri), build_wheelhouse
+        )
+        uploaded += wheels_uploaded
+    staged = code_layout(config.bucket, config.artifacts_prefix, code_hash, weights_uri, model_uri, wheels_uri)
     _, code_key = split_uri(staged.code_uri)
     if not object_exists(s3, config.bucket, code_key + STAGED_MARKER):
         for name, body in files.items():

@@ -147,6 +147,14 @@ def raw_images(s3, tmp_path):
     return datetime.combine(max(stamps).date() + timedelta(days=1), datetime.min.time(), timezone.utc), 41
 
 
+@pytest.fixture(autouse=True)
+def node_wheelhouse(tmp_path, monkeypatch):
+    """The stage task stages the node wheelhouse from the local cache (a real, tiny wheel), not PyPI."""
+    from wheelfiles import prebuilt_cache
+
+    monkeypatch.setenv("FRUITS_WHEELHOUSE_CACHE", str(prebuilt_cache(tmp_path / "wheelhouse-cache", REPO_ROOT)))
+
+
 @pytest.fixture
 def driver(s3, tmp_path):
     drivers = []
@@ -238,6 +246,10 @@ def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_i
     tags = {t["Key"]: t["Value"] for t in cluster["Tags"]}
     assert (tags["project"], tags["dag_id"], tags["run_id"]) == ("fruits", "fruits_features", run.run_id)
     assert [job for job, _ in emr_driver.executed] == ["featurize", "pca"]
+    # the nodes install from the wheelhouse the stage task put in S3
+    [wheelhouse_marker] = [k for k in bucket_keys(s3, "artifacts/wheelhouse/") if k.endswith("/_STAGED")]
+    staged = run.get_task_instance("stage_artifacts").xcom_pull(task_ids="stage_artifacts")
+    assert staged["wheelhouse"] == f"s3://{BUCKET}/{wheelhouse_marker.removesuffix('_STAGED')}"
     first = partition_snapshot(s3, tmp_path, run_date)
     assert first["report"]["images_seen"] == n_images
     assert (first["report"]["features_rows"], first["report"]["quarantined"]) == (40, 1)

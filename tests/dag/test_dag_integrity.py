@@ -231,13 +231,17 @@ def test_emr_bootstrap_and_requirements_are_pinned():
     for package, pinned in {**light, **tensorflow}.items():
         assert version(package) == pinned, f"{package}: EMR pins {pinned}, the tested venv has {version(package)}"
     bootstrap = (REPO_ROOT / "emr" / "bootstrap.sh").read_text()
-    assert "python3.11 -m pip install" in bootstrap.replace('"$python"', "python3.11")
+    assert 'python="${FRUITS_NODE_PYTHON:-/usr/bin/python3.11}"' in bootstrap  # the interpreter of PYSPARK_PYTHON
+    assert "pip install --upgrade" not in bootstrap  # nothing from PyPI on the nodes
     syntax = subprocess.run(["bash", "-n", str(REPO_ROOT / "emr" / "bootstrap.sh")], capture_output=True, text=True)
     assert syntax.returncode == 0, syntax.stderr
 
 
+NODE_ARGS = ("s3://b/wheelhouse/0123/", "s3://b/code/constraints-emr.txt", "s3://b/code/requirements-emr.txt")
+
+
 def fake_bootstrap(tmp_path, *args: str, dnf_fails: bool = False) -> tuple[str, str, str]:
-    """Run bootstrap.sh with sudo, dnf, aws and python3.11 replaced by recorders.
+    """Run bootstrap.sh with sudo, dnf, aws and the node's python3.11 replaced by recorders.
 
     Returns (recorded commands, the import check, stderr)."""
     import os
@@ -247,12 +251,15 @@ def fake_bootstrap(tmp_path, *args: str, dnf_fails: bool = False) -> tuple[str, 
     log = tmp_path / "calls.log"
     recorder = f'#!/usr/bin/env bash\necho "$(basename "$0") $*" >> {log}\n'
     for name in ("dnf", "aws", "python3.11"):
-        (bin_dir / name).write_text(recorder + ("exit 1\n" if name == "dnf" and dnf_fails else ""))
+        # dnf_fails: the optional BLAS install fails (python3.11-pip is not optional)
+        failing = 'case "$*" in *openblas*) exit 1;; esac\n' if name == "dnf" and dnf_fails else ""
+        (bin_dir / name).write_text(recorder + failing)
     (bin_dir / "sudo").write_text('#!/usr/bin/env bash\nexec "$@"\n')
     for path in bin_dir.iterdir():
         path.chmod(0o755)
     done = subprocess.run(["bash", str(REPO_ROOT / "emr" / "bootstrap.sh"), *args], capture_output=True, text=True,
-                          env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=60)
+                          env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin",
+                               "FRUITS_NODE_PYTHON": str(bin_dir / "python3.11")}, timeout=60)
     assert done.returncode == 0, done.stderr
     calls = log.read_text()
     imports = next(line for line in calls.splitlines() if line.startswith("python3.11 -c"))
@@ -260,21 +267,29 @@ def fake_bootstrap(tmp_path, *args: str, dnf_fails: bool = False) -> tuple[str, 
 
 
 def test_bootstrap_installs_the_tensorflow_add_on_only_when_given(tmp_path):
-    calls, imports, _ = fake_bootstrap(tmp_path / "light", "s3://b/code/requirements-emr.txt")
+    calls, imports, _ = fake_bootstrap(tmp_path / "light", *NODE_ARGS)
+    # python3.11's pip always (EMR 7.x images may lack it; dnf skips what is installed)
+    assert calls.splitlines()[0] == "dnf install -y -q python3.11 python3.11-pip"
     assert "dnf install -y -q openblas lapack blas" in calls
     assert "requirements-emr-tensorflow" not in calls
     assert "onnxruntime" in imports and "tensorflow" not in imports
+    # from the staged wheelhouse only: no index, every package pinned by the node constraints
+    assert "aws s3 cp --only-show-errors --recursive s3://b/wheelhouse/0123/ " in calls
+    [install] = [line for line in calls.splitlines() if " -m pip install" in line]
+    assert "--no-index --find-links" in install and "/wheels" in install
+    assert "-c " in install and "constraints-emr.txt" in install
+    assert [line for line in calls.splitlines() if "pip" in line and "--no-index" not in line
+            and "python3.11-pip" not in line] == []
 
-    calls, imports, _ = fake_bootstrap(tmp_path / "tf", "s3://b/code/requirements-emr.txt",
-                                       "s3://b/code/requirements-emr-tensorflow.txt")
+    calls, imports, _ = fake_bootstrap(tmp_path / "tf", *NODE_ARGS, "s3://b/code/requirements-emr-tensorflow.txt")
     assert "aws s3 cp --only-show-errors s3://b/code/requirements-emr-tensorflow.txt" in calls
-    [install] = [line for line in calls.splitlines() if "pip install --quiet --no-cache-dir" in line]
+    [install] = [line for line in calls.splitlines() if " -m pip install" in line]
     assert "requirements-emr.txt" in install and "requirements-emr-tensorflow.txt" in install
     assert "tensorflow, keras" in imports
 
 
 def test_bootstrap_survives_a_failed_blas_install(tmp_path):
     """Native BLAS only speeds PCA up: without it the nodes still come up."""
-    calls, imports, stderr = fake_bootstrap(tmp_path, "s3://b/code/requirements-emr.txt", dnf_fails=True)
+    calls, imports, stderr = fake_bootstrap(tmp_path, *NODE_ARGS, dnf_fails=True)
     assert "dnf install -y -q openblas lapack blas" in calls and "onnxruntime" in imports
     assert "native BLAS/LAPACK not installed" in stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 
 import botocore.session
@@ -10,6 +11,8 @@ from botocore.validate import ParamValidator
 
 from fruits_emr import config as emr
 from fruits_emr.config import ConfigError, RunConfig
+
+from .conftest import REPO_ROOT
 
 ENV = {}  # no FRUITS_* variables: code defaults
 DEFAULTS = emr.parse_time_defaults(ENV)
@@ -26,7 +29,7 @@ NON_DEFAULT = {
     "weights": "s3://fruits-prod-data/artifacts/weights/resnet50.h5",
     "engine": "tensorflow",
     "arrow_batch_size": 64,
-    "release_label": "emr-7.2.0",
+    "release_label": "emr-7.8.0",
     "master_instance_type": "m6i.2xlarge",
     "core_instance_types": ["r5.xlarge"],
     "core_instance_count": 7,
@@ -40,6 +43,7 @@ NON_DEFAULT = {
     "security_configuration": "fruits-at-rest",
 }
 ATTEMPT = "20240602T010203000004Z"
+WHEELHOUSE = "s3://fruits-data/artifacts/wheelhouse/00aa11bb22cc33dd/"
 
 
 def resolve(params: dict, variable: dict | None = None) -> RunConfig:
@@ -50,7 +54,7 @@ def build(config: RunConfig, run_date: str = "2024-06-01"):
     """The requests as the DAG builds them after stage_artifacts (which exports a model for onnxruntime)."""
     paths = emr.run_paths(config, run_date, ATTEMPT)
     model = f"s3://{config.bucket}/artifacts/models/fedcba9876543210/model.onnx" if config.engine == "onnxruntime" else ""
-    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, model)
+    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, model, WHEELHOUSE)
     overrides = emr.job_flow_overrides(config, paths, staged, "fruits_features", "scheduled__2024-06-01T00:00:00+00:00")
     return paths, staged, overrides, emr.spark_steps(config, paths, staged)
 
@@ -113,20 +117,24 @@ def test_default_cluster_shape():
     assert [c["InstanceType"] for c in fleets["CORE"]["InstanceTypeConfigs"]] == ["m5.xlarge", "m5a.xlarge", "m6i.xlarge"]
     assert overrides["Instances"]["KeepJobFlowAliveWhenNoSteps"] is True
     assert overrides["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
-    assert overrides["ReleaseLabel"].startswith("emr-7.")
-    assert (overrides["ServiceRole"], overrides["JobFlowRole"]) == ("EMR_DefaultRole", "EMR_EC2_DefaultRole")
+    assert overrides["ReleaseLabel"] == "emr-7.12.0"
+    # AWS's current default service role; its managed policy acts only on tagged resources
+    assert (overrides["ServiceRole"], overrides["JobFlowRole"]) == ("EMR_DefaultRole_V2", "EMR_EC2_DefaultRole")
+    code = "s3://fruits-data/artifacts/code/0123456789abcdef/"
     assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"] == {
-        "Path": "s3://fruits-data/artifacts/code/0123456789abcdef/bootstrap.sh",
-        "Args": ["s3://fruits-data/artifacts/code/0123456789abcdef/requirements-emr.txt"],
+        "Path": f"{code}bootstrap.sh",
+        "Args": [WHEELHOUSE, f"{code}constraints-emr.txt", f"{code}requirements-emr.txt"],
     }
     by_class = {c["Classification"]: c for c in overrides["Configurations"]}
-    assert by_class["spark-env"]["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == "python3.11"
+    assert by_class["spark-env"]["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == "/usr/bin/python3.11"
+    assert by_class["spark-defaults"]["Properties"]["spark.executorEnv.PYSPARK_PYTHON"] == "/usr/bin/python3.11"
     assert by_class["spark-defaults"]["Properties"]["spark.sql.execution.arrow.maxRecordsPerBatch"] == "128"
     assert overrides["Tags"] == [
         {"Key": "project", "Value": "fruits"},
         {"Key": "dag_id", "Value": "fruits_features"},
         {"Key": "run_id", "Value": "scheduled__2024-06-01T00:00:00+00:00"},
         {"Key": "run_date", "Value": "2024-06-01"},
+        {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"},
     ]
     assert "Ec2SubnetIds" not in overrides["Instances"]
     # Spark's S3 writes are encrypted (SSE-S3 by default) by EMRFS and by S3A alike; no security configuration
@@ -136,14 +144,22 @@ def test_default_cluster_shape():
 
 
 def test_kms_key_and_security_configuration_reach_the_cluster_and_the_puts():
-    config = resolve(NON_DEFAULT)
-    _, _, overrides, _ = build(config)
     key = NON_DEFAULT["kms_key_id"]
+    _, _, overrides, _ = build(resolve({**NON_DEFAULT, "security_configuration": ""}))
     by_class = {c["Classification"]: c["Properties"] for c in overrides["Configurations"] if "Properties" in c}
     assert by_class["emrfs-site"] == {"fs.s3.enableServerSideEncryption": "true",
                                       "fs.s3.serverSideEncryption.kms.keyId": key}
     assert by_class["core-site"] == {"fs.s3a.encryption.algorithm": "SSE-KMS", "fs.s3a.encryption.key": key}
+    assert "SecurityConfiguration" not in overrides
+    # with a security configuration its S3 encryption rules: no emrfs-site / core-site keys that could
+    # override it (EMR 7.10+ maps EMRFS settings to S3A only where the S3A keys are unset)
+    config = resolve(NON_DEFAULT)
+    _, _, overrides, _ = build(config)
     assert overrides["SecurityConfiguration"] == "fruits-at-rest"
+    classes = {c["Classification"] for c in overrides["Configurations"]}
+    assert classes == {"spark-env", "spark-defaults"}
+    sent = json.dumps(overrides["Configurations"])
+    assert "fs.s3" not in sent and key not in sent
     assert emr.sse_arguments(config) == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key}
     assert emr.sse_arguments(resolve({"bucket": "b1x"})) == {"ServerSideEncryption": "AES256"}
 
@@ -171,7 +187,8 @@ def test_non_default_cluster_shape():
     _, _, overrides, _ = build(config)
     core = overrides["Instances"]["InstanceFleets"][1]
     assert (core["TargetOnDemandCapacity"], core["TargetSpotCapacity"]) == (7, 0)
-    assert "LaunchSpecifications" not in core
+    # use_spot=false: still an allocation strategy (a fleet without one takes at most 5 types)
+    assert core["LaunchSpecifications"] == {"OnDemandSpecification": {"AllocationStrategy": "lowest-price"}}
     assert overrides["Instances"]["Ec2SubnetIds"] == ["subnet-0abc1234"]
     assert overrides["AutoTerminationPolicy"] == {"IdleTimeout": 900}
     assert overrides["LogUri"] == "s3://fruits-prod-data/emr-logs/"
@@ -183,7 +200,8 @@ def test_steps_submit_staged_code_to_run_date_partition():
     paths, staged, _, steps = build(config, "2024-06-01")
     featurize, pca = (step["HadoopJarStep"]["Args"] for step in steps)
     for args, script in ((featurize, staged.featurize_py), (pca, staged.pca_py)):
-        assert args[:5] == ["spark-submit", "--deploy-mode", "cluster", "--py-files", staged.py_files]
+        # client mode: the driver runs in the step on the on-demand primary, its stderr is the step's
+        assert args[:5] == ["spark-submit", "--deploy-mode", "client", "--py-files", staged.py_files]
         assert args[5] == script
         # into the attempt's own folder, which readers never see before commit_outputs
         assert args[args.index("--output") + 1] == f"s3://fruits-data/features/run_date=2024-06-01/_attempts/{ATTEMPT}"
@@ -227,7 +245,7 @@ MODEL = "s3://fruits-data/artifacts/models/0123456789abcdef/model.onnx"
 def build_onnx(config: RunConfig, run_date: str = "2024-06-01"):
     """As stage_artifacts leaves it for engine onnxruntime: an exported model staged."""
     paths = emr.run_paths(config, run_date, ATTEMPT)
-    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, MODEL)
+    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, MODEL, WHEELHOUSE)
     overrides = emr.job_flow_overrides(config, paths, staged, "fruits_features", "manual__1")
     return paths, staged, overrides, emr.spark_steps(config, paths, staged)
 
@@ -243,14 +261,15 @@ def test_onnx_steps_pass_the_exported_model_and_parse_with_featurize():
     assert parsed.manifest == paths.manifest_uri and parsed.output == paths.output_uri
     # the settings live in the model's sidecar only; the cluster gets the light requirements only
     assert "--weights" not in args and "--model" not in args
-    assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [staged.requirements]
+    assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [
+        WHEELHOUSE, staged.constraints, staged.requirements]
 
 
 def test_tensorflow_engine_adds_the_tensorflow_requirements():
     config = resolve(NON_DEFAULT)
     _, staged, overrides, steps = build(config)
     assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [
-        staged.requirements, staged.requirements_tensorflow]
+        WHEELHOUSE, staged.constraints, staged.requirements, staged.requirements_tensorflow]
     assert staged.requirements_tensorflow.endswith("/requirements-emr-tensorflow.txt")
     assert "--model-artifact" not in steps[0]["HadoopJarStep"]["Args"]
 
@@ -274,7 +293,7 @@ def test_local_step_command_runs_the_emr_step_on_the_mirror():
     featurize_args, pca_args = (step["HadoopJarStep"]["Args"] for step in steps)
     command = emr.local_step_command(featurize_args, "/mirror/", "/venv/bin/spark-submit", "local[2]", "3g")
     assert command[:5] == ["/venv/bin/spark-submit", "--master", "local[2]", "--driver-memory", "3g"]
-    assert "--deploy-mode" not in command and "cluster" not in command
+    assert "--deploy-mode" not in command and "client" not in command
     assert all("s3://" not in arg for arg in command)
     code = "/mirror/fruits-local/artifacts/code/0123456789abcdef/"
     script_at = command.index(code + "featurize.py")
@@ -335,7 +354,9 @@ def test_scheduled_run_without_conf_uses_defaults():
         ({"bucket": "s3://fruits-data"}, None, "is not an S3 bucket name"),
         ({"bucket": "b1x", "alpha": 0.3}, None, "Param 'alpha' = 0.3 has no pretrained MobileNetV2"),
         ({"bucket": "b1x", "image_size": 100}, None, "Param 'image_size' = 100"),
-        ({"bucket": "b1x", "release_label": "emr-6.15.0"}, None, "must be an EMR 7.x release"),
+        ({"bucket": "b1x", "release_label": "emr-6.15.0"}, None, "is not a release the pipeline was checked on"),
+        ({"bucket": "b1x", "release_label": "emr-7.0.0"}, None, "use one of ['emr-7.8.0',"),
+        ({"bucket": "b1x", "core_instance_types": ["m5.xlarge"] * 31}, None, "takes at most 30"),
         ({"bucket": "b1x", "core_instance_types": ["m5 xlarge"]}, None, "not an EC2 instance type"),
         ({"bucket": "b1x", "core_instance_types": []}, None, "'core_instance_types' is empty"),
         ({"bucket": "b1x", "raw_prefix": "data/", "output_prefix": "data/features/"}, None, "overlap"),
@@ -490,8 +511,11 @@ def test_step_failure_message_names_reason_and_logs():
     message = step_failure_message(step, "j-XYZ", "s3://fruits-data/emr-logs/")
     assert message.startswith("EMR step 'featurize 2024-06-01' (s-ABC) on cluster j-XYZ ended FAILED: Unknown error.")
     assert "ModuleNotFoundError: onnxruntime" in message
-    assert "stderr: s3://fruits-data/emr-logs/j-XYZ/steps/s-ABC/stderr.gz" in message
+    # client deploy mode: the driver's Python traceback is in the step's own stderr
+    assert "Python traceback (driver stderr): s3://fruits-data/emr-logs/j-XYZ/steps/s-ABC/stderr.gz" in message
     assert "stdout: s3://fruits-data/emr-logs/j-XYZ/steps/s-ABC/stdout.gz" in message
+    assert "executor logs: s3://fruits-data/emr-logs/j-XYZ/containers/<application id>/" in message
+    assert emr.DEPLOY_MODE == "client"  # what makes the step's stderr the driver's
 
 
 def test_param_choices_match_the_jobs():
@@ -499,3 +523,43 @@ def test_param_choices_match_the_jobs():
     specs = emr.param_specs(DEFAULTS)
     assert specs["model"]["enum"] == sorted(backbones.BACKBONES)
     assert specs["engine"]["enum"] == list(backbones.ENGINES)
+
+
+def test_executor_memory_overhead_covers_the_measured_python_workers():
+    """YARN counts the Python workers (ONNX Runtime, Pillow, Arrow batches) against memoryOverhead;
+    the budget per worker must hold the per-worker peak the soak measured (bench/soak.json)."""
+    import re as regex
+
+    soak = json.loads((REPO_ROOT / "bench" / "soak.json").read_text())
+    concurrent = int(regex.fullmatch(r"local\[(\d+)(,\d+)?\]", soak["master"]).group(1))  # tasks at once
+    peak = max(run["peak_rss_by_kind_bytes"]["python_workers"] for run in soak["runs"].values())
+    per_worker_mb = peak / concurrent / 2**20
+    assert emr.PYTHON_WORKER_MEMORY_MB >= per_worker_mb, (emr.PYTHON_WORKER_MEMORY_MB, per_worker_mb)
+    _, _, overrides, _ = build(resolve({"bucket": "fruits-data"}))
+    spark = next(c for c in overrides["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
+    cores = int(spark["spark.executor.cores"])
+    overhead_mb = int(spark["spark.executor.memoryOverhead"].removesuffix("m"))
+    assert overhead_mb >= cores * per_worker_mb + 384  # a worker per core, plus the JVM's own minimum
+    assert "spark.executor.pyspark.memory" not in spark  # an address-space rlimit ONNX Runtime's arena trips
+
+
+def test_on_demand_fleet_with_30_types_is_a_valid_request(emr_client):
+    """use_spot=false with the most types the Param allows: the allocation strategy is what lets
+    a fleet take more than 5 types."""
+    types = [f"{family}.{size}" for family in emr.INSTANCE_FAMILIES for size in ("xlarge", "2xlarge")][:30]
+    config = resolve({"bucket": "fruits-data", "use_spot": False, "core_instance_types": types})
+    _, _, overrides, _ = build(config)
+    core = overrides["Instances"]["InstanceFleets"][1]
+    assert len(core["InstanceTypeConfigs"]) == 30
+    assert core["LaunchSpecifications"]["OnDemandSpecification"]["AllocationStrategy"] == "lowest-price"
+    assert "SpotSpecification" not in core["LaunchSpecifications"]
+    assert_valid("RunJobFlow", overrides)
+    cluster_id = emr_client.run_job_flow(**overrides)["JobFlowId"]  # moto's parser takes it
+    assert emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] in emr.ACTIVE_CLUSTER_STATES
+
+
+def test_bootstrap_needs_a_wheelhouse():
+    config = resolve({"bucket": "fruits-data"})
+    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, MODEL)
+    with pytest.raises(ValueError, match="no wheelhouse staged"):
+        emr.bootstrap_args(config, staged)

@@ -69,7 +69,8 @@ def test_deferred_sensor_failure_names_step_and_logs(emr_client):
     assert str(raised.value) == (
         f"EMR step 'pca 2024-06-01' ({step_id}) on cluster {cluster_id} ended FAILED:"
         " pca: error: --k 99 exceeds the 40 features;"
-        f" stderr: s3://fruits-data/emr-logs/{cluster_id}/steps/{step_id}/stderr.gz;"
-        f" stdout: s3://fruits-data/emr-logs/{cluster_id}/steps/{step_id}/stdout.gz"
-        " (EMR ships them a few minutes after the step ends)"
+        f" Python traceback (driver stderr): s3://fruits-data/emr-logs/{cluster_id}/steps/{step_id}/stderr.gz;"
+        f" stdout: s3://fruits-data/emr-logs/{cluster_id}/steps/{step_id}/stdout.gz;"
+        f" executor logs: s3://fruits-data/emr-logs/{cluster_id}/containers/<application id>/"
+        " (EMR ships logs a few minutes after the step ends)"
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,6 +16,7 @@ import pytest
 from .conftest import ACCOUNT, REPO_ROOT
 from fruits_emr import config as emr
 from fruits_emr import storage
+from wheelfiles import PROBE, PROBE_VERSION, probe_builder
 
 WEIGHTS = "models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
@@ -32,6 +35,7 @@ def make_repo(root: Path) -> Path:
     shutil.copy(REPO_ROOT / "emr" / "bootstrap.sh", root / "emr" / "bootstrap.sh")
     shutil.copy(REPO_ROOT / "emr" / "requirements-emr.txt", root / "emr" / "requirements-emr.txt")
     shutil.copy(REPO_ROOT / "emr" / "requirements-emr-tensorflow.txt", root / "emr" / "requirements-emr-tensorflow.txt")
+    shutil.copy(REPO_ROOT / "emr" / "constraints-emr.txt", root / "emr" / "constraints-emr.txt")
     (root / "w.h5").write_bytes(b"weights-v1")
     return root
 
@@ -45,31 +49,33 @@ def keys(s3, bucket: str, prefix: str = "") -> list[str]:
 
 
 def test_stage_uploads_once_per_content_hash(s3, tmp_path):
-    """Engine tensorflow: the code bundle and the weights file, each under its content hash."""
+    """Engine tensorflow: the code bundle and the weights file, each under its content hash
+    (the wheelhouse has its own test below)."""
     repo = make_repo(tmp_path)
     s3.create_bucket(Bucket="fruits-data")
     tf_config = config(weights="w.h5", engine="tensorflow")
-    staged, uploaded = storage.stage_artifacts(s3, tf_config, repo)
+    staged, uploaded = storage.stage_artifacts(s3, tf_config, repo, None)
     code_prefix = staged.code_uri.removeprefix("s3://fruits-data/")
     assert keys(s3, "fruits-data", code_prefix) == sorted(
         code_prefix + name for name in
         ("featurize.py", "pca.py", "spark_jobs.zip", "bootstrap.sh", "requirements-emr.txt",
-         "requirements-emr-tensorflow.txt", "_STAGED"))
+         "requirements-emr-tensorflow.txt", "constraints-emr.txt", "_STAGED"))
     assert staged.weights.startswith("s3://fruits-data/artifacts/weights/") and staged.weights.endswith("/w.h5")
-    assert staged.model_artifact == ""
-    assert len(uploaded) == 7
+    assert staged.model_artifact == "" and staged.wheelhouse == ""
+    assert staged.constraints == staged.code_uri + "constraints-emr.txt"
+    assert len(uploaded) == 8
     # every staged object is server-side encrypted (the bucket policy refuses unencrypted uploads)
     assert {s3.head_object(Bucket="fruits-data", Key=key).get("ServerSideEncryption")
             for key in keys(s3, "fruits-data", "artifacts/")} == {"AES256"}
 
-    again, uploaded_again = storage.stage_artifacts(s3, tf_config, repo)
+    again, uploaded_again = storage.stage_artifacts(s3, tf_config, repo, None)
     assert (again, uploaded_again) == (staged, [])
 
     (repo / "spark_jobs" / "pca.py").write_text("print('pca v2')\n")
     (repo / "w.h5").write_bytes(b"weights-v2")
-    changed, uploaded_changed = storage.stage_artifacts(s3, tf_config, repo)
+    changed, uploaded_changed = storage.stage_artifacts(s3, tf_config, repo, None)
     assert changed.code_uri != staged.code_uri and changed.weights != staged.weights
-    assert len(uploaded_changed) == 7
+    assert len(uploaded_changed) == 8
 
 
 @pytest.mark.skipif(not (REPO_ROOT / "spark_jobs" / "export_model.py").exists(), reason="needs spark_jobs/")
@@ -77,7 +83,7 @@ def test_stage_exports_the_onnx_model_once(s3):
     """Engine onnxruntime: the model is exported on the worker and staged under its hash; re-staging skips."""
     s3.create_bucket(Bucket="fruits-data")
     onnx_config = config(weights="random", alpha=0.35, image_size=96, kms_key_id="alias/fruits-outputs")
-    staged, uploaded = storage.stage_artifacts(s3, onnx_config, REPO_ROOT)
+    staged, uploaded = storage.stage_artifacts(s3, onnx_config, REPO_ROOT, None)
     model = staged.model_artifact
     assert {(head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) for head in (
         s3.head_object(Bucket="fruits-data", Key=key) for key in keys(s3, "fruits-data", "artifacts/"))} == {
@@ -94,11 +100,63 @@ def test_stage_exports_the_onnx_model_once(s3):
 
     assert onnx.load_model_from_string(onnx_bytes).graph.input  # a loadable ONNX model
 
-    again, uploaded_again = storage.stage_artifacts(s3, onnx_config, REPO_ROOT)
+    again, uploaded_again = storage.stage_artifacts(s3, onnx_config, REPO_ROOT, None)
     assert (again, uploaded_again) == (staged, [])
     # other model settings: another artifact (here a setting the exporter rejects: one clear message)
     with pytest.raises(emr.ConfigError, match="cannot be exported.*alpha"):
-        storage.stage_artifacts(s3, config(weights="random", model="vgg16", alpha=0.5), REPO_ROOT)
+        storage.stage_artifacts(s3, config(weights="random", model="vgg16", alpha=0.5), REPO_ROOT, None)
+
+
+def test_stage_wheelhouse_once_per_hash_and_nodes_install_from_it_offline(s3, tmp_path):
+    """The wheelhouse goes to S3 under its content hash, encrypted, marker last; re-staging builds and
+    uploads nothing; what was staged installs with pip --no-index --find-links, as bootstrap.sh does."""
+    repo = make_repo(tmp_path / "repo")
+    s3.create_bucket(Bucket="fruits-data")
+    build, builds = probe_builder(tmp_path / "cache")
+    onnx = config(weights="random", kms_key_id="alias/fruits-outputs")
+    model = "s3://fruits-data/artifacts/models/0123/model.onnx"
+    uri, uploaded = storage.stage_wheelhouse(s3, onnx, repo, emr.needs_tensorflow(onnx, model), build)
+    assert uri.startswith("s3://fruits-data/artifacts/wheelhouse/") and uri.endswith("/")
+    assert builds == [[repo / "emr" / "requirements-emr.txt"]]  # exported model: no TensorFlow add-on
+    key = uri.removeprefix("s3://fruits-data/")
+    assert keys(s3, "fruits-data", key) == [key + "_STAGED", key + f"{PROBE}-{PROBE_VERSION}-py3-none-any.whl"]
+    assert uploaded == [uri + f"{PROBE}-{PROBE_VERSION}-py3-none-any.whl"]
+    assert {s3.head_object(Bucket="fruits-data", Key=k).get("SSEKMSKeyId") for k in keys(s3, "fruits-data", key)} == {
+        "alias/fruits-outputs"}
+    assert storage.stage_wheelhouse(s3, onnx, repo, False, build) == (uri, [])
+    assert len(builds) == 1  # the marker in S3: no build at all
+
+    # the TensorFlow add-on and any change of the pins are other wheelhouses
+    tf_uri, _ = storage.stage_wheelhouse(s3, onnx, repo, True, build)
+    (repo / "emr" / "constraints-emr.txt").write_text("numpy==2.4.6\n")
+    pinned_uri, _ = storage.stage_wheelhouse(s3, onnx, repo, False, build)
+    assert len({uri, tf_uri, pinned_uri}) == 3 and len(builds) == 3
+
+    # a node's install: the staged wheels only, no index
+    wheels = tmp_path / "node-wheels"
+    wheels.mkdir()
+    for wheel_key in keys(s3, "fruits-data", key):
+        if wheel_key.endswith(".whl"):
+            s3.download_file("fruits-data", wheel_key, str(wheels / wheel_key.rsplit("/", 1)[1]))
+    target = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels),
+                           "--target", str(target), f"{PROBE}=={PROBE_VERSION}"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    probe = subprocess.run([sys.executable, "-c", f"import {PROBE}; print({PROBE}.VERSION)"], capture_output=True,
+                           text=True, env={"PYTHONPATH": str(target)})
+    assert probe.stdout.strip() == PROBE_VERSION
+
+
+def test_stage_artifacts_stages_a_wheelhouse_for_the_cluster(s3, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    s3.create_bucket(Bucket="fruits-data")
+    build, builds = probe_builder(tmp_path / "cache")
+    tf_config = config(weights="w.h5", engine="tensorflow")
+    staged, uploaded = storage.stage_artifacts(s3, tf_config, repo, build)
+    assert staged.wheelhouse.startswith("s3://fruits-data/artifacts/wheelhouse/") and len(uploaded) == 9
+    assert builds == [[repo / "emr" / "requirements-emr.txt", repo / "emr" / "requirements-emr-tensorflow.txt"]]
+    assert emr.bootstrap_args(tf_config, staged) == [
+        staged.wheelhouse, staged.constraints, staged.requirements, staged.requirements_tensorflow]
 
 
 def test_package_zip_is_importable_and_reproducible(tmp_path):
@@ -140,7 +198,7 @@ def test_bad_weights_fail_with_one_message(s3, tmp_path, weights, message):
     s3.create_bucket(Bucket="fruits-data")
     for engine in ("onnxruntime", "tensorflow"):
         with pytest.raises(emr.ConfigError, match=message):
-            storage.stage_artifacts(s3, config(weights=weights, engine=engine), make_repo(tmp_path / engine))
+            storage.stage_artifacts(s3, config(weights=weights, engine=engine), make_repo(tmp_path / engine), None)
 
 
 def test_missing_bucket_fails_with_one_message(s3):
@@ -234,3 +292,8 @@ def test_security_configuration_must_exist(emr_client):
                                      "AtRestEncryptionConfiguration": {
                                          "S3EncryptionConfiguration": {"EncryptionMode": "SSE-S3"}}}}))
     storage.check_security_configuration(emr_client, "fruits-at-rest")
+    # the cluster request then sends no S3 encryption keys, so the configuration must encrypt S3 itself
+    emr_client.create_security_configuration(Name="transit-only", SecurityConfiguration=json.dumps(
+        {"EncryptionConfiguration": {"EnableInTransitEncryption": True, "EnableAtRestEncryption": False}}))
+    with pytest.raises(emr.ConfigError, match="'transit-only' does not encrypt S3 at rest"):
+        storage.check_security_configuration(emr_client, "transit-only")

@@ -35,6 +35,7 @@ botocore_exceptions = pytest.importorskip("botocore.exceptions")
 pytest.importorskip("moto.server")
 from moto.core.authorization import enable_iam_authentication  # noqa: E402
 from motoserver import running_moto_server  # noqa: E402
+from wheelfiles import probe_builder  # noqa: E402
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -173,7 +174,26 @@ def test_every_emr_call_of_the_dag_is_allowed():
     allowed = {a.removeprefix("elasticmapreduce:") for s in statements(iam.airflow_policy(BUCKET, ACCOUNT))
                for a in s["Action"] if a.startswith("elasticmapreduce:")}
     assert needed <= allowed, f"EMR APIs the DAG calls but iam.EMR_ACTIONS lacks: {sorted(needed - allowed)}"
-    assert allowed - needed == {"AddTags"}  # RunJobFlow with Tags; nothing else unused
+    # authorized as part of RunJobFlow (Tags, AutoTerminationPolicy); nothing else unused
+    assert allowed - needed == set(iam.IMPLIED_BY_RUN_JOB_FLOW)
+
+
+def test_airflow_policy_allows_what_run_job_flow_implies():
+    """RunJobFlow with Tags and an AutoTerminationPolicy is authorized as AddTags and the
+    auto-termination actions too; the request the DAG sends has both."""
+    from fruits_emr import config as emr
+
+    config = emr.RunConfig(bucket=BUCKET)
+    paths = emr.run_paths(config, "2024-06-01", "a1")
+    staged = emr.code_layout(BUCKET, "artifacts/", "0" * 16, "imagenet", wheelhouse="s3://b/w/")
+    request = emr.job_flow_overrides(config, paths, staged, "fruits_features", "manual__1")
+    assert request["Tags"] and request["AutoTerminationPolicy"]["IdleTimeout"] > 0
+    allowed = {a for s in statements(iam.airflow_policy(BUCKET, ACCOUNT)) for a in s["Action"]}
+    for action in ("AddTags", "PutAutoTerminationPolicy", "GetAutoTerminationPolicy", "RemoveAutoTerminationPolicy"):
+        assert f"elasticmapreduce:{action}" in allowed
+    # the service role passed is AWS's current default, EMR_DefaultRole_V2
+    pass_role = next(s for s in statements(iam.airflow_policy(BUCKET, ACCOUNT)) if s["Action"] == ["iam:PassRole"])
+    assert f"arn:aws:iam::{ACCOUNT}:role/EMR_DefaultRole_V2" in pass_role["Resource"]
 
 
 # --- the policy against moto, with IAM enforcement ---------------------------------------------
@@ -209,7 +229,7 @@ def make_repo(root: Path) -> Path:
     for name in ("__init__.py", "featurize.py", "pca.py"):
         (root / "spark_jobs" / name).write_text(f"# {name}\n")
     (root / "emr").mkdir()
-    for name in ("bootstrap.sh", "requirements-emr.txt", "requirements-emr-tensorflow.txt"):
+    for name in ("bootstrap.sh", "requirements-emr.txt", "requirements-emr-tensorflow.txt", "constraints-emr.txt"):
         shutil.copy(REPO_ROOT / "emr" / name, root / "emr" / name)
     (root / "w.h5").write_bytes(b"weights")
     return root
@@ -259,9 +279,10 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
     with enable_iam_authentication():
         s3 = client("s3", endpoint, airflow_key)
         storage.check_bucket(s3, BUCKET)
-        staged, uploaded = storage.stage_artifacts(s3, config, repo)
-        assert len(uploaded) == 7
-        assert storage.stage_artifacts(s3, config, repo)[1] == []  # second run: head_object finds the marker
+        build, _ = probe_builder(tmp_path / "wheels")
+        staged, uploaded = storage.stage_artifacts(s3, config, repo, build)
+        assert len(uploaded) == 9  # weights, 7 bundle files, 1 wheel
+        assert storage.stage_artifacts(s3, config, repo, build)[1] == []  # second run: head_object finds the markers
         now = datetime.now(timezone.utc)
         images = storage.new_images(s3, config, now - timedelta(days=1), now + timedelta(days=1))
         assert images == [f"s3://{BUCKET}/raw/apple/1.jpg", f"s3://{BUCKET}/raw/lemon/2.jpg"]

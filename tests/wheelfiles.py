@@ -1,0 +1,67 @@
+"""Real, tiny wheels for the tests of the node wheelhouse (staging, pip --no-index installs).
+
+The real node wheelhouse is ~150 MB from PyPI (bench/bootstrap_install.py builds and measures
+it); tests stage a wheelhouse of one small pure-Python wheel built here, offline.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+PROBE = "fruits_probe"
+PROBE_VERSION = "1.0"
+
+
+def _record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def write_wheel(directory: Path, name: str = PROBE, version: str = PROBE_VERSION) -> Path:
+    """A valid py3-none-any wheel of a one-module package `name` whose VERSION is `version`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    dist_info = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": f"VERSION = {version!r}\n".encode(),
+        f"{dist_info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n".encode(),
+        f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [_record_line(path, data) for path, data in files.items()] + [f"{dist_info}/RECORD,,"]
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in files.items():
+            archive.writestr(member, data)
+        archive.writestr(f"{dist_info}/RECORD", "\n".join(record) + "\n")
+    return path
+
+
+def probe_builder(root: Path) -> tuple[Callable[[list[Path], Path], Path], list[list[Path]]]:
+    """A wheelhouse builder for storage.stage_wheelhouse that writes the probe wheel, and the
+    list of the requirement files it was called with (one entry per build)."""
+    calls: list[list[Path]] = []
+
+    def build(requirements: list[Path], constraints: Path) -> Path:
+        calls.append(list(requirements))
+        target = root / f"build-{len(calls)}"
+        write_wheel(target)
+        return target
+
+    return build, calls
+
+
+def prebuilt_cache(cache_root: Path, repo_root: Path) -> Path:
+    """A wheelhouse cache (FRUITS_WHEELHOUSE_CACHE) holding the probe wheel under the hashes of the
+    repo's node package sets, so a DAG run against moto stages it without downloading from PyPI."""
+    from fruits_emr import wheelhouse
+
+    light, tensorflow = (repo_root / path for path in wheelhouse.REQUIREMENTS)
+    constraints = repo_root / wheelhouse.CONSTRAINTS
+    for files in ([light, constraints], [light, tensorflow, constraints]):
+        target = cache_root / wheelhouse.wheelhouse_hash(files)
+        write_wheel(target)
+        (target / wheelhouse.COMPLETE_MARKER).write_text(f"{PROBE}-{PROBE_VERSION}-py3-none-any.whl\n")
+    return cache_root
