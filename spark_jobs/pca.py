@@ -31,7 +31,7 @@ from spark_jobs import pca_model, storage
 SCATTER_SAMPLE = 20_000  # points drawn in pca_scatter.png at most
 MAX_FIT_ROWS = 200_000  # a uniform sample of this many rows fixes a 1,280-d correlation matrix well
 FIT_SAMPLE_SEED = 7
-CORPUS_FOLDER = "corpus"
+CORPUS_PART = "corpus/part-{index:05d}"  # fruits_emr.config.PCA_CORPUS_PART: the DAG's pointer names these
 
 
 class PcaInputError(ValueError):
@@ -209,7 +209,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     reduce_features(model, features).write.mode("overwrite").parquet(reduced_uri)
     reprojected = []
     for index, (uri, frame) in enumerate(zip(corpus_uris, corpus)):
-        target_uri = storage.join(model_uri, CORPUS_FOLDER, f"part-{index:05d}")
+        target_uri = storage.join(model_uri, CORPUS_PART.format(index=index))
         reduce_features(model, frame).write.mode("overwrite").parquet(target_uri)
         reprojected.append({"features": uri, "pca": target_uri})
     if not args.pca_model:
