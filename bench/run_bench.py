@@ -400,8 +400,18 @@ def readme_table(results: dict) -> str:
           for name, sc in results["cost"]["scenarios"].items()],
         f"| alpha 0.35: ceiling / spark img/s | {results['alpha_0_35']['ceiling_img_s']:.1f} /"
         f" {results['alpha_0_35']['spark_img_s']:.1f} | — |",
+        *pca_fit_lines(results),
     ]
     return "\n".join(lines)
+
+
+def pca_fit_lines(results: dict) -> list[str]:
+    """Table rows of the PCA fit at each corpus size: seconds, peak RSS (GB), rows the fit sampled."""
+    return [
+        f"| pca fit on {int(rows):,} rows (fit sample {run['fit_rows']:,}) | {run['seconds']:.0f} s,"
+        f" peak RSS {run['peak_rss_bytes'] / 2**30:.2f} GB | — |"
+        for rows, run in sorted(results.get("pca_fit_runs", {}).items(), key=lambda item: int(item[0]))
+    ]
 
 
 def update_readme(results: dict) -> None:
