@@ -17,13 +17,16 @@ ENGINE ?= onnxruntime
 VARIANCE ?= 0.95
 K ?=
 MANIFEST ?=
+# a saved PCA model folder (e.g. out/run/pca_model) to apply instead of fitting one
+PCA_MODEL ?=
 # make bench / make soak: folder of <label>/<image> files to replicate (default: the bundled test images)
 BENCH_SAMPLE ?= tests/data/fruits-360
 
 RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL) \
 	--image-size $(IMAGE_SIZE) --pooling $(POOLING) --engine $(ENGINE) \
 	$(if $(MANIFEST),--manifest $(MANIFEST),--images $(IMAGES)) \
-	$(if $(K),--k $(K),--variance $(VARIANCE))
+	$(if $(K),--k $(K),--variance $(VARIANCE)) \
+	$(if $(PCA_MODEL),--pca-model $(PCA_MODEL))
 
 .PHONY: setup system-packages check-java demo run test bench soak clean up down trigger logs
 

@@ -36,6 +36,8 @@ WEIGHTS_035 = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_ke
 PRICES = REPO_ROOT / "bench" / "prices.json"
 README = REPO_ROOT / "README.md"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+PCA_FIT_SIZES = [20_000, 200_000, 1_000_000]  # feature rows in the corpus the pca job fits on
+PCA_FIT_SIZES_SMOKE = [100, 1_000]
 
 
 # ---------------------------------------------------------------- data
@@ -177,7 +179,7 @@ def probe_seed_method(args: argparse.Namespace) -> dict:
 
 
 def probe_pca(args: argparse.Namespace) -> dict:
-    from pyspark.sql import functions as F
+    """The job's fit (Spark aggregates the covariance, numpy's eigh) against scikit-learn's PCA."""
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
@@ -188,7 +190,7 @@ def probe_pca(args: argparse.Namespace) -> dict:
     features = spark.read.parquet(args.features).select("features").persist()
     rows = features.count()
     started = time.perf_counter()
-    _, spectrum, _ = fit_pca(features, 0.95, None)
+    spectrum = np.asarray(fit_pca(spark, features, 0.95, None).info["explained_variance"])
     spark_seconds = time.perf_counter() - started
     matrix = np.stack(features.toPandas().features).astype(np.float64)
     spark.stop()
@@ -198,6 +200,61 @@ def probe_pca(args: argparse.Namespace) -> dict:
     agree = float(np.abs(sk.explained_variance_ratio_ - spectrum[: len(sk.explained_variance_ratio_)]).max())
     return {"rows": rows, "dim": int(matrix.shape[1]), "spark_seconds": spark_seconds,
             "sklearn_seconds": sklearn_seconds, "spectrum_max_abs_diff": agree}
+
+
+def make_fit_rows(source: Path, target: Path, rows: int, chunk: int = 20_000) -> Path:
+    """`rows` feature rows drawn around real ones (a random real row + Gaussian noise of 5 % of each
+    feature's spread), written as Parquet files of `chunk` rows; reused when already complete."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stamp = target / f".complete-{rows}"
+    if stamp.exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    real = np.stack(pq.read_table(source, columns=["features"]).column("features").to_numpy(zero_copy_only=False))
+    real = real.astype(np.float32)
+    noise = 0.05 * real.std(axis=0) + 1e-6
+    rng = np.random.default_rng(11)
+    for first in range(0, rows, chunk):
+        n = min(chunk, rows - first)
+        drawn = real[rng.integers(0, len(real), n)] + rng.normal(size=(n, real.shape[1])).astype(np.float32) * noise
+        offsets = pa.array(np.arange(0, (n + 1) * real.shape[1], real.shape[1], dtype=np.int32))
+        column = pa.ListArray.from_arrays(offsets, pa.array(drawn.astype(np.float32).ravel()))
+        table = pa.table({"path": [f"synthetic/{first + i}.jpg" for i in range(n)], "label": ["synthetic"] * n,
+                          "features": column})
+        pq.write_table(table, target / f"part-{first // chunk:05d}.parquet")
+    stamp.touch()
+    return target
+
+
+def probe_pca_fit(args: argparse.Namespace) -> dict:
+    """The pca job's fit path on a features dataset: count, bounded sample, moments, eigh."""
+    from spark_jobs import pca
+    from spark_jobs.run_local import local_spark
+
+    spark = local_spark("local[2]", "4g")
+    with PeakRss() as rss:
+        started = time.perf_counter()
+        features = pca.read_features(spark, [args.features])
+        rows = features.count()
+        model = pca.fit_pca(spark, pca.fit_sample(features, rows, pca.MAX_FIT_ROWS), 0.95, None)
+        wall = time.perf_counter() - started
+    spark.stop()
+    return {"rows": rows, "fit_rows": model.info["fit_rows"], "k": model.k, "seconds": wall,
+            "peak_rss_bytes": rss.peak, "peak_rss_jvm_bytes": rss.peak_by_kind["jvm"],
+            "peak_rss_python_workers_bytes": rss.peak_by_kind["python"]}
+
+
+def pca_fit_scaling(source: Path, work: Path, sizes: list[int]) -> dict:
+    """pca_fit_seconds_by_rows and pca_fit_peak_rss_by_rows: one fresh process per corpus size."""
+    runs = {}
+    for rows in sizes:
+        runs[str(rows)] = run_probe("pca_fit", features=make_fit_rows(source, work / f"fit-rows-{rows}", rows))
+    return {"pca_fit_seconds_by_rows": {rows: run["seconds"] for rows, run in runs.items()},
+            "pca_fit_peak_rss_by_rows": {rows: run["peak_rss_bytes"] for rows, run in runs.items()},
+            "pca_fit_runs": runs}
 
 
 def run_probe(kind: str, **options) -> dict:
@@ -343,8 +400,18 @@ def readme_table(results: dict) -> str:
           for name, sc in results["cost"]["scenarios"].items()],
         f"| alpha 0.35: ceiling / spark img/s | {results['alpha_0_35']['ceiling_img_s']:.1f} /"
         f" {results['alpha_0_35']['spark_img_s']:.1f} | — |",
+        *pca_fit_lines(results),
     ]
     return "\n".join(lines)
+
+
+def pca_fit_lines(results: dict) -> list[str]:
+    """Table rows of the PCA fit at each corpus size: seconds, peak RSS (GB), rows the fit sampled."""
+    return [
+        f"| pca fit on {int(rows):,} rows (fit sample {run['fit_rows']:,}) | {run['seconds']:.0f} s,"
+        f" peak RSS {run['peak_rss_bytes'] / 2**30:.2f} GB | — |"
+        for rows, run in sorted(results.get("pca_fit_runs", {}).items(), key=lambda item: int(item[0]))
+    ]
 
 
 def update_readme(results: dict) -> None:
@@ -402,6 +469,8 @@ def bench(args: argparse.Namespace) -> dict:
     log("pca")
     pca = run_probe("pca", features=work / "out-full" / "features")
     results["pca"], results["pca_spark_s"], results["pca_sklearn_s"] = pca, pca["spark_seconds"], pca["sklearn_seconds"]
+    log("pca fit at growing corpus sizes")
+    results.update(pca_fit_scaling(work / "out-full" / "features", work, PCA_FIT_SIZES_SMOKE if args.smoke else PCA_FIT_SIZES))
     log("alpha 0.35")
     top_035 = ceiling(artifacts[0.35], contents, [top["batch_size"]])
     run_035 = run_probe("featurize", images=work / f"replicas-{len(sources)}", output=work / "out-035",
@@ -429,6 +498,26 @@ def bench(args: argparse.Namespace) -> dict:
     return results
 
 
+def pca_fit_only(args: argparse.Namespace) -> int:
+    """Featurize the sample once (bundled 0.35 weights) and measure the PCA fit at every corpus size."""
+    from spark_jobs.backbones import ModelSpec
+    from spark_jobs.export_model import export_onnx
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    artifact = work / "model-a0.35.onnx"
+    export_onnx(ModelSpec(alpha=0.35, weights=str(WEIGHTS_035)), artifact)
+    source = work / "out-pca-source"
+    run_probe("featurize", images=args.sample, output=source, artifact=artifact, batch_size=args.batch_size)
+    figures = pca_fit_scaling(source / "features", work, PCA_FIT_SIZES_SMOKE if args.smoke else PCA_FIT_SIZES)
+    path = Path(args.results)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results.update(figures)
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(json.dumps({k: figures[k] for k in ("pca_fit_seconds_by_rows", "pca_fit_peak_rss_by_rows")}, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a handful of images: checks the harness, measures nothing useful")
@@ -441,17 +530,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--update-readme", action="store_true")
     # probe mode (internal): one measurement in this fresh process, JSON on the last stdout line
-    parser.add_argument("--probe", choices=("featurize", "seed_method", "pca"), help=argparse.SUPPRESS)
+    parser.add_argument("--pca-fit-only", action="store_true",
+                        help="only the PCA fit scaling figures (features of the bundled images), merged into --results")
+    parser.add_argument("--probe", choices=("featurize", "seed_method", "pca", "pca_fit"), help=argparse.SUPPRESS)
     for name in ("images", "manifest", "output", "artifact", "features"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
-        probe = {"featurize": probe_featurize, "seed_method": probe_seed_method, "pca": probe_pca}[args.probe]
+        probe = {"featurize": probe_featurize, "seed_method": probe_seed_method, "pca": probe_pca,
+                 "pca_fit": probe_pca_fit}[args.probe]
         print(json.dumps(probe(args)))
         return 0
     if not Path(args.sample).is_dir():
         print(f"bench: error: --sample {args.sample} is not a folder of <label>/<image> files", file=sys.stderr)
         return 2
+    if args.pca_fit_only:
+        return pca_fit_only(args)
     results = bench(args)
     previous = json.loads(Path(args.results).read_text()) if Path(args.results).is_file() else {}
     if "bootstrap_install_seconds" in previous:  # measured by bench/bootstrap_install.py, not here

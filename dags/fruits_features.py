@@ -6,7 +6,7 @@ Daily, for the images that landed in `s3://<bucket>/<raw_prefix>` during the run
 created for the run and always terminated afterwards, then checks the run's `report.json`.
 
 `resolve_config` → `stage_artifacts` → `find_new_images` (no images: everything after it is
-skipped, no cluster) → `emr_request` → `create_cluster` → `add_steps` → `watch_featurize` →
+skipped, no cluster) → `plan_pca` (fit a new PCA model version, or apply the current one) → `emr_request` → `create_cluster` → `add_steps` → `watch_featurize` →
 `watch_pca` → `terminate_cluster` (teardown: runs after success, failure, timeout or kill) →
 `validate_outputs` → `commit_outputs`.
 
@@ -16,7 +16,9 @@ on the worker over a local mirror of the S3 objects they read; outputs are uploa
 
 Outputs: each attempt writes to `s3://<bucket>/<output_prefix>run_date=YYYY-MM-DD/_attempts/<id>/`,
 which no reader looks at; `commit_outputs` then points `run_date=YYYY-MM-DD/_COMMITTED.json` at it
-(one PUT: the run date's outputs change at once, and a failed run changes nothing readers see).
+(one PUT: the run date's outputs change at once, and a failed run changes nothing readers see),
+then the PCA pointer `<output_prefix>_pca_models/_CURRENT.json` (current model version, and per run
+date its reduced rows in that model's space; docs/pca.md).
 Every object is written with server-side encryption (SSE-S3, or SSE-KMS with `kms_key_id`).
 Params, Variables, IAM and S3 layout: see the README.
 """
@@ -144,19 +146,35 @@ def find_new_images(
     return {"paths": paths.to_dict(), "images": len(images), "window": [start.isoformat(), end.isoformat()]}
 
 
+@task
+def plan_pca(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+    """Fit a new PCA model version (refit_pca, full_refresh, or no model yet) or apply the current one."""
+    run_config = emr.RunConfig.from_dict(config)
+    s3 = _s3()
+    pointer = storage.read_pca_pointer(s3, run_config)
+    committed = storage.committed_features(s3, run_config) if (run_config.refit_pca or not pointer) else {}
+    plan = emr.plan_pca(run_config, pointer, committed, run["paths"]["run_date"])
+    if plan["fit"]:
+        print(f"PCA: fit version {plan['version']} ({plan['reason']}) on this run's features and"
+              f" {len(plan['corpus'])} committed run dates -> {plan['model']}")
+    else:
+        print(f"PCA: apply the current model {plan['version']} ({plan['model']}), no fit")
+    return plan
+
+
 @task(multiple_outputs=True)
 def emr_request(
-    config: dict[str, Any], staged: dict[str, str], run: dict[str, Any], dag_run: Any = None
+    config: dict[str, Any], staged: dict[str, str], run: dict[str, Any], pca: dict[str, Any], dag_run: Any = None
 ) -> dict[str, Any]:
     """The RunJobFlow body (EMR mode: the local mode starts no cluster and stages no wheelhouse)
-    and the steps, built from this run's config."""
+    and the steps, built from this run's config and PCA plan."""
     run_config = emr.RunConfig.from_dict(config)
     paths = emr.RunPaths(**run["paths"])
     artifacts = emr.StagedArtifacts.from_dict(staged)
     overrides = None
     if COMPUTE_MODE == "emr":
         overrides = emr.job_flow_overrides(run_config, paths, artifacts, dag_run.dag_id, dag_run.run_id)
-    return {"job_flow_overrides": overrides, "steps": emr.spark_steps(run_config, paths, artifacts)}
+    return {"job_flow_overrides": overrides, "steps": emr.spark_steps(run_config, paths, artifacts, pca)}
 
 
 @task
@@ -175,8 +193,8 @@ def run_steps_locally(config: dict[str, Any], steps: list[dict[str, Any]]) -> di
             name, args = step["Name"], step["HadoopJarStep"]["Args"]
             files = emr.step_files(args)
             images = local.mirror_step_inputs(s3, files, mirror_root)
-            output = Path(emr.mirror_path(files.output, mirror_root)) if files.output else None
-            before = local.snapshot(output) if output else {}
+            outputs = {uri: Path(emr.mirror_path(uri, mirror_root)) for uri in filter(None, [files.output, *files.extra_outputs])}
+            before = {uri: local.snapshot(folder) for uri, folder in outputs.items()}
             command = emr.local_step_command(args, mirror_root, spark_submit, LOCAL_MASTER, LOCAL_DRIVER_MEMORY)
             print(f"step {name}: mirrored {len(files.inputs)} objects and {images} images to {mirror_root}")
             print(f"$ {shlex.join(command)}", flush=True)
@@ -185,18 +203,21 @@ def run_steps_locally(config: dict[str, Any], steps: list[dict[str, Any]]) -> di
                 raise AirflowFailException(f"step {name} rejected its input (exit 2); its message is above.")
             if returncode != 0:
                 raise RuntimeError(f"step {name} failed with exit code {returncode}; its output is above.")
-            if output is not None:
-                keys = local.upload_changes(s3, output, files.output, before, sse)
-                uploaded[name] = len(keys)
-                print(f"step {name}: uploaded {len(keys)} objects to {files.output}/")
+            for uri, folder in outputs.items():
+                keys = local.upload_changes(s3, folder, uri, before[uri], sse)
+                uploaded[name] = uploaded.get(name, 0) + len(keys)
+                print(f"step {name}: uploaded {len(keys)} objects to {uri}/")
     finally:
         shutil.rmtree(mirror_root, ignore_errors=True)
     return {"uploaded": uploaded}
 
 
 @task
-def validate_outputs(config: dict[str, Any], run: dict[str, Any], cluster_id: str | None = None) -> dict[str, Any]:
-    """Fail unless manifest images = features + quarantined and all outputs exist; log counts and cost."""
+def validate_outputs(
+    config: dict[str, Any], run: dict[str, Any], pca: dict[str, Any], cluster_id: str | None = None
+) -> dict[str, Any]:
+    """Fail unless manifest images = features + quarantined, all outputs exist and the PCA step did what
+    the plan said (fit: the new model folder is complete); log counts and cost."""
     run_config = emr.RunConfig.from_dict(config)
     paths = emr.RunPaths(**run["paths"])
     s3 = _s3()
@@ -204,7 +225,9 @@ def validate_outputs(config: dict[str, Any], run: dict[str, Any], cluster_id: st
         report = storage.read_report(s3, paths)
     except storage.RunOutputError as exc:
         raise AirflowFailException(str(exc)) from None
-    problems = emr.reconcile(report, run["images"], storage.attempt_entries(s3, paths))
+    problems = emr.reconcile(report, run["images"], storage.attempt_entries(s3, paths)) + emr.pca_problems(report, pca)
+    if pca["fit"] and not storage.pca_model_written(s3, pca["model"]):
+        problems.append(f"the fitted PCA model {pca['model']} is incomplete (no {emr.PCA_MODEL_INFO})")
 
     if cluster_id:
         timeline = _emr().describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["Timeline"]
@@ -225,6 +248,10 @@ def validate_outputs(config: dict[str, Any], run: dict[str, Any], cluster_id: st
         "quarantine_reasons": report.get("quarantine_reasons", {}),
         "k": report.get("k"),
         "variance_target": report.get("variance_target"),
+        "pca_model": report.get("pca_model"),
+        "pca_fitted": report.get("pca_fitted"),
+        "pca_fit_rows": report.get("pca_fit_rows"),
+        "pca_corpus": report.get("pca_corpus") or [],
         "cluster_id": cluster_id,
         "cluster_hours": round(cost.hours, 4),
         "estimated_cost_usd": cost.usd,
@@ -233,6 +260,7 @@ def validate_outputs(config: dict[str, Any], run: dict[str, Any], cluster_id: st
     print(
         f"run {paths.run_date}: {run['images']} images -> {summary['features_rows']} featurized,"
         f" {summary['quarantined']} quarantined {summary['quarantine_reasons']}, PCA k={summary['k']}"
+        f" ({'fitted' if summary['pca_fitted'] else 'applied'} model {summary['pca_model']})"
         f" | cluster {cluster_id} {cost.hours:.2f} h, estimated ${cost.usd:.2f} ({'; '.join(cost.lines)})"
         + (f" | no price for {cost.unpriced}: set Variable {emr.PRICES_VARIABLE}" if cost.unpriced else "")
     )
@@ -242,16 +270,26 @@ def validate_outputs(config: dict[str, Any], run: dict[str, Any], cluster_id: st
 
 
 @task
-def commit_outputs(config: dict[str, Any], run: dict[str, Any], summary: dict[str, Any], dag_run: Any = None) -> dict[str, Any]:
-    """Publish the validated attempt: replace the run date's commit pointer, drop attempts nobody reads."""
+def commit_outputs(
+    config: dict[str, Any], run: dict[str, Any], pca: dict[str, Any], summary: dict[str, Any], dag_run: Any = None
+) -> dict[str, Any]:
+    """Publish the validated attempt: replace the run date's commit pointer, drop attempts nobody reads,
+    then point the PCA pointer at this run's reduced rows (and, after a fit, at the new version)."""
+    run_config = emr.RunConfig.from_dict(config)
     paths = emr.RunPaths(**run["paths"])
-    record = emr.commit_record(paths, summary, dag_run.run_id if dag_run else "", datetime.now(timezone.utc))
+    run_id, now = (dag_run.run_id if dag_run else ""), datetime.now(timezone.utc)
+    record = emr.commit_record(paths, summary, run_id, now)
+    s3, sse = _s3(), emr.sse_arguments(run_config)
     try:
-        previous, deleted = storage.commit_run(_s3(), paths, record, emr.sse_arguments(emr.RunConfig.from_dict(config)))
+        previous, deleted = storage.commit_run(s3, paths, record, sse)
+        pointer = storage.read_pca_pointer(s3, run_config)
+        storage.commit_pca(s3, run_config, emr.pca_pointer_record(pointer, pca, paths, summary, run_id, now),
+                           pca["previous_number"] if pca["fit"] else pca["number"], sse)
     except storage.RunOutputError as exc:
         raise AirflowFailException(str(exc)) from None
     print(f"committed {paths.output_uri} as run {paths.run_date} ({paths.commit_uri});"
-          f" previous attempt {previous or 'none'}, deleted {deleted} objects of older attempts")
+          f" previous attempt {previous or 'none'}, deleted {deleted} objects of older attempts;"
+          f" PCA model {pca['version']} is current")
     return record
 
 
@@ -270,11 +308,12 @@ def fruits_features() -> None:
     config = resolve_config()
     staged = stage_artifacts(config)
     run = find_new_images(config)
-    request = emr_request(config, staged, run)
+    pca = plan_pca(config, run)
+    request = emr_request(config, staged, run, pca)
     if COMPUTE_MODE == "local":
-        validate = validate_outputs(config, run)
-        chain(staged, run, request, run_steps_locally(config, request["steps"]), validate,
-              commit_outputs(config, run, validate))
+        validate = validate_outputs(config, run, pca)
+        chain(staged, run, pca, request, run_steps_locally(config, request["steps"]), validate,
+              commit_outputs(config, run, pca, validate))
         return
 
     create_cluster = EmrCreateJobFlowOperator(
@@ -306,10 +345,10 @@ def fruits_features() -> None:
         job_flow_id=create_cluster.output,
         aws_conn_id=AWS_CONN_ID,
     ).as_teardown(setups=create_cluster)
-    validate = validate_outputs(config, run, create_cluster.output)
+    validate = validate_outputs(config, run, pca, create_cluster.output)
 
-    chain(staged, run, request, create_cluster, add_steps, watch_featurize, watch_pca, terminate_cluster, validate,
-          commit_outputs(config, run, validate))
+    chain(staged, run, pca, request, create_cluster, add_steps, watch_featurize, watch_pca, terminate_cluster, validate,
+          commit_outputs(config, run, pca, validate))
     # the teardown succeeding must not let validate run after a failed step
     watch_pca >> validate
 

@@ -1,11 +1,16 @@
-"""pca job: CNN features -> StandardScaler + PCA (pyspark.ml), k from a variance target.
+"""pca job: CNN features -> standardised PCA (k from a variance target), fitted or applied.
 
     spark-submit --py-files spark_jobs.zip spark_jobs/pca.py --output OUT \
-        [--features URI] [--variance 0.95 | --k K]
+        [--features URI ...] [--variance 0.95 | --k K] [--max-fit-rows N] \
+        [--model-output URI] [--model-version NAME] [--corpus URI ...]
+    spark-submit --py-files spark_jobs.zip spark_jobs/pca.py --output OUT --model MODEL [--features URI ...]
 
-One fit with every component gives the whole explained-variance spectrum; k is read off it
-and the saved PipelineModel keeps the first k components (a VectorSlicer stage), so new images
-are transformed without refitting. Writes OUT/pca, OUT/pca_model, OUT/report.json and the plots.
+Fit (no --model): one fit on the features inputs and the --corpus inputs (a bounded uniform sample
+when they hold more than --max-fit-rows rows) gives the whole explained-variance spectrum; k is
+read off it and the saved model (default OUT/pca_model) keeps the first k components. Each --corpus
+input is re-projected to MODEL_OUTPUT/corpus/part-NNNNN. Apply (--model): the saved model reduces the
+features, nothing is fitted. Either way writes OUT/pca (each row names the model version),
+OUT/report.json and the plots. The model math is in spark_jobs/pca_model.py (docs/pca.md).
 """
 
 from __future__ import annotations
@@ -14,38 +19,57 @@ import argparse
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-from pyspark.ml import Pipeline, PipelineModel
-from pyspark.ml.feature import PCA, StandardScaler, VectorSlicer
-from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import storage
+from spark_jobs import pca_model, storage
 
 SCATTER_SAMPLE = 20_000  # points drawn in pca_scatter.png at most
+MAX_FIT_ROWS = 200_000  # a uniform sample of this many rows fixes a 1,280-d correlation matrix well
+FIT_SAMPLE_SEED = 7
+CORPUS_PART = "corpus/part-{index:05d}"  # fruits_emr.config.PCA_CORPUS_PART: the DAG's pointer names these
 
 
 class PcaInputError(ValueError):
     """The features cannot be reduced as asked; the message says why."""
 
 
-def add_pca_options(parser: argparse.ArgumentParser) -> None:
+def add_pca_options(parser: argparse.ArgumentParser, model_flags: tuple[str, ...] = ("--pca-model",)) -> None:
+    """The options run_local shares; there --model names the CNN, so the saved PCA model is --pca-model."""
     pca = parser.add_argument_group("pca")
     target = pca.add_mutually_exclusive_group()
     target.add_argument(
         "--variance", type=float, default=0.95, help="smallest k whose cumulative explained variance reaches this"
     )
     target.add_argument("--k", type=int, default=None, help="fixed number of components (overrides --variance)")
+    pca.add_argument(
+        *model_flags, dest="pca_model", default=None,
+        help="apply this saved PCA model folder instead of fitting one (--k/--variance are then the model's)",
+    )
+    pca.add_argument(
+        "--max-fit-rows", type=int, default=MAX_FIT_ROWS,
+        help="fit on a uniform sample of about this many rows when the inputs hold more (default: %(default)s)",
+    )
 
 
 def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pca", description=__doc__.split("\n\n")[0], add_help=add_help)
     parser.add_argument("--output", required=True, help="output root (same as featurize's)")
-    parser.add_argument("--features", default=None, help="features Parquet to fit on (default OUTPUT/features)")
-    add_pca_options(parser)
+    parser.add_argument(
+        "--features", action="append", default=None,
+        help="features Parquet to reduce (and fit on); repeatable, globs allowed (default OUTPUT/features)",
+    )
+    parser.add_argument("--model-output", default=None, help="where a fitted model is saved (default OUTPUT/pca_model)")
+    parser.add_argument("--model-version", default=None, help="version name of a fitted model (default: a content hash)")
+    parser.add_argument(
+        "--corpus", action="append", default=[],
+        help="more features to fit on, each re-projected to MODEL_OUTPUT/corpus/part-NNNNN; repeatable",
+    )
+    add_pca_options(parser, ("--model", "--pca-model"))
     return parser
 
 
@@ -55,33 +79,55 @@ def choose_k(cumulative: np.ndarray, variance: float) -> int:
     return int(reached[0]) + 1 if reached.size else len(cumulative)
 
 
-def fit_pca(features: DataFrame, variance: float | None, k: int | None) -> tuple[PipelineModel, np.ndarray, int]:
-    """Fit scaler + full PCA once; return the k-component model, the spectrum and k."""
+def feature_dim(features: DataFrame) -> int:
     dims = features.select(F.size("features").alias("d")).distinct().collect()
     if len(dims) != 1:
         raise PcaInputError(f"feature vectors have mixed lengths {sorted(r['d'] for r in dims)}; mixed models?")
-    dim = dims[0]["d"]
+    return int(dims[0]["d"])
+
+
+def fit_sample(features: DataFrame, rows: int, max_rows: int) -> DataFrame:
+    """All rows, or a seeded uniform (Bernoulli) sample of about max_rows of them."""
+    return features if rows <= max_rows else features.sample(fraction=max_rows / rows, seed=FIT_SAMPLE_SEED)
+
+
+def fit_pca(
+    spark: SparkSession, features: DataFrame, variance: float | None, k: int | None, version: str | None = None
+) -> pca_model.SavedPca:
+    """Fit the scaler and every component once; the model keeps the first k (given, or read off
+    the spectrum for the variance target)."""
+    dim = feature_dim(features)
     if k is not None and not 1 <= k <= dim:
         raise PcaInputError(f"--k {k} must be between 1 and the feature length {dim}")
-    vectors = features.select(array_to_vector("features").alias("vector"))
-    full = Pipeline(
-        stages=[
-            StandardScaler(inputCol="vector", outputCol="scaled", withMean=True, withStd=True),
-            PCA(k=dim, inputCol="scaled", outputCol="components"),
-        ]
-    ).fit(vectors)
-    scaler, pca = full.stages
-    spectrum = np.asarray(pca.explainedVariance.toArray(), dtype=np.float64)
-    chosen = k if k is not None else choose_k(np.cumsum(spectrum), variance)
-    slicer = VectorSlicer(inputCol="components", outputCol="pca_vector", indices=list(range(chosen)))
-    return PipelineModel(stages=[scaler, pca, slicer]), spectrum, chosen
+    try:
+        moments = pca_model.feature_moments(features)
+        spectrum = pca_model.principal_components(moments)
+    except ValueError as exc:
+        raise PcaInputError(str(exc)) from None
+    chosen = k if k is not None else choose_k(np.cumsum(spectrum.explained_variance), variance)
+    info = {
+        "version": version or pca_model.content_version(spectrum, chosen),
+        "k": chosen,
+        "feature_dim": dim,
+        "fit_rows": moments.n,
+        "variance_target": variance if k is None else None,
+        "explained_variance": [float(v) for v in spectrum.explained_variance],
+        "created_at": datetime.now(timezone.utc).isoformat(),
+    }
+    return pca_model.SavedPca(pca_model.build_pipeline(spark, spectrum, chosen), info)
 
 
-def reduce_features(model: PipelineModel, features: DataFrame) -> DataFrame:
-    """path, label, pca (array<float> of length k) for every feature row."""
-    return model.transform(features.withColumn("vector", array_to_vector("features"))).select(
-        "path", "label", vector_to_array("pca_vector", "float32").alias("pca")
-    )
+def reduce_features(model: pca_model.SavedPca, features: DataFrame) -> DataFrame:
+    """path, label, pca (array<float> of length k), pca_model for every feature row."""
+    return pca_model.apply(model, features)
+
+
+def read_features(spark: SparkSession, uris: list[str]) -> DataFrame:
+    try:
+        features = spark.read.parquet(*uris)
+    except Exception as exc:  # AnalysisException for a missing path or a glob matching nothing
+        raise PcaInputError(f"cannot read features at {', '.join(uris)}: {str(exc).splitlines()[0]}") from None
+    return features.where(F.col("features").isNotNull()).select("path", "label", "features")
 
 
 def plot_explained_variance(spectrum: np.ndarray, k: int, variance: float | None, path: Path) -> None:
@@ -130,31 +176,46 @@ def plot_scatter(points: list, path: Path) -> None:
 
 
 def run(spark: SparkSession, args: argparse.Namespace) -> dict:
-    """Fit, save the model, write the reduced features, report.json and the plots."""
+    """Fit (and save) or load the model, write the reduced features, report.json and the plots."""
     started = time.monotonic()
-    if args.k is None and not 0 < args.variance <= 1:
-        raise PcaInputError(f"--variance {args.variance} must be in (0, 1]")
-    features_uri = getattr(args, "features", None) or storage.join(args.output, "features")
-    try:
-        features = spark.read.parquet(features_uri).where(F.col("features").isNotNull())
-    except Exception as exc:  # AnalysisException for a missing path
-        raise PcaInputError(f"cannot read features at {features_uri}: {str(exc).splitlines()[0]}") from None
+    check_arguments(args)
+    features_uris = getattr(args, "features", None) or [storage.join(args.output, "features")]
+    corpus_uris = list(getattr(args, "corpus", None) or [])
+    features = read_features(spark, features_uris)
+    corpus = [read_features(spark, [uri]) for uri in corpus_uris]
     rows = features.count()
-    if rows < 2:
-        raise PcaInputError(f"PCA needs at least 2 feature rows, {features_uri} has {rows}")
-    features = features.select("path", "label", "features").persist()
-    try:
-        model, spectrum, k = fit_pca(features, None if args.k is not None else args.variance, args.k)
-        model.write().overwrite().save(storage.join(args.output, "pca_model"))
-        reduced = reduce_features(model, features)
-        reduced.write.mode("overwrite").parquet(storage.join(args.output, "pca"))
-        fraction = min(1.0, SCATTER_SAMPLE / rows)
-        sample = spark.read.parquet(storage.join(args.output, "pca"))
-        if fraction < 1.0:
-            sample = sample.sample(fraction=fraction, seed=7)
-        points = sample.select("label", F.slice("pca", 1, 2).alias("pc")).collect()
-    finally:
-        features.unpersist()
+    if args.pca_model:
+        model_uri, model = args.pca_model, load_model(spark, args.pca_model)
+        if rows and feature_dim(features) != model.info["feature_dim"]:
+            raise PcaInputError(
+                f"features of length {feature_dim(features)} cannot be reduced by {args.pca_model}, fitted on"
+                f" length {model.info['feature_dim']}: same CNN settings, or refit"
+            )
+        fit = {}
+    else:
+        model_uri = getattr(args, "model_output", None) or storage.join(args.output, "pca_model")
+        fit_on = features
+        for frame in corpus:
+            fit_on = fit_on.unionByName(frame)
+        corpus_rows = fit_on.count()
+        if corpus_rows < 2:
+            raise PcaInputError(f"PCA needs at least 2 feature rows, {', '.join(features_uris + corpus_uris)} hold {corpus_rows}")
+        target = None if args.k is not None else args.variance
+        model = fit_pca(spark, fit_sample(fit_on, corpus_rows, args.max_fit_rows), target, args.k,
+                        getattr(args, "model_version", None))
+        model.info.update({"corpus_rows": corpus_rows, "fitted_on": features_uris + corpus_uris})
+        fit = {"pca_fit_rows": model.info["fit_rows"], "pca_corpus_rows": corpus_rows}
+    reduced_uri = storage.join(args.output, "pca")
+    reduce_features(model, features).write.mode("overwrite").parquet(reduced_uri)
+    reprojected = []
+    for index, (uri, frame) in enumerate(zip(corpus_uris, corpus)):
+        target_uri = storage.join(model_uri, CORPUS_PART.format(index=index))
+        reduce_features(model, frame).write.mode("overwrite").parquet(target_uri)
+        reprojected.append({"features": uri, "pca": target_uri})
+    if not args.pca_model:
+        model.info["corpus"] = reprojected
+        pca_model.save(spark, model, model_uri)  # after the re-projections: its info file marks a whole folder
+    spectrum = np.asarray(model.info["explained_variance"], dtype=np.float64)
     cumulative = np.cumsum(spectrum)
     report = {}
     featurize_summary = storage.join(args.output, "featurize.json")
@@ -162,24 +223,59 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         report.update(storage.read_json(spark, featurize_summary))
     report.update(
         {
-            "features_input": features_uri,
+            "features_input": ", ".join(features_uris),
             "pca_rows": rows,
-            "k": k,
-            "variance_target": None if args.k is not None else args.variance,
-            "variance_reached": float(cumulative[k - 1]),
+            "pca_model": model.version,
+            "pca_model_uri": model_uri,
+            "pca_fitted": not args.pca_model,
+            "pca_fit_rows": None,
+            "pca_corpus_rows": None,
+            **fit,
+            "pca_corpus": reprojected,
+            "k": model.k,
+            "variance_target": model.info["variance_target"],
+            "variance_reached": float(cumulative[model.k - 1]),
             "explained_variance": [float(v) for v in spectrum],
             "cumulative_explained_variance": [float(v) for v in cumulative],
             "pca_seconds": round(time.monotonic() - started, 3),
         }
     )
-    with tempfile.TemporaryDirectory(prefix="fruits-plots-") as tmp:
-        curve, scatter = Path(tmp) / "explained_variance.png", Path(tmp) / "pca_scatter.png"
-        plot_explained_variance(spectrum, k, report["variance_target"], curve)
-        plot_scatter(points, scatter)
-        storage.upload_file(spark, curve, storage.join(args.output, curve.name))
-        storage.upload_file(spark, scatter, storage.join(args.output, scatter.name))
+    write_plots(spark, args.output, spectrum, model.k, report["variance_target"], scatter_points(spark, reduced_uri, rows))
     storage.write_json(spark, storage.join(args.output, "report.json"), report)
     return report
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.k is None and not 0 < args.variance <= 1:
+        raise PcaInputError(f"--variance {args.variance} must be in (0, 1]")
+    if args.max_fit_rows < 2:
+        raise PcaInputError(f"--max-fit-rows {args.max_fit_rows} must be at least 2")
+    if args.pca_model and (getattr(args, "corpus", None) or getattr(args, "model_output", None)):
+        raise PcaInputError("--corpus and --model-output belong to a fit; --model applies a saved model as it is")
+
+
+def load_model(spark: SparkSession, uri: str) -> pca_model.SavedPca:
+    try:
+        return pca_model.load(spark, uri)
+    except FileNotFoundError as exc:
+        raise PcaInputError(f"--model: {exc}; give the folder a fit wrote (OUT/pca_model by default)") from None
+
+
+def scatter_points(spark: SparkSession, reduced_uri: str, rows: int) -> list:
+    sample = spark.read.parquet(reduced_uri)
+    fraction = min(1.0, SCATTER_SAMPLE / max(rows, 1))
+    if fraction < 1.0:
+        sample = sample.sample(fraction=fraction, seed=7)
+    return sample.select("label", F.slice("pca", 1, 2).alias("pc")).collect()
+
+
+def write_plots(spark: SparkSession, output: str, spectrum: np.ndarray, k: int, variance: float | None, points: list) -> None:
+    with tempfile.TemporaryDirectory(prefix="fruits-plots-") as tmp:
+        curve, scatter = Path(tmp) / "explained_variance.png", Path(tmp) / "pca_scatter.png"
+        plot_explained_variance(spectrum, k, variance, curve)
+        plot_scatter(points, scatter)
+        storage.upload_file(spark, curve, storage.join(output, curve.name))
+        storage.upload_file(spark, scatter, storage.join(output, scatter.name))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     except PcaInputError as exc:
         print(f"pca: error: {exc}", file=sys.stderr)
         return 2
-    print(f"pca: k={report['k']} reaches {report['variance_reached']:.4f} of the variance -> {args.output}")
+    verb = "fitted" if report["pca_fitted"] else "applied"
+    print(f"pca: {verb} model {report['pca_model']} (k={report['k']}, {report['variance_reached']:.4f} of the"
+          f" variance) -> {args.output}")
     return 0
 
 

@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def local_spark(master: str = DEFAULT_MASTER, driver_memory: str = "4g"):
-    """A local SparkSession whose Python workers use this interpreter and see this repo."""
+def local_spark(master: str = DEFAULT_MASTER, driver_memory: str = "4g", conf: dict[str, str] | None = None):
+    """A local SparkSession whose Python workers use this interpreter and see this repo (plus `conf`)."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
     paths = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
@@ -45,8 +45,11 @@ def local_spark(master: str = DEFAULT_MASTER, driver_memory: str = "4g"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pyspark.sql import SparkSession
 
+    builder = SparkSession.builder
+    for name, value in (conf or {}).items():
+        builder = builder.config(name, value)
     spark = (
-        SparkSession.builder.master(master)
+        builder.master(master)
         .appName("fruits-local")
         .config("spark.driver.memory", driver_memory)
         .config("spark.ui.enabled", "false")
@@ -69,8 +72,10 @@ def summary_text(report: dict, output: str) -> str:
         f"quarantined      {report['quarantined']}" + (f"  ({reasons})" if reasons else ""),
         f"PCA k            {report['k']}  (explained variance {report['variance_reached']:.3f},"
         f" target {report['variance_target']})",
+        f"PCA model        {report['pca_model']}  ({'fitted on' if report['pca_fitted'] else 'applied from'}"
+        f" {report['pca_model_uri']})",
         f"time             featurize {report['featurize_seconds']:.1f} s, pca {report['pca_seconds']:.1f} s",
-        f"outputs          {output}/{{features,quarantine,pca,pca_model}}",
+        f"outputs          {output}/{{features,quarantine,pca{',pca_model' if report['pca_fitted'] else ''}}}",
         f"                 {output}/report.json, explained_variance.png, pca_scatter.png",
     ]
     return "\n".join(lines)

@@ -29,10 +29,15 @@ def copy_sample(target: Path, per_label: int, offset: int = 0) -> list[Path]:
     return copied
 
 
+# Makes netlib fall back to its pure-Java F2J LAPACK even where a native liblapack is installed, so
+# every machine runs the tests against the fallback that gave Spark ML's PCA wrong spectra (issue 12).
+FORCE_F2J_LAPACK = {"spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.lapack.nativeLib=none-such.so"}
+
+
 @pytest.fixture(scope="session")
 def spark():
     from spark_jobs.run_local import local_spark
 
-    session = local_spark("local[2]", "4g")
+    session = local_spark("local[2]", "4g", FORCE_F2J_LAPACK)
     yield session
     session.stop()

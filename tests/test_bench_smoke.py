@@ -13,6 +13,7 @@ from conftest import REPO_ROOT
 REQUIRED = (
     "ceiling_img_s", "spark_img_s", "seed_method_img_s", "engine_max_abs_diff_rel", "incremental_ratio",
     "rss_ratio_10x", "pca_spark_s", "pca_sklearn_s", "cost_usd_per_100k_images", "machine", "versions", "date",
+    "pca_fit_seconds_by_rows", "pca_fit_peak_rss_by_rows",
 )
 
 
@@ -34,5 +35,10 @@ def test_smoke_benchmark_produces_every_figure(tmp_path):
     assert results["engine_max_abs_diff_rel"] <= 1e-4  # agreement, not speed
     assert results["pca"]["rows"] == 48 and results["pca"]["spectrum_max_abs_diff"] < 1e-6
     assert set(results["cost"]["scenarios"]) == {"large run", "daily run"}
+    # the PCA fit path at growing corpus sizes (tiny in smoke mode): every row counted, all fitted on
+    assert set(results["pca_fit_seconds_by_rows"]) == set(results["pca_fit_peak_rss_by_rows"]) == {"100", "1000"}
+    assert [results["pca_fit_runs"][n]["rows"] for n in ("100", "1000")] == [100, 1000]
+    assert [results["pca_fit_runs"][n]["fit_rows"] for n in ("100", "1000")] == [100, 1000]
+    assert all(v > 0 for v in results["pca_fit_peak_rss_by_rows"].values())
     assert results["machine"]["cores"] >= 1 and results["versions"]["pyspark"] == "3.5.9"
     assert "| spark_img_s / ceiling_img_s |" in done.stdout and "SMOKE RUN" in done.stdout

@@ -50,7 +50,9 @@ def test_every_output_is_written(local_run):
     for name in ("features", "quarantine", "pca"):
         assert list((out / name).glob("part-*.parquet")), name
         assert (out / name / "_SUCCESS").exists()
-    assert (out / "pca_model" / "metadata").is_dir() and len(list((out / "pca_model" / "stages").iterdir())) == 3
+    assert (out / "pca_model" / "pipeline" / "metadata").is_dir()
+    assert len(list((out / "pca_model" / "pipeline" / "stages").iterdir())) == 2  # scaler, first-k PCA
+    assert json.loads((out / "pca_model" / "pca_model.json").read_text())["fit_rows"] == 48
     for plot in ("explained_variance.png", "pca_scatter.png"):
         with Image.open(out / plot) as image:
             assert image.format == "PNG" and image.width > 300 and image.height > 300
@@ -99,8 +101,10 @@ def test_user_error_is_one_line_not_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_exported_model_run_never_imports_tensorflow(tmp_path):
-    """With --model-artifact the driver never imports TensorFlow/Keras (executors on ONNX Runtime never do)."""
+def test_exported_model_run_never_imports_tensorflow(local_run, tmp_path):
+    """With --model-artifact the driver never imports TensorFlow/Keras (executors on ONNX Runtime never do);
+    --model applies the first run's saved PCA model (make run PCA_MODEL=...) instead of fitting."""
+    _, first = local_run
     artifact = tmp_path / "model.onnx"
     export = subprocess.run(
         [sys.executable, "-m", "spark_jobs.export_model", "--output", str(artifact), "--alpha", "0.35", "--weights", str(WEIGHTS)],
@@ -112,10 +116,15 @@ def test_exported_model_run_never_imports_tensorflow(tmp_path):
     probe = (
         "import sys; from spark_jobs import run_local; "
         f"code = run_local.main(['--images', {str(tmp_path / 'imgs')!r}, '--output', {str(tmp_path / 'out')!r}, "
-        f"'--model-artifact', {str(artifact)!r}, '--k', '3']); "
+        f"'--model-artifact', {str(artifact)!r}, '--pca-model', {str(first / 'pca_model')!r}]); "
         "print('heavy modules:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)); sys.exit(code)"
     )
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "heavy modules: []" in result.stdout
     assert "featurized       12" in result.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    fitted = json.loads((first / "report.json").read_text())
+    assert (report["pca_fitted"], report["pca_model"], report["k"]) == (False, fitted["pca_model"], fitted["k"])
+    assert f"PCA model        {fitted['pca_model']}  (applied from {first / 'pca_model'})" in result.stdout
+    assert not (tmp_path / "out" / "pca_model").exists()

@@ -101,6 +101,7 @@ class RunConfig:
     use_spot: bool = True
     idle_timeout_minutes: int = 60
     full_refresh: bool = False
+    refit_pca: bool = False
     subnet_id: str = ""
     service_role: str = "EMR_DefaultRole_V2"
     job_flow_role: str = "EMR_EC2_DefaultRole"
@@ -166,7 +167,16 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
         "AutoTerminationPolicy backstop: EMR ends the cluster after this long idle.",
         {"type": "integer", "minimum": 1, "maximum": 10080},
     ),
-    "full_refresh": ("Process every raw image, not only the images that landed in the run's interval.", {"type": "boolean"}),
+    "full_refresh": (
+        "Process every raw image, not only the images that landed in the run's interval; also refits the PCA"
+        " model on this run's features alone.",
+        {"type": "boolean"},
+    ),
+    "refit_pca": (
+        "Fit a new PCA model version on the whole committed corpus plus this run's images and re-project"
+        " the corpus into it; off = apply the current model (a model is fitted anyway when none exists).",
+        {"type": "boolean"},
+    ),
     "subnet_id": ("EC2 subnet of the cluster; empty = the account's default VPC.", OPTIONAL_STRING),
     "service_role": (
         "EMR service role (AWS's default EMR_DefaultRole_V2 with AmazonEMRServicePolicy_v2).",
@@ -465,9 +475,100 @@ def commit_record(paths: RunPaths, summary: Mapping[str, Any], dag_run_id: str, 
         "features_rows": summary.get("features_rows"),
         "quarantined": summary.get("quarantined"),
         "k": summary.get("k"),
+        "pca_model": summary.get("pca_model"),
         "dag_run_id": dag_run_id,
         "committed_at": committed_at.isoformat(),
     }
+
+
+# --- PCA model versions ----------------------------------------------------------------------
+
+PCA_MODELS_FOLDER = "_pca_models"  # inside the output prefix; the underscore hides it from partition discovery
+PCA_POINTER_FILE = "_CURRENT.json"
+PCA_MODEL_INFO = "pca_model.json"  # spark_jobs.pca_model.INFO_FILE, written last into a model folder
+PCA_CORPUS_PART = "corpus/part-{index:05d}"  # spark_jobs.pca: where a fit re-projects its index-th --corpus input
+
+
+def pca_models_key(config: RunConfig) -> str:
+    return f"{prefix(config.output_prefix)}{PCA_MODELS_FOLDER}/"
+
+
+def pca_pointer_key(config: RunConfig) -> str:
+    """Key of the pointer to the current model version and the reduced corpus in its space."""
+    return f"{pca_models_key(config)}{PCA_POINTER_FILE}"
+
+
+def pca_version_uri(config: RunConfig, number: int) -> str:
+    """The folder of model version `number` (v0001, v0002, ...): written once, by the run that fits it."""
+    return f"s3://{config.bucket}/{pca_models_key(config)}v{number:04d}"
+
+
+def plan_pca(
+    config: RunConfig, pointer: Mapping[str, Any] | None, committed_features: Mapping[str, str], run_date: str
+) -> dict[str, Any]:
+    """Fit a new model version or apply the current one, and on what.
+
+    A fit happens when asked (refit_pca), on full_refresh, or when no model exists yet. It fits on
+    every other committed run date's features plus this run's (full_refresh: this run's alone, since it
+    holds every image) and re-projects those dates into the new version's space.
+    """
+    reason = ("refit_pca" if config.refit_pca else "full_refresh" if config.full_refresh
+              else None if pointer else "no model yet")
+    if reason is None:
+        return {"fit": False, "reason": "apply the current model", "number": int(pointer["number"]),
+                "version": pointer["version"], "model": pointer["model"], "corpus": []}
+    number = int(pointer["number"]) + 1 if pointer else 1
+    corpus = [] if config.full_refresh else [
+        [date, uri] for date, uri in sorted(committed_features.items()) if date != run_date
+    ]
+    return {"fit": True, "reason": reason, "number": number, "version": f"v{number:04d}",
+            "model": pca_version_uri(config, number), "corpus": corpus,
+            "previous_number": int(pointer["number"]) if pointer else None}
+
+
+def pca_arguments(config: RunConfig, paths: RunPaths, plan: Mapping[str, Any] | None) -> list[str]:
+    """The pca job's arguments: fit into the plan's new version folder, or apply the current model."""
+    if plan is not None and not plan["fit"]:
+        return ["--output", paths.output_uri, "--model", plan["model"]]
+    target = ["--k", str(config.k)] if config.k is not None else ["--variance", _num(config.variance)]
+    if plan is None:  # no lifecycle: the model is saved beside the outputs
+        return ["--output", paths.output_uri, *target]
+    corpus = [arg for _, uri in plan["corpus"] for arg in ("--corpus", uri)]
+    return ["--output", paths.output_uri, *target, "--model-output", plan["model"],
+            "--model-version", plan["version"], *corpus]
+
+
+def pca_problems(report: Mapping[str, Any], plan: Mapping[str, Any]) -> list[str]:
+    """What in the report contradicts the run's PCA plan. Empty when all is well."""
+    problems = []
+    if report.get("pca_fitted") is not plan["fit"]:
+        problems.append(f"report says pca_fitted={report.get('pca_fitted')}, the run planned fit={plan['fit']}")
+    if report.get("pca_model") != plan["version"]:
+        problems.append(f"report names PCA model {report.get('pca_model')!r}, the run planned {plan['version']!r}")
+    if plan["fit"] and len(report.get("pca_corpus") or []) != len(plan["corpus"]):
+        problems.append(f"{len(report.get('pca_corpus') or [])} corpus dates re-projected, {len(plan['corpus'])} planned")
+    return problems
+
+
+def pca_pointer_record(
+    previous: Mapping[str, Any] | None, plan: Mapping[str, Any], paths: RunPaths, summary: Mapping[str, Any],
+    dag_run_id: str, committed_at: datetime,
+) -> dict[str, Any]:
+    """The new pointer: the model version readers use and, per run date, its reduced rows in that space.
+
+    A fit starts the corpus afresh from its re-projections; an apply adds or replaces its own date.
+    """
+    if plan["fit"]:
+        # built from the plan, not the report: a job run over a local mirror reports local paths
+        corpus = {date: f"{plan['model']}/{PCA_CORPUS_PART.format(index=index)}"
+                  for index, (date, _) in enumerate(plan["corpus"])}
+        fitted = {"fitted_run_date": paths.run_date, "k": summary.get("k")}
+    else:
+        corpus = dict(previous["corpus"]) if previous else {}
+        fitted = {"fitted_run_date": previous.get("fitted_run_date"), "k": previous.get("k")} if previous else {}
+    corpus[paths.run_date] = f"{paths.output_uri}/pca"
+    return {"version": plan["version"], "number": plan["number"], "model": plan["model"], **fitted,
+            "corpus": dict(sorted(corpus.items())), "updated_by": dag_run_id, "updated_at": committed_at.isoformat()}
 
 
 def sse_arguments(config: RunConfig) -> dict[str, str]:
@@ -616,7 +717,8 @@ def export_model_command(config: RunConfig, weights: str, output: str, python: s
 
 
 def job_arguments(
-    config: RunConfig, paths: RunPaths, weights_uri: str, model_artifact: str = ""
+    config: RunConfig, paths: RunPaths, weights_uri: str, model_artifact: str = "",
+    pca_plan: Mapping[str, Any] | None = None,
 ) -> dict[str, list[str]]:
     """Arguments of each Spark job (after the script), as its own argument parser takes them.
 
@@ -641,12 +743,12 @@ def job_arguments(
         *model,
         "--arrow-batch-size", str(config.arrow_batch_size),
     ]
-    target = ["--k", str(config.k)] if config.k is not None else ["--variance", _num(config.variance)]
-    pca = ["--output", paths.output_uri, *target]
-    return {"featurize": featurize, "pca": pca}
+    return {"featurize": featurize, "pca": pca_arguments(config, paths, pca_plan)}
 
 
-def spark_steps(config: RunConfig, paths: RunPaths, staged: StagedArtifacts) -> list[dict[str, Any]]:
+def spark_steps(
+    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, pca_plan: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """EMR steps: featurize then pca, each a command-runner.jar spark-submit of the staged code.
 
     Client deploy mode: the driver runs in the step's own process on the primary node, which is
@@ -654,7 +756,7 @@ def spark_steps(config: RunConfig, paths: RunPaths, staged: StagedArtifacts) -> 
     traceback) is the step's stderr log. CANCEL_AND_WAIT: a failed featurize cancels pca and
     leaves the cluster to the teardown task.
     """
-    arguments = job_arguments(config, paths, staged.weights, staged.model_artifact)
+    arguments = job_arguments(config, paths, staged.weights, staged.model_artifact, pca_plan)
     scripts = {"featurize": staged.featurize_py, "pca": staged.pca_py}
     return [
         {
@@ -694,11 +796,18 @@ class StepFiles:
     inputs: list[str]
     manifest: str | None
     output: str | None
+    folders: list[str] = field(default_factory=list)  # prefixes read whole (saved model, features)
+    extra_outputs: list[str] = field(default_factory=list)  # more output folders (a fitted model)
+
+
+FOLDER_FLAGS = ("--model", "--corpus", "--features")
 
 
 def step_files(args: list[str]) -> StepFiles:
     """Classify the s3:// arguments of an EMR step's spark-submit command."""
     inputs: list[str] = []
+    folders: list[str] = []
+    extra_outputs: list[str] = []
     manifest = output = None
     for index, arg in enumerate(args):
         if not arg.startswith("s3://"):
@@ -706,6 +815,10 @@ def step_files(args: list[str]) -> StepFiles:
         flag = args[index - 1] if index else ""
         if flag == "--output":
             output = arg
+        elif flag == "--model-output":
+            extra_outputs.append(arg)
+        elif flag in FOLDER_FLAGS:
+            folders.append(arg)
         elif flag == "--manifest":
             manifest = arg
         elif flag == "--allowed-prefix":
@@ -714,7 +827,7 @@ def step_files(args: list[str]) -> StepFiles:
             inputs.append(arg)
             if flag == "--model-artifact":
                 inputs.append(arg + SIDECAR_SUFFIX)
-    return StepFiles(inputs=inputs, manifest=manifest, output=output)
+    return StepFiles(inputs=inputs, manifest=manifest, output=output, folders=folders, extra_outputs=extra_outputs)
 
 
 def mirror_path(uri: str, mirror_root: str) -> str:

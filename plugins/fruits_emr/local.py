@@ -76,6 +76,16 @@ def download(s3: Any, uri: str, mirror_root: str) -> Path | None:
     return target
 
 
+def download_folder(s3: Any, uri: str, mirror_root: str) -> int:
+    """Copy every object under the folder uri (a saved model, a features dataset); returns how many."""
+    bucket, key = _split(uri.rstrip("/") + "/")
+    keys = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
+            for obj in page.get("Contents", [])]
+    with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
+        list(pool.map(lambda k: download(s3, f"s3://{bucket}/{k}", mirror_root), keys))
+    return len(keys)
+
+
 def mirror_step_inputs(s3: Any, files: StepFiles, mirror_root: str) -> int:
     """Download what a step reads; the manifest's images too, with the manifest rewritten to them.
 
@@ -85,6 +95,8 @@ def mirror_step_inputs(s3: Any, files: StepFiles, mirror_root: str) -> int:
     for uri in files.inputs:
         if download(s3, uri, mirror_root) is None:
             raise FileNotFoundError(f"{uri} is missing: stage_artifacts should have uploaded it.")
+    for uri in files.folders:
+        download_folder(s3, uri, mirror_root)
     if files.manifest is None:
         return 0
     manifest = download(s3, files.manifest, mirror_root)

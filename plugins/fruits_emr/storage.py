@@ -1,5 +1,5 @@
 """S3 work of the DAG's Python tasks: stage the job code, list new images, write the manifest, read the
-report, commit the run's outputs.
+report, commit the run's outputs and the PCA model pointer.
 
 Each function takes a boto3 S3 client, so the DAG passes the one of its AWS connection and
 tests pass one pointed at moto.
@@ -25,6 +25,7 @@ from botocore.exceptions import ClientError
 from fruits_emr import wheelhouse
 from fruits_emr.config import (
     CONSTRAINTS_FILE,
+    PCA_MODEL_INFO,
     REQUIREMENTS_FILE,
     REQUIREMENTS_TENSORFLOW_FILE,
     SIDECAR_SUFFIX,
@@ -35,6 +36,7 @@ from fruits_emr.config import (
     code_layout,
     commit_key,
     export_model_command,
+    pca_pointer_key,
     in_window,
     is_image_key,
     model_key,
@@ -390,6 +392,55 @@ def commit_run(s3: Any, paths: RunPaths, record: dict[str, Any], sse: dict[str, 
     ]
     delete_keys(s3, paths.bucket, stale, what=f"old attempts under s3://{paths.bucket}/{paths.attempts_key}")
     return previous_attempt, len(stale)
+
+
+def committed_features(s3: Any, config: RunConfig) -> dict[str, str]:
+    """{run date: its committed features/ URI} for every committed run date (the corpus a refit reads)."""
+    root = prefix(config.output_prefix)
+    dates = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=config.bucket, Prefix=f"{root}run_date=", Delimiter="/"):
+        for folder in page.get("CommonPrefixes", []):
+            run_date = folder["Prefix"][len(f"{root}run_date="):].rstrip("/")
+            record = read_commit(s3, config.bucket, commit_key(config, run_date))
+            if record is not None:
+                dates[run_date] = record["features"]
+    return dates
+
+
+def read_pca_pointer(s3: Any, config: RunConfig) -> dict[str, Any] | None:
+    """The current PCA model pointer, or None before the first fit was committed."""
+    return read_commit(s3, config.bucket, pca_pointer_key(config))
+
+
+def reduced_corpus(s3: Any, config: RunConfig) -> dict[str, Any] | None:
+    """For readers: the current model version and, per run date, the URI of its reduced rows (Parquet:
+    path, label, pca, pca_model), all in that one model's space; None before the first fit.
+
+    Resolve it once and read those URIs: a later commit writes a new pointer and never changes them.
+    """
+    pointer = read_pca_pointer(s3, config)
+    if pointer is None:
+        return None
+    return {"version": pointer["version"], "model": pointer["model"], "k": pointer.get("k"), "parts": pointer["corpus"]}
+
+
+def commit_pca(s3: Any, config: RunConfig, record: dict[str, Any], expected_number: int | None, sse: dict[str, str]) -> None:
+    """Replace the PCA pointer (one PUT), unless another run moved it since this run planned."""
+    current = read_pca_pointer(s3, config)
+    found = int(current["number"]) if current else None
+    if found != expected_number:
+        raise RunOutputError(
+            f"The PCA model pointer s3://{config.bucket}/{pca_pointer_key(config)} is at version {found}, this run"
+            f" planned on {expected_number}: another run changed it. Re-run this date to apply or refit again."
+        )
+    body = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    s3.put_object(Bucket=config.bucket, Key=pca_pointer_key(config), Body=body, ContentType="application/json", **sse)
+
+
+def pca_model_written(s3: Any, model_uri: str) -> bool:
+    """True when a fit finished writing the model folder (its info file is written last)."""
+    bucket, key = split_uri(f"{model_uri.rstrip('/')}/{PCA_MODEL_INFO}")
+    return object_exists(s3, bucket, key)
 
 
 def delete_keys(s3: Any, bucket: str, keys: list[str], what: str) -> None:

@@ -120,6 +120,13 @@ class StepDriver(threading.Thread):
                     if flag == "--model-artifact":
                         self.download(args[at] + ".json")  # the exported model's sidecar
                     args[at] = str(self.download(args[at]))
+        model_outputs = {}
+        for at, flag in enumerate(list(args)):
+            if flag in ("--model", "--corpus") and args[at + 1].startswith("s3://"):
+                args[at + 1] = str(self.download_folder(args[at + 1]))
+            elif flag == "--model-output":
+                model_outputs[args[at + 1]] = self.local(args[at + 1])
+                args[at + 1] = str(model_outputs[args[at + 1]])
         done = subprocess.run(
             [sys.executable, str(Path(__file__).with_name("emr_step_runner.py")), job, *args],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=JOB_TIMEOUT,
@@ -127,11 +134,19 @@ class StepDriver(threading.Thread):
         )
         if done.returncode != 0:
             return False, f"{job} exited {done.returncode}: {done.stderr[-2000:]}"
-        bucket, _, key = output_uri.removeprefix("s3://").partition("/")
-        for path in output.rglob("*"):
-            if path.is_file() and not path.name.endswith(".crc"):
-                self.s3.upload_file(str(path), bucket, f"{key}/{path.relative_to(output).as_posix()}")
+        for uri, folder in {output_uri: output, **model_outputs}.items():
+            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            for path in folder.rglob("*"):
+                if path.is_file() and not path.name.endswith(".crc"):
+                    self.s3.upload_file(str(path), bucket, f"{key}/{path.relative_to(folder).as_posix()}")
         return True, ""
+
+    def download_folder(self, uri: str) -> Path:
+        """Every object under the folder uri (a saved PCA model, a committed features dataset)."""
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        for obj in self.s3.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/").get("Contents", []):
+            self.download(f"s3://{bucket}/{obj['Key']}")
+        return self.local(uri)
 
 
 @pytest.fixture
@@ -254,7 +269,8 @@ def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_i
     assert first["report"]["images_seen"] == n_images
     assert (first["report"]["features_rows"], first["report"]["quarantined"]) == (40, 1)
     assert first["counts"] == {"images": 41, "features_rows": 40, "quarantined": 1, "k": first["report"]["k"]}
-    assert {"features", "quarantine", "pca", "pca_model", "report.json", "manifest.txt"} <= set(first["entries"])
+    assert {"features", "quarantine", "pca", "report.json", "manifest.txt"} <= set(first["entries"])
+    assert "pca_model" not in first["entries"]  # the model is a version under features/_pca_models/
     assert len(first["features"]) == 40
     summary = run.get_task_instance("validate_outputs").xcom_pull(task_ids="validate_outputs")
     assert (summary["images"], summary["features_rows"], summary["quarantined"]) == (41, 40, 1)
@@ -409,8 +425,12 @@ def test_local_compute_mode_end_to_end(airflow_db, s3, emr_client, few_raw_image
     # outputs in S3, written by the two jobs and uploaded back
     keys = bucket_keys(s3, partition)
     entries = {k[len(partition):].split("/")[0] for k in keys}
-    assert {"features", "quarantine", "pca", "pca_model", "report.json", "featurize.json", "manifest.txt",
+    assert {"features", "quarantine", "pca", "report.json", "featurize.json", "manifest.txt",
             "explained_variance.png", "pca_scatter.png"} <= entries
+    # the first run fits model v0001 under its own prefix, and the pointer names this date's reduced rows
+    pointer = json.loads(s3.get_object(Bucket=BUCKET, Key="features/_pca_models/_CURRENT.json")["Body"].read())
+    assert (pointer["version"], pointer["corpus"]) == ("v0001", {run_date: f"s3://{BUCKET}/{partition}pca"})
+    assert "features/_pca_models/v0001/pca_model.json" in bucket_keys(s3, "features/_pca_models/v0001/")
     assert not [k for k in keys if k.endswith(".crc")]
     # everything the run wrote is SSE-KMS encrypted with the run's key: staged code and model, manifest,
     # the jobs' outputs uploaded back, the commit pointer
@@ -439,8 +459,109 @@ def test_local_compute_mode_end_to_end(airflow_db, s3, emr_client, few_raw_image
     assert {row["label"] for row in features} == {"apple", "lemon", "mango", "raspberry"}
     assert [row["label"] for row in quarantine] == ["lemon"] and quarantine[0]["path"].endswith("/corrupt_7.jpg")
     assert len(pca) == 20 and {len(row["pca"]) for row in pca} == {report["k"]}
+    assert {row["pca_model"] for row in pca} == {"v0001"} and (report["pca_model"], report["pca_fitted"]) == ("v0001", True)
     summary = run.get_task_instance("validate_outputs").xcom_pull(task_ids="validate_outputs")
     assert (summary["images"], summary["features_rows"], summary["quarantined"]) == (n_images, 20, 1)
     assert summary["cluster_id"] is None and summary["estimated_cost_usd"] == 0
     assert f"{n_images} images -> 20 featurized, 1 quarantined" in log
     assert list(tmp_path.glob("fruits-local-*")) == []  # the mirror is removed after the run
+
+
+# --- PCA model lifecycle: fit, apply on the next date, refit ------------------------------------
+
+def read_parquet(s3, uri: str, tmp_path: Path) -> list[dict]:
+    """Rows of the Parquet dataset at uri (downloaded from moto)."""
+    import pyarrow.parquet as pq
+
+    key = uri.removeprefix(f"s3://{BUCKET}/").rstrip("/") + "/"
+    target = tmp_path / "parquet" / key
+    for name in bucket_keys(s3, key):
+        if name.endswith(".parquet"):
+            (tmp_path / "parquet" / name).parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(BUCKET, name, str(tmp_path / "parquet" / name))
+    return pq.read_table(target).to_pylist()
+
+
+def pca_pointer(s3) -> dict:
+    return json.loads(s3.get_object(Bucket=BUCKET, Key="features/_pca_models/_CURRENT.json")["Body"].read())
+
+
+def upload_on(s3, images: dict[str, Path], day: datetime) -> None:
+    """Upload images under raw/ with LastModified on `day` (moto stamps uploads now; readers list by it)."""
+    from moto.s3.models import s3_backends
+
+    for key, path in images.items():
+        s3.upload_file(str(path), BUCKET, key)
+        s3_backends[ACCOUNT]["aws"].buckets[BUCKET].keys[key].last_modified = day.replace(tzinfo=None)
+
+
+@needs_jobs
+@pytest.mark.parametrize("mode", ["emr", "local"])
+def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
+    mode, airflow_db, s3, emr_client, driver, tmp_path, monkeypatch, capfd
+):
+    """Day 1 fits model v0001; day 2 applies it (no fit: the same image gets identical coordinates);
+    a refit of day 2 makes v0002 and re-projects day 1, and the pointer switches both dates at once."""
+    from fruits_emr import config as emr
+    from fruits_emr import storage
+
+    if mode == "local":
+        monkeypatch.setenv("FRUITS_COMPUTE_MODE", "local")
+        monkeypatch.setenv("FRUITS_LOCAL_WORKDIR", str(tmp_path))
+    else:
+        driver()
+    s3.create_bucket(Bucket=BUCKET)
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    day1, day2 = today - timedelta(days=2), today - timedelta(days=1)
+    samples = sorted(SAMPLE.glob("*/*.jpg"))
+    again = samples[0]  # lands on day 1 and again, under another name, on day 2
+    upload_on(s3, {f"raw/{p.parent.name}/{p.name}": p for p in samples[::4]}, day1 + timedelta(hours=12))
+    upload_on(s3, {f"raw/{p.parent.name}/{p.name}": p for p in samples[2::8]}
+              | {f"raw/{again.parent.name}/again_{again.name}": again}, day2 + timedelta(hours=12))
+    conf = {**CONF, "variance": 0.95}
+
+    first, states = run_dag(conf, day2)
+    assert first.state == "success", (states, task_logs(capfd)[-3000:])
+    v1 = pca_pointer(s3)
+    run1 = committed(s3, day1.date().isoformat())
+    assert (v1["version"], v1["number"], v1["model"]) == ("v0001", 1, f"s3://{BUCKET}/features/_pca_models/v0001")
+    assert v1["corpus"] == {day1.date().isoformat(): run1["output"] + "/pca"} and run1["pca_model"] == "v0001"
+    report1 = json.loads(s3.get_object(Bucket=BUCKET, Key=run1["report"].removeprefix(f"s3://{BUCKET}/"))["Body"].read())
+    assert (report1["pca_fitted"], report1["pca_model"], report1["pca_fit_rows"]) == (True, "v0001", 10)
+    assert "pca_model" not in {k.split("/")[-2] for k in bucket_keys(s3, run1["output"].removeprefix(f"s3://{BUCKET}/"))}
+    assert storage.pca_model_written(s3, v1["model"])
+
+    second, states = run_dag(conf, today)
+    assert second.state == "success", (states, task_logs(capfd)[-3000:])
+    v1_day2 = pca_pointer(s3)
+    run2 = committed(s3, day2.date().isoformat())
+    report2 = json.loads(s3.get_object(Bucket=BUCKET, Key=run2["report"].removeprefix(f"s3://{BUCKET}/"))["Body"].read())
+    assert (report2["pca_fitted"], report2["pca_model"], report2["k"]) == (False, "v0001", report1["k"])
+    assert report2["explained_variance"] == report1["explained_variance"]
+    assert "PCA: apply the current model v0001" in task_logs(capfd)
+    assert v1_day2["version"] == "v0001" and v1_day2["corpus"] == {
+        day1.date().isoformat(): run1["output"] + "/pca", day2.date().isoformat(): run2["output"] + "/pca"}
+    by_name = lambda rows: {Path(r["path"]).name: r for r in rows}  # noqa: E731
+    day1_rows = by_name(read_parquet(s3, run1["output"] + "/pca", tmp_path))
+    day2_rows = by_name(read_parquet(s3, run2["output"] + "/pca", tmp_path))
+    assert len(day1_rows) == 10 and len(day2_rows) == 6
+    assert day2_rows[f"again_{again.name}"]["pca"] == day1_rows[again.name]["pca"]  # identical coordinates
+    assert {r["pca_model"] for r in [*day1_rows.values(), *day2_rows.values()]} == {"v0001"}
+
+    third, states = run_dag({**conf, "refit_pca": True}, today)
+    assert third.state == "success", (states, task_logs(capfd)[-3000:])
+    v2 = pca_pointer(s3)
+    run3 = committed(s3, day2.date().isoformat())
+    report3 = json.loads(s3.get_object(Bucket=BUCKET, Key=run3["report"].removeprefix(f"s3://{BUCKET}/"))["Body"].read())
+    assert (report3["pca_fitted"], report3["pca_model"], report3["pca_fit_rows"]) == (True, "v0002", 16)
+    assert (v2["version"], v2["number"], v2["model"]) == ("v0002", 2, f"s3://{BUCKET}/features/_pca_models/v0002")
+    assert v2["corpus"] == {day1.date().isoformat(): v2["model"] + "/corpus/part-00000",
+                            day2.date().isoformat(): run3["output"] + "/pca"}
+    assert storage.reduced_corpus(s3, emr.RunConfig(bucket=BUCKET)) == {
+        "version": "v0002", "model": v2["model"], "k": report3["k"], "parts": v2["corpus"]}
+    reprojected = by_name(read_parquet(s3, v2["corpus"][day1.date().isoformat()], tmp_path))
+    assert set(reprojected) == set(day1_rows) and {r["pca_model"] for r in reprojected.values()} == {"v0002"}
+    assert {len(r["pca"]) for r in reprojected.values()} == {report3["k"]}
+    refitted_day2 = by_name(read_parquet(s3, v2["corpus"][day2.date().isoformat()], tmp_path))
+    assert refitted_day2[f"again_{again.name}"]["pca"] == reprojected[again.name]["pca"]
+    assert storage.pca_model_written(s3, v1["model"])  # v0001 is left as it was, for readers mid-way

@@ -198,8 +198,9 @@ def test_deferrable_is_an_environment_option(tmp_path):
 
 def test_local_compute_mode_runs_the_steps_without_a_cluster(tmp_path):
     tasks = parse_with_env(tmp_path, FRUITS_COMPUTE_MODE="local")["tasks"]
-    assert sorted(tasks) == ["commit_outputs", "emr_request", "find_new_images", "resolve_config",
+    assert sorted(tasks) == ["commit_outputs", "emr_request", "find_new_images", "plan_pca", "resolve_config",
                              "run_steps_locally", "stage_artifacts", "validate_outputs"]
+    assert "find_new_images" in tasks["plan_pca"]["upstream"] and "plan_pca" in tasks["emr_request"]["upstream"]
     assert "resolve_config" in tasks["stage_artifacts"]["upstream"]
     assert "stage_artifacts" in tasks["find_new_images"]["upstream"]
     assert "find_new_images" in tasks["emr_request"]["upstream"]

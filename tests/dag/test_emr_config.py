@@ -563,3 +563,63 @@ def test_bootstrap_needs_a_wheelhouse():
     staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, MODEL)
     with pytest.raises(ValueError, match="no wheelhouse staged"):
         emr.bootstrap_args(config, staged)
+
+
+# --- PCA model lifecycle -------------------------------------------------------------------------
+
+def test_pca_plan_fits_when_asked_or_when_no_model_and_applies_otherwise():
+    config = resolve({"bucket": "fruits-data"})
+    committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a/features",
+                 "2024-06-02": "s3://fruits-data/features/run_date=2024-06-02/_attempts/b/features"}
+    first = emr.plan_pca(config, None, committed, "2024-06-02")
+    assert (first["fit"], first["reason"], first["version"], first["previous_number"]) == (True, "no model yet", "v0001", None)
+    assert first["model"] == "s3://fruits-data/features/_pca_models/v0001"
+    assert first["corpus"] == [["2024-06-01", committed["2024-06-01"]]]  # this run's date is refitted from its new features
+    pointer = {"version": "v0001", "number": 1, "model": first["model"], "corpus": {}}
+    daily = emr.plan_pca(config, pointer, committed, "2024-06-03")
+    assert (daily["fit"], daily["version"], daily["model"], daily["corpus"]) == (False, "v0001", first["model"], [])
+    refit = emr.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), pointer, committed, "2024-06-03")
+    assert (refit["fit"], refit["version"], refit["previous_number"], len(refit["corpus"])) == (True, "v0002", 1, 2)
+    full = emr.plan_pca(resolve({"bucket": "fruits-data", "full_refresh": True}), pointer, committed, "2024-06-03")
+    assert (full["fit"], full["reason"], full["corpus"]) == (True, "full_refresh", [])
+
+
+def test_pca_step_arguments_follow_the_plan():
+    config = resolve({"bucket": "fruits-data"})
+    paths = emr.run_paths(config, "2024-06-03", ATTEMPT)
+    committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a/features"}
+    fit = emr.plan_pca(config, None, committed, "2024-06-03")
+    assert emr.pca_arguments(config, paths, fit) == [
+        "--output", paths.output_uri, "--variance", "0.95", "--model-output", fit["model"], "--model-version", "v0001",
+        "--corpus", committed["2024-06-01"]]
+    apply = emr.plan_pca(config, {"version": "v0001", "number": 1, "model": fit["model"], "corpus": {}}, {}, "2024-06-04")
+    assert emr.pca_arguments(config, paths, apply) == ["--output", paths.output_uri, "--model", fit["model"]]
+    files = emr.step_files(["spark-submit", "s3://b/code/pca.py", *emr.pca_arguments(config, paths, fit)])
+    assert (files.folders, files.extra_outputs, files.output) == ([committed["2024-06-01"]], [fit["model"]], paths.output_uri)
+    assert emr.step_files(["spark-submit", *emr.pca_arguments(config, paths, apply)]).folders == [fit["model"]]
+
+
+def test_pca_pointer_and_problems():
+    config = resolve({"bucket": "fruits-data"})
+    now = datetime(2024, 6, 4, tzinfo=timezone.utc)
+    day1 = emr.run_paths(config, "2024-06-01", ATTEMPT)
+    fit = emr.plan_pca(config, None, {}, "2024-06-01")
+    report = {"pca_fitted": True, "pca_model": "v0001", "pca_corpus": [], "k": 9}
+    assert emr.pca_problems(report, fit) == []
+    pointer = emr.pca_pointer_record(None, fit, day1, report, "r1", now)
+    assert pointer["corpus"] == {"2024-06-01": f"{day1.output_uri}/pca"}
+    assert (pointer["version"], pointer["number"], pointer["k"], pointer["fitted_run_date"]) == ("v0001", 1, 9, "2024-06-01")
+    day2 = emr.run_paths(config, "2024-06-02", ATTEMPT)
+    apply = emr.plan_pca(config, pointer, {}, "2024-06-02")
+    applied = emr.pca_pointer_record(pointer, apply, day2, {"pca_fitted": False, "pca_model": "v0001"}, "r2", now)
+    assert applied["corpus"] == {"2024-06-01": f"{day1.output_uri}/pca", "2024-06-02": f"{day2.output_uri}/pca"}
+    assert (applied["version"], applied["k"]) == ("v0001", 9)
+    assert emr.pca_problems({"pca_fitted": True, "pca_model": "sha-1"}, apply) == [
+        "report says pca_fitted=True, the run planned fit=False",
+        "report names PCA model 'sha-1', the run planned 'v0001'"]
+    refit = emr.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), applied,
+                         {"2024-06-01": "s3://x/f1", "2024-06-02": "s3://x/f2"}, "2024-06-02")
+    part = f"{refit['model']}/corpus/part-00000"
+    refitted = emr.pca_pointer_record(applied, refit, day2, {"pca_corpus": [{"features": "s3://x/f1", "pca": "/mirror"}], "k": 4}, "r3", now)
+    assert refitted["corpus"] == {"2024-06-01": part, "2024-06-02": f"{day2.output_uri}/pca"}
+    assert (refitted["version"], refitted["k"]) == ("v0002", 4)

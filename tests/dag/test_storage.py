@@ -297,3 +297,28 @@ def test_security_configuration_must_exist(emr_client):
         {"EncryptionConfiguration": {"EnableInTransitEncryption": True, "EnableAtRestEncryption": False}}))
     with pytest.raises(emr.ConfigError, match="'transit-only' does not encrypt S3 at rest"):
         storage.check_security_configuration(emr_client, "transit-only")
+
+
+def test_pca_pointer_commit_and_the_reduced_corpus(s3):
+    """The corpus a refit reads is every committed date; the PCA pointer is replaced in one PUT, never
+    over a version another run committed in between."""
+    s3.create_bucket(Bucket="fruits-data")
+    cfg, sse = config(), emr.sse_arguments(config())
+    now = datetime(2024, 6, 3, tzinfo=timezone.utc)
+    day1, day2 = attempt(cfg, "20240602T01Z", "2024-06-01"), attempt(cfg, "20240603T01Z", "2024-06-02")
+    storage.commit_run(s3, day1, emr.commit_record(day1, {"pca_model": "v0001"}, "r1", now), sse)
+    s3.put_object(Bucket="fruits-data", Key=day2.attempt_key + "features/part-0.parquet", Body=b"rows")  # not committed
+    assert storage.committed_features(s3, cfg) == {"2024-06-01": day1.output_uri + "/features"}
+    assert storage.read_pca_pointer(s3, cfg) is None and storage.reduced_corpus(s3, cfg) is None
+
+    fit = emr.plan_pca(cfg, None, storage.committed_features(s3, cfg), "2024-06-01")
+    storage.commit_pca(s3, cfg, emr.pca_pointer_record(None, fit, day1, {"k": 3}, "r1", now), None, sse)
+    assert storage.reduced_corpus(s3, cfg) == {
+        "version": "v0001", "model": "s3://fruits-data/features/_pca_models/v0001", "k": 3,
+        "parts": {"2024-06-01": day1.output_uri + "/pca"}}
+    assert s3.head_object(Bucket="fruits-data", Key="features/_pca_models/_CURRENT.json")["ServerSideEncryption"] == "AES256"
+    with pytest.raises(storage.RunOutputError, match="is at version 1, this run planned on None: another run changed it"):
+        storage.commit_pca(s3, cfg, emr.pca_pointer_record(None, fit, day1, {"k": 3}, "r9", now), None, sse)
+    assert not storage.pca_model_written(s3, fit["model"])
+    s3.put_object(Bucket="fruits-data", Key="features/_pca_models/v0001/pca_model.json", Body=b"{}")
+    assert storage.pca_model_written(s3, fit["model"])
