@@ -1,12 +1,11 @@
 #!/usr/bin/env bash
 # Debian packages the tests and jobs need beyond Python: installs the missing ones when run as root
 # with apt-get, otherwise stops naming the exact command to run. Called by `make setup` and .ci/run.
-#   Java 17 (Spark), OpenBLAS + LAPACK (native BLAS/LAPACK for Spark ML's PCA),
-#   chromium (the UI tests' browser) and postgresql (the UI tests' Airflow metadata DB).
+#   Java 17 (Spark), chromium (the UI tests' browser) and postgresql (the UI tests' Airflow metadata DB).
 set -euo pipefail
 missing=()
 command -v java >/dev/null || [ -n "${JAVA_HOME:-}" ] || missing+=(openjdk-17-jre-headless)
-for package in libopenblas0-pthread liblapack3 chromium; do
+for package in chromium; do
   dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
