@@ -184,27 +184,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     features = read_features(spark, features_uris)
     corpus = [read_features(spark, [uri]) for uri in corpus_uris]
     rows = features.count()
-    if args.pca_model:
-        model_uri, model = args.pca_model, load_model(spark, args.pca_model)
-        if rows and feature_dim(features) != model.info["feature_dim"]:
-            raise PcaInputError(
-                f"features of length {feature_dim(features)} cannot be reduced by {args.pca_model}, fitted on"
-                f" length {model.info['feature_dim']}: same CNN settings, or refit"
-            )
-        fit = {}
-    else:
-        model_uri = getattr(args, "model_output", None) or storage.join(args.output, "pca_model")
-        fit_on = features
-        for frame in corpus:
-            fit_on = fit_on.unionByName(frame)
-        corpus_rows = fit_on.count()
-        if corpus_rows < 2:
-            raise PcaInputError(f"PCA needs at least 2 feature rows, {', '.join(features_uris + corpus_uris)} hold {corpus_rows}")
-        target = None if args.k is not None else args.variance
-        model = fit_pca(spark, fit_sample(fit_on, corpus_rows, args.max_fit_rows), target, args.k,
-                        getattr(args, "model_version", None))
-        model.info.update({"corpus_rows": corpus_rows, "fitted_on": features_uris + corpus_uris})
-        fit = {"pca_fit_rows": model.info["fit_rows"], "pca_corpus_rows": corpus_rows}
+    model_uri, model, fit = fit_or_load(spark, args, features, rows, corpus, features_uris + corpus_uris)
     reduced_uri = storage.join(args.output, "pca")
     reduce_features(model, features).write.mode("overwrite").parquet(reduced_uri)
     reprojected = []
@@ -243,6 +223,33 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     write_plots(spark, args.output, spectrum, model.k, report["variance_target"], scatter_points(spark, reduced_uri, rows))
     storage.write_json(spark, storage.join(args.output, "report.json"), report)
     return report
+
+
+def fit_or_load(
+    spark: SparkSession, args: argparse.Namespace, features: DataFrame, rows: int, corpus: list[DataFrame],
+    inputs: list[str],
+) -> tuple[str, pca_model.SavedPca, dict]:
+    """The saved model (--model), or one fitted on the features and the corpus; the report's fit fields."""
+    if args.pca_model:
+        model = load_model(spark, args.pca_model)
+        if rows and feature_dim(features) != model.info["feature_dim"]:
+            raise PcaInputError(
+                f"features of length {feature_dim(features)} cannot be reduced by {args.pca_model}, fitted on"
+                f" length {model.info['feature_dim']}: same CNN settings, or refit"
+            )
+        return args.pca_model, model, {}
+    fit_on = features
+    for frame in corpus:
+        fit_on = fit_on.unionByName(frame)
+    corpus_rows = fit_on.count()
+    if corpus_rows < 2:
+        raise PcaInputError(f"PCA needs at least 2 feature rows, {', '.join(inputs)} hold {corpus_rows}")
+    target = None if args.k is not None else args.variance
+    model = fit_pca(spark, fit_sample(fit_on, corpus_rows, args.max_fit_rows), target, args.k,
+                    getattr(args, "model_version", None))
+    model.info.update({"corpus_rows": corpus_rows, "fitted_on": inputs})
+    model_uri = getattr(args, "model_output", None) or storage.join(args.output, "pca_model")
+    return model_uri, model, {"pca_fit_rows": model.info["fit_rows"], "pca_corpus_rows": corpus_rows}
 
 
 def check_arguments(args: argparse.Namespace) -> None:

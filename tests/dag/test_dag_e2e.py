@@ -410,7 +410,7 @@ def test_local_compute_mode_end_to_end(airflow_db, s3, emr_client, few_raw_image
     log = task_logs(capfd)
     assert run.state == "success", (states, log[-5000:])
     assert states == dict.fromkeys(
-        ["resolve_config", "stage_artifacts", "find_new_images", "emr_request", "run_steps_locally",
+        ["resolve_config", "stage_artifacts", "find_new_images", "plan_pca", "emr_request", "run_steps_locally",
          "validate_outputs", "commit_outputs"], "success")
     pointer = committed(s3, run_date)
     partition = f"features/run_date={run_date}/_attempts/{pointer['attempt']}/"
