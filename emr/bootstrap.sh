@@ -19,11 +19,8 @@ python="${FRUITS_NODE_PYTHON:-/usr/bin/python3.11}"
 # EMR 7.x images ship python3.11 but not always its pip; dnf skips what is already installed.
 sudo dnf install -y -q python3.11 python3.11-pip
 
-# Native BLAS/LAPACK for Spark ML: netlib's JNI loader looks for libblas.so.3 / liblapack.so.3 and
-# otherwise falls back to pure-Java BLAS; PCA's SVD runs ~2x faster native. Optional: a node
-# without them is only slower, so a failed install must not fail the cluster.
-sudo dnf install -y -q openblas lapack blas \
-  || echo "bootstrap: native BLAS/LAPACK not installed; Spark ML falls back to Java BLAS (slower PCA)" >&2
+# No native BLAS/LAPACK: the PCA fit solves its eigenproblem with numpy on the driver, never with
+# Spark ML's netlib LAPACK (whose pure-Java fallback gave wrong spectra; docs/pca.md).
 
 workdir="$(mktemp -d)"
 trap 'rm -rf "$workdir"' EXIT
