@@ -25,9 +25,13 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(MANIFEST),--manifest $(MANIFEST),--images $(IMAGES)) \
 	$(if $(K),--k $(K),--variance $(VARIANCE))
 
-.PHONY: setup check-java demo run test bench soak clean up down trigger logs
+.PHONY: setup jars check-java demo run test bench soak clean up down trigger logs
 
-setup: $(STAMP)
+setup: $(STAMP) jars
+
+# hadoop-aws + AWS SDK bundle for s3:// and s3a:// in local Spark (checksums verified; idempotent)
+jars: $(STAMP)
+	$(PY) scripts/fetch_s3a_jars.py
 
 $(STAMP): requirements.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or make PYTHON=/path/to/python3.11)"; exit 1; }
