@@ -64,8 +64,8 @@ def s3a_conf(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     env = os.environ if environ is None else environ
     conf = {f"spark.hadoop.fs.{scheme}.impl": S3A for scheme in ("s3", "s3a", "s3n")}
     jars = s3a_jars()
-    if jars:
-        conf["spark.jars"] = ",".join(str(jar) for jar in jars)
+    if jars:  # on the JVM's classpath from its start: spark-submit fetches an s3:// script before --jars
+        conf["spark.driver.extraClassPath"] = os.pathsep.join(str(jar) for jar in jars)  # local: executors too
     conf["spark.hadoop.fs.s3a.endpoint.region"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
     endpoint = (env.get("FRUITS_S3_ENDPOINT") or "").strip()
     if endpoint:

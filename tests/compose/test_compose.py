@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
