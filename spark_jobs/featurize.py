@@ -268,7 +268,9 @@ def list_images(
     """The image files to featurize (binaryFile rows, lazily) and the listed inputs that
     cannot be read at all, as (path, reason, bytes) — from an image root or the entries of a
     manifest (read_manifest). Paths are literal (storage.literal_path) throughout."""
-    reader = spark.read.format("binaryFile")
+    # A file Hadoop cannot open (see unscanned_files) is left out of the scan instead of failing
+    # the job; unscanned_files then quarantines it with the reason.
+    reader = spark.read.format("binaryFile").option("ignoreCorruptFiles", "true")
     if images is not None:
         if not storage.is_dir(spark, images):
             raise InputError(f"image root {images} does not exist or is not a folder")
@@ -319,15 +321,30 @@ def _qualified(spark: SparkSession, entry: str) -> str:
     return storage.qualify(spark, entry)
 
 
+UNOPENABLE_LOCAL_REASON = (
+    "name has ':': Hadoop's local filesystem cannot open it (it parses the name of the file's"
+    " .crc checksum sidecar as a URI); rename it to featurize it"
+)
+
+
+def unscanned_reason(uri: str, size: int) -> str:
+    """Why a listed file has no row: Spark skips zero-byte files silently, and leaves out a file
+    it cannot open (ignoreCorruptFiles), e.g. a local file whose name has ':'."""
+    if size == 0:
+        return "empty file (0 bytes)"
+    if uri.startswith("file:") and ":" in uri.rsplit("/", 1)[-1]:
+        return UNOPENABLE_LOCAL_REASON
+    return "listed but not read by Spark (unreadable: see the Spark log)"
+
+
 def unscanned_files(spark: SparkSession, listed: list[str], scanned: set[str]) -> list[tuple[str, str, int | None]]:
-    """Listed files missing from the scan: Spark's file sources skip zero-byte files silently.
-    `listed` holds DataFrame.inputFiles() (URI-encoded), `scanned` the path column (literal)."""
+    """Listed files missing from the scan, with the reason. `listed` holds
+    DataFrame.inputFiles() (URI-encoded), `scanned` the path column (literal)."""
     skipped = []
     for uri in map(storage.literal_path, listed):
         if uri not in scanned:
             size = storage.size(spark, uri)
-            reason = "empty file (0 bytes)" if size == 0 else "listed but not read by Spark"
-            skipped.append((uri, reason, size))
+            skipped.append((uri, unscanned_reason(uri, size), size))
     return skipped
 
 
