@@ -28,13 +28,17 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(K),--k $(K),--variance $(VARIANCE)) \
 	$(if $(PCA_MODEL),--pca-model $(PCA_MODEL))
 
-.PHONY: setup system-packages check-java demo run test bench soak clean up down trigger logs
+.PHONY: setup system-packages jars check-java demo run test bench soak clean up down trigger logs
 
-setup: system-packages $(STAMP)
+setup: system-packages $(STAMP) jars
 
-# Debian packages (Java, BLAS, chromium, postgresql): installed when root, else the exact apt-get command
+# Debian packages (Java, chromium, postgresql): installed when root, else the exact apt-get command
 system-packages:
 	@bash scripts/system-packages.sh
+
+# hadoop-aws + AWS SDK bundle for s3:// and s3a:// in local Spark (checksums verified; idempotent)
+jars: $(STAMP)
+	$(PY) scripts/fetch_s3a_jars.py
 
 $(STAMP): requirements.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or make PYTHON=/path/to/python3.11)"; exit 1; }

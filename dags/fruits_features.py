@@ -12,7 +12,7 @@ skipped, no cluster) → `plan_pca` (fit a new PCA model version, or apply the c
 
 With `FRUITS_COMPUTE_MODE=local` (the docker-compose stack) `create_cluster` … `terminate_cluster`
 are replaced by `run_steps_locally`: the same EMR steps, run by `spark-submit --master local[*,4]`
-on the worker over a local mirror of the S3 objects they read; outputs are uploaded back to S3.
+on the worker, reading and writing S3 through S3A (the server from FRUITS_S3_ENDPOINT).
 
 Outputs: each attempt writes to `s3://<bucket>/<output_prefix>run_date=YYYY-MM-DD/_attempts/<id>/`,
 which no reader looks at; `commit_outputs` then points `run_date=YYYY-MM-DD/_COMMITTED.json` at it
@@ -179,37 +179,30 @@ def emr_request(
 
 @task
 def run_steps_locally(config: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Local compute mode: the EMR steps themselves, by spark-submit --master local[*,4] on this worker,
-    over a local mirror of the S3 objects they read; each step's output folder is uploaded back."""
+    """Local compute mode: the EMR steps themselves, arguments unchanged, by spark-submit
+    --master local[*,4] on this worker; Spark reads and writes S3 itself (S3A, FRUITS_S3_ENDPOINT)."""
     from fruits_emr import local
+    from spark_jobs.s3a import S3ConfigError
 
-    s3 = _s3()
-    sse = emr.sse_arguments(emr.RunConfig.from_dict(config))
+    try:
+        s3_conf = local.step_s3_conf(emr.sse_arguments(emr.RunConfig.from_dict(config)))
+    except S3ConfigError as exc:
+        raise AirflowFailException(str(exc)) from None
     spark_submit, env = local.spark_submit_path(), local.spark_env()
-    mirror_root = tempfile.mkdtemp(prefix="fruits-local-", dir=LOCAL_WORKDIR)
-    uploaded: dict[str, int] = {}
+    workdir = tempfile.mkdtemp(prefix="fruits-local-", dir=LOCAL_WORKDIR)  # Spark's scratch files
     try:
         for step in steps:
             name, args = step["Name"], step["HadoopJarStep"]["Args"]
-            files = emr.step_files(args)
-            images = local.mirror_step_inputs(s3, files, mirror_root)
-            outputs = {uri: Path(emr.mirror_path(uri, mirror_root)) for uri in filter(None, [files.output, *files.extra_outputs])}
-            before = {uri: local.snapshot(folder) for uri, folder in outputs.items()}
-            command = emr.local_step_command(args, mirror_root, spark_submit, LOCAL_MASTER, LOCAL_DRIVER_MEMORY)
-            print(f"step {name}: mirrored {len(files.inputs)} objects and {images} images to {mirror_root}")
+            command = emr.local_step_command(args, spark_submit, s3_conf, LOCAL_MASTER, LOCAL_DRIVER_MEMORY)
             print(f"$ {shlex.join(command)}", flush=True)
-            returncode, _ = local.run_streaming(command, env, cwd=mirror_root)
+            returncode, _ = local.run_streaming(command, env, cwd=workdir)
             if returncode == 2:  # the jobs' exit code for unusable input: retrying cannot help
                 raise AirflowFailException(f"step {name} rejected its input (exit 2); its message is above.")
             if returncode != 0:
                 raise RuntimeError(f"step {name} failed with exit code {returncode}; its output is above.")
-            for uri, folder in outputs.items():
-                keys = local.upload_changes(s3, folder, uri, before[uri], sse)
-                uploaded[name] = uploaded.get(name, 0) + len(keys)
-                print(f"step {name}: uploaded {len(keys)} objects to {uri}/")
     finally:
-        shutil.rmtree(mirror_root, ignore_errors=True)
-    return {"uploaded": uploaded}
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"steps": [step["Name"] for step in steps]}
 
 
 @task

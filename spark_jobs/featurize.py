@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import re
 import shutil
 import sys
 import tempfile
@@ -49,8 +48,6 @@ BINARY_FILE_SCHEMA = T.StructType(
         T.StructField("content", T.BinaryType()),
     ]
 )
-# scheme:[//authority]path; the rest of the string is the path, as for Hadoop's Path.
-URI_PARTS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?P<authority>[^/]*))?(?P<path>.*)$")
 S3_SCHEMES = ("s3", "s3a", "s3n")  # three connectors, one bucket namespace
 SHOWN_OUTSIDE = 5
 FEATURE_COLUMNS = ["path", "label", "features", "width", "height", "mode", "bytes", "modification_time", "model"]
@@ -166,7 +163,7 @@ def normalise_uri(uri: str, qualify: Callable[[str], str]) -> str:
     s3; '.' segments and repeated slashes go. A '..' segment is a ValueError: Hadoop resolves
     it, so raw/../other/x.jpg reads other/x.jpg.
     """
-    parts = URI_PARTS.match(uri) or URI_PARTS.match(qualify(uri))
+    parts = storage.URI_PARTS.match(uri) or storage.URI_PARTS.match(qualify(uri))
     scheme, authority, path = parts["scheme"].lower(), (parts["authority"] or "").lower(), parts["path"]
     segments = path.split("/")
     if ".." in segments:
@@ -238,28 +235,72 @@ def confine_inputs(
         )
 
 
+HIDDEN_REASON = "hidden name (a file or folder name starts with '.' or '_'): Spark skips it; rename it to featurize it"
+UNADDRESSABLE_REASON = (
+    "name has ':' and one of {}[]*?\\ : Hadoop's path globbing cannot address it; rename it to featurize it"
+)
+
+
+def _readable(path: str) -> str | None:
+    """Why Hadoop cannot address a literal manifest entry, or None: Hadoop globs any path with
+    {}[]*?\\ in it, and its glob splits the path into names and parses a name with ':' as a URI."""
+    rest = storage.URI_PARTS.match(path)
+    body = rest["path"] if rest else path
+    if ":" in body and storage.GLOB_CHARACTERS.search(body):
+        return UNADDRESSABLE_REASON
+    return None
+
+
+def hidden_images(spark: SparkSession, root: str) -> list[tuple[str, str, int | None]]:
+    """Images under root that Spark's listing skips because a name on their path is hidden."""
+    base = storage.qualify(spark, root).rstrip("/") + "/"
+    hidden = []
+    for path, size in storage.list_files(spark, root):
+        relative = path[len(base):] if path.startswith(base) else path.rsplit("/", 1)[-1]
+        if has_image_extension(path) and any(map(storage.is_hidden_name, relative.split("/"))):
+            hidden.append((path, HIDDEN_REASON, size))
+    return hidden
+
+
 def list_images(
     spark: SparkSession, images: str | None = None, manifest_entries: list[str] | None = None
 ) -> tuple[DataFrame, list[tuple[str, str, int | None]]]:
     """The image files to featurize (binaryFile rows, lazily) and the listed inputs that
     cannot be read at all, as (path, reason, bytes) — from an image root or the entries of a
-    manifest (read_manifest)."""
-    reader = spark.read.format("binaryFile")
-    problems: list[tuple[str, str, int | None]] = []
+    manifest (read_manifest). Paths are literal (storage.literal_path) throughout."""
+    # A file Hadoop cannot open (see unscanned_files) is left out of the scan instead of failing
+    # the job; unscanned_files then quarantines it with the reason.
+    reader = spark.read.format("binaryFile").option("ignoreCorruptFiles", "true")
     if images is not None:
         if not storage.is_dir(spark, images):
             raise InputError(f"image root {images} does not exist or is not a folder")
-        files = reader.option("recursiveFileLookup", "true").option("pathGlobFilter", IMAGE_GLOB).load(images)
-        return files, problems
+        files = (
+            reader.option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", IMAGE_GLOB)
+            .load(storage.glob_escaped(images))
+        )
+        return files, hidden_images(spark, images)
+    problems: list[tuple[str, str, int | None]] = []
     wanted = []
     for entry in manifest_entries or []:
-        if has_image_extension(entry):
+        reason = _readable(entry)
+        if not has_image_extension(entry):
+            expected = ", ".join(IMAGE_EXTENSIONS)
+            reason = f"unsupported file extension (expected {expected})"
+        elif reason is None and storage.is_hidden_name(entry.rstrip("/").rsplit("/", 1)[-1]):
+            reason = HIDDEN_REASON
+        if reason is None:
             wanted.append(entry)
         else:
-            expected = ", ".join(IMAGE_EXTENSIONS)
-            problems.append((storage.qualify(spark, entry), f"unsupported file extension (expected {expected})", None))
+            problems.append((_qualified(spark, entry), reason, None))
+
+    def load(entries: list[str]) -> DataFrame:
+        if not entries:
+            return spark.createDataFrame([], BINARY_FILE_SCHEMA)
+        return reader.load([storage.glob_escaped(entry) for entry in entries])
+
     try:
-        files = reader.load(wanted) if wanted else spark.createDataFrame([], BINARY_FILE_SCHEMA)
+        files = load(wanted)
     except AnalysisException as exc:
         if "PATH_NOT_FOUND" not in str(exc) and "Path does not exist" not in str(exc):
             raise
@@ -268,22 +309,42 @@ def list_images(
             if storage.exists(spark, entry):
                 present.append(entry)
             else:
-                problems.append((storage.qualify(spark, entry), "listed in the manifest but not found", None))
-        files = reader.load(present) if present else spark.createDataFrame([], BINARY_FILE_SCHEMA)
+                problems.append((_qualified(spark, entry), "listed in the manifest but not found", None))
+        files = load(present)
     return files, problems
 
 
+def _qualified(spark: SparkSession, entry: str) -> str:
+    """The entry as Spark reports paths (file:/… for a local path); as given if Hadoop cannot parse it."""
+    if _readable(entry) is not None:
+        return entry
+    return storage.qualify(spark, entry)
+
+
+UNOPENABLE_LOCAL_REASON = (
+    "name has ':': Hadoop's local filesystem cannot open it (it parses the name of the file's"
+    " .crc checksum sidecar as a URI); rename it to featurize it"
+)
+
+
+def unscanned_reason(uri: str, size: int) -> str:
+    """Why a listed file has no row: Spark skips zero-byte files silently, and leaves out a file
+    it cannot open (ignoreCorruptFiles), e.g. a local file whose name has ':'."""
+    if size == 0:
+        return "empty file (0 bytes)"
+    if uri.startswith("file:") and ":" in uri.rsplit("/", 1)[-1]:
+        return UNOPENABLE_LOCAL_REASON
+    return "listed but not read by Spark (unreadable: see the Spark log)"
+
+
 def unscanned_files(spark: SparkSession, listed: list[str], scanned: set[str]) -> list[tuple[str, str, int | None]]:
-    """Listed files missing from the scan: Spark's file sources skip zero-byte files silently."""
+    """Listed files missing from the scan, with the reason. `listed` holds
+    DataFrame.inputFiles() (URI-encoded), `scanned` the path column (literal)."""
     skipped = []
-    for uri in listed:
-        if uri in scanned:  # s3:// URIs already match; only file:/// needs Hadoop's qualifying
-            continue
-        uri = storage.qualify(spark, uri)
+    for uri in map(storage.literal_path, listed):
         if uri not in scanned:
             size = storage.size(spark, uri)
-            reason = "empty file (0 bytes)" if size == 0 else "listed but not read by Spark"
-            skipped.append((uri, reason, size))
+            skipped.append((uri, unscanned_reason(uri, size), size))
     return skipped
 
 

@@ -6,7 +6,6 @@ Pure Pillow/numpy: no Spark, no TensorFlow, so it is cheap to test and to run on
 from __future__ import annotations
 
 import io
-import posixpath
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,7 +42,8 @@ class DecodedImage:
 
 
 def has_image_extension(path: str) -> bool:
-    return posixpath.splitext(path)[1].lower().lstrip(".") in IMAGE_EXTENSIONS
+    """As IMAGE_GLOB matches a file name: "..jpg" and ".JPG" count too (splitext would say no extension)."""
+    return path.rsplit("/", 1)[-1].lower().endswith(tuple(f".{ext}" for ext in IMAGE_EXTENSIONS))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -45,8 +45,11 @@ def local_spark(master: str = DEFAULT_MASTER, driver_memory: str = "4g", conf: d
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pyspark.sql import SparkSession
 
+    from spark_jobs.s3a import s3a_conf
+
     builder = SparkSession.builder
-    for name, value in (conf or {}).items():
+    # s3:// and s3a:// through S3A (server from the environment), then the caller's settings
+    for name, value in {**s3a_conf(), **(conf or {})}.items():
         builder = builder.config(name, value)
     spark = (
         builder.master(master)
@@ -89,8 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from spark_jobs import featurize, pca
     from spark_jobs.backbones import ModelConfigError
+    from spark_jobs.s3a import S3ConfigError, require_s3a_jars
 
-    spark = local_spark(args.master, args.driver_memory)
+    uris = (args.images, args.manifest, args.output, args.weights, getattr(args, "model_artifact", None))
+    try:
+        if any(str(uri or "").startswith(("s3://", "s3a://", "s3n://")) for uri in uris):
+            require_s3a_jars()
+        spark = local_spark(args.master, args.driver_memory)
+    except S3ConfigError as exc:
+        print(f"run_local: error: {exc}", file=sys.stderr)
+        return 2
     try:
         featurize.run(spark, args)
         report = pca.run(spark, args)

@@ -4,16 +4,63 @@ s3:// (EMRFS on EMR) and s3a:// alike, on the driver, without boto3."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from pyspark.sql import SparkSession
+
+# scheme:[//authority]path; the rest of the string is the path, as for Hadoop's Path.
+URI_PARTS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?P<authority>[^/]*))?(?P<path>.*)$")
+GLOB_CHARACTERS = re.compile(r"([{}\[\]*?\\])")  # what Spark's file sources treat as a glob
+
+# Two spellings of one file cross this module. The literal form is the name the user gave, as
+# Hadoop's `new Path(String)` takes it and `Path.toString()` gives it back: manifests, S3 keys,
+# --images, and the binaryFile `path` column (Spark 3.5) use it. The URI-encoded form is
+# `Path.toUri().toString()`: DataFrame.inputFiles() returns it (file:///a/p%20q%25.jpg). Handing
+# the encoded form to `new Path(String)` names another file; literal_path() converts it back.
+
+
+def literal_path(uri: str) -> str:
+    """The literal Hadoop path of a URI-encoded one: file:///a/p%20q%25.jpg -> file:/a/p q%.jpg.
+
+    The inverse of Path.toUri().toString(), as `new Path(new URI(uri)).toString()` computes it
+    (tests check that the two agree): every '%' of a name is encoded as %25 there, so decoding
+    each %XX once gives the name back; '+' stays '+'; an empty authority (file:///) is dropped.
+    """
+    parts = URI_PARTS.match(uri)
+    if parts is None:
+        return unquote(uri)
+    authority = unquote(parts["authority"] or "")
+    return f"{parts['scheme']}:" + (f"//{authority}" if authority else "") + unquote(parts["path"])
+
+
+def glob_escaped(path: str) -> str:
+    """A literal path as a Hadoop glob that matches only itself: Spark's file sources glob every
+    path they are given, so a file named q?u.jpg would otherwise also match qXu.jpg."""
+    return GLOB_CHARACTERS.sub(r"\\\1", path)
+
+
+def is_hidden_name(name: str) -> bool:
+    """Spark's file sources skip such files and folders, even when named explicitly."""
+    return (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
 
 
 def _fs_path(spark: SparkSession, uri: str):
     jvm = spark.sparkContext._jvm
     path = jvm.org.apache.hadoop.fs.Path(uri)
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
+
+
+def list_files(spark: SparkSession, root: str) -> list[tuple[str, int]]:
+    """Every file under root, recursively, hidden ones too: (literal path, bytes)."""
+    fs, path = _fs_path(spark, root)
+    found, files = [], fs.listFiles(path, True)
+    while files.hasNext():
+        status = files.next()
+        found.append((str(status.getPath().toString()), int(status.getLen())))
+    return found
 
 
 def join(base: str, *parts: str) -> str:

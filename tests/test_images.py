@@ -80,6 +80,6 @@ def test_unsupported_mode_is_named():
 
 
 def test_image_extensions_any_case():
-    assert all(has_image_extension(p) for p in ("a/b.jpg", "a/b.JPG", "a/b.JpEg", "s3://x/y.PNG"))
+    assert all(has_image_extension(p) for p in ("a/b.jpg", "a/b.JPG", "a/b.JpEg", "s3://x/y.PNG", "a/..jpg", "a/.PNG"))
     assert not any(has_image_extension(p) for p in ("a/b.gif", "a/b.jpg.txt", "a/README"))
     assert "[jJ][pP][eE][gG]" in IMAGE_GLOB and "[pP][nN][gG]" in IMAGE_GLOB

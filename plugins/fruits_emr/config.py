@@ -559,7 +559,7 @@ def pca_pointer_record(
     A fit starts the corpus afresh from its re-projections; an apply adds or replaces its own date.
     """
     if plan["fit"]:
-        # built from the plan, not the report: a job run over a local mirror reports local paths
+        # built from the plan, not from the paths the job reports
         corpus = {date: f"{plan['model']}/{PCA_CORPUS_PART.format(index=index)}"
                   for index, (date, _) in enumerate(plan["corpus"])}
         fitted = {"fitted_run_date": paths.run_date, "k": summary.get("k")}
@@ -789,66 +789,22 @@ LOCAL_SPARK_CONF = {
 }
 
 
-@dataclass(frozen=True)
-class StepFiles:
-    """The S3 objects a step reads (downloaded before it runs), its manifest and its output root."""
-
-    inputs: list[str]
-    manifest: str | None
-    output: str | None
-    folders: list[str] = field(default_factory=list)  # prefixes read whole (saved model, features)
-    extra_outputs: list[str] = field(default_factory=list)  # more output folders (a fitted model)
-
-
-FOLDER_FLAGS = ("--model", "--corpus", "--features")
-
-
-def step_files(args: list[str]) -> StepFiles:
-    """Classify the s3:// arguments of an EMR step's spark-submit command."""
-    inputs: list[str] = []
-    folders: list[str] = []
-    extra_outputs: list[str] = []
-    manifest = output = None
-    for index, arg in enumerate(args):
-        if not arg.startswith("s3://"):
-            continue
-        flag = args[index - 1] if index else ""
-        if flag == "--output":
-            output = arg
-        elif flag == "--model-output":
-            extra_outputs.append(arg)
-        elif flag in FOLDER_FLAGS:
-            folders.append(arg)
-        elif flag == "--manifest":
-            manifest = arg
-        elif flag == "--allowed-prefix":
-            continue  # a prefix to compare paths with, not an object to download
-        else:
-            inputs.append(arg)
-            if flag == "--model-artifact":
-                inputs.append(arg + SIDECAR_SUFFIX)
-    return StepFiles(inputs=inputs, manifest=manifest, output=output, folders=folders, extra_outputs=extra_outputs)
-
-
-def mirror_path(uri: str, mirror_root: str) -> str:
-    """Where the local compute mode keeps s3://bucket/key: <mirror_root>/bucket/key."""
-    if not uri.startswith("s3://"):
-        return uri
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return f"{mirror_root.rstrip('/')}/{bucket}/{key}".rstrip("/")
-
-
 def local_step_command(
-    args: list[str], mirror_root: str, spark_submit: str, master: str = "local[*,4]", driver_memory: str = "2g"
+    args: list[str],
+    spark_submit: str,
+    s3_conf: Mapping[str, str],
+    master: str = "local[*,4]",
+    driver_memory: str = "2g",
 ) -> list[str]:
-    """An EMR step's `spark-submit --deploy-mode client ...` as a local spark-submit on the mirror.
+    """An EMR step's `spark-submit --deploy-mode client ...` as a local spark-submit.
 
-    Same script, --py-files and job arguments; only the master and the S3 locations differ.
+    Same script, --py-files and job arguments, s3:// URIs included: Spark reads and writes them
+    itself through S3A (`s3_conf`, spark_jobs.s3a). Only the master and the Spark settings differ.
     """
     if not args or args[0] != "spark-submit":
         raise ValueError(f"not a spark-submit step: {args[:3]}")
     command = [spark_submit, "--master", master, "--driver-memory", driver_memory]
-    for name, value in LOCAL_SPARK_CONF.items():
+    for name, value in {**LOCAL_SPARK_CONF, **s3_conf}.items():
         command += ["--conf", f"{name}={value}"]
     rest = args[1:]
     index = 0
@@ -856,7 +812,7 @@ def local_step_command(
         if rest[index] == "--deploy-mode":  # the cluster's; local mode runs the driver here
             index += 2
             continue
-        command.append(mirror_path(rest[index], mirror_root))
+        command.append(rest[index])
         index += 1
     return command
 

@@ -1,9 +1,9 @@
 """Local compute mode: run the DAG's EMR steps with spark-submit on the Airflow worker.
 
-The steps are the ones `config.spark_steps` builds for EMR. Their s3:// arguments are mapped to a
-local mirror folder (`config.mirror_path`): the objects a step reads are downloaded first (through
-the boto3 client of the DAG's AWS connection, so MinIO, moto and S3 all work), the manifest is
-rewritten to the mirrored images, and the step's output folder is uploaded back afterwards.
+The steps are the ones `config.spark_steps` builds for EMR, arguments unchanged: Spark reads the
+staged code, the manifest and the images from S3 and writes its outputs there itself, through
+Hadoop's S3A connector (spark_jobs.s3a: jars from `make setup`, the S3 server from
+FRUITS_S3_ENDPOINT and the AWS_* variables), with the run's server-side encryption.
 """
 
 from __future__ import annotations
@@ -14,15 +14,8 @@ import os
 import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
-
-from botocore.exceptions import ClientError
-
-from fruits_emr.config import StepFiles, mirror_path
-
-DOWNLOAD_THREADS = 8
 
 
 def spark_submit_path() -> str:
@@ -51,86 +44,15 @@ def spark_env() -> dict[str, str]:
     return env
 
 
-def _split(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
+def step_s3_conf(sse: Mapping[str, str]) -> dict[str, str]:
+    """Spark settings for S3 through S3A, encrypting what the steps write as `sse` (boto3's
+    ServerSideEncryption/SSEKMSKeyId, config.sse_arguments) asks. Raises S3ConfigError."""
+    from spark_jobs.s3a import encryption_conf, require_s3a_jars, s3a_conf
 
-
-def download(s3: Any, uri: str, mirror_root: str) -> Path | None:
-    """Copy one object to its mirror path with the object's LastModified as mtime (as EMRFS reports
-    it); None when the object does not exist."""
-    bucket, key = _split(uri)
-    target = Path(mirror_path(uri, mirror_root))
-    try:
-        response = s3.get_object(Bucket=bucket, Key=key)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
-            return None
-        raise
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "wb") as handle:
-        for chunk in response["Body"].iter_chunks(1 << 20):
-            handle.write(chunk)
-    stamp = response["LastModified"].timestamp()
-    os.utime(target, (stamp, stamp))
-    return target
-
-
-def download_folder(s3: Any, uri: str, mirror_root: str) -> int:
-    """Copy every object under the folder uri (a saved model, a features dataset); returns how many."""
-    bucket, key = _split(uri.rstrip("/") + "/")
-    keys = [obj["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key)
-            for obj in page.get("Contents", [])]
-    with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
-        list(pool.map(lambda k: download(s3, f"s3://{bucket}/{k}", mirror_root), keys))
-    return len(keys)
-
-
-def mirror_step_inputs(s3: Any, files: StepFiles, mirror_root: str) -> int:
-    """Download what a step reads; the manifest's images too, with the manifest rewritten to them.
-
-    An image listed but gone from S3 keeps its (missing) mirror path, so featurize quarantines it
-    as "listed in the manifest but not found", as on EMR. Returns the number of images mirrored.
-    """
-    for uri in files.inputs:
-        if download(s3, uri, mirror_root) is None:
-            raise FileNotFoundError(f"{uri} is missing: stage_artifacts should have uploaded it.")
-    for uri in files.folders:
-        download_folder(s3, uri, mirror_root)
-    if files.manifest is None:
-        return 0
-    manifest = download(s3, files.manifest, mirror_root)
-    if manifest is None:
-        raise FileNotFoundError(f"{files.manifest} is missing: find_new_images writes it.")
-    lines = [line.strip() for line in manifest.read_text().splitlines()]
-    images = [line for line in lines if line.startswith("s3://")]
-    with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
-        found = list(pool.map(lambda uri: download(s3, uri, mirror_root), images))
-    manifest.write_text("".join(f"{mirror_path(line, mirror_root)}\n" for line in lines))
-    return sum(1 for path in found if path is not None)
-
-
-def snapshot(folder: Path) -> dict[Path, tuple[int, int]]:
-    """Size and mtime of every file under folder."""
-    if not folder.is_dir():
-        return {}
-    return {path: (path.stat().st_size, path.stat().st_mtime_ns) for path in folder.rglob("*") if path.is_file()}
-
-
-def upload_changes(
-    s3: Any, folder: Path, uri: str, before: dict[Path, tuple[int, int]], sse: dict[str, str]
-) -> list[str]:
-    """Upload the files under folder that are new or changed since `before` (Hadoop's .crc files
-    excluded) to the same relative keys under uri, encrypted with `sse`; returns the uploaded keys."""
-    bucket, key_prefix = _split(uri.rstrip("/"))
-    uploaded = []
-    for path, state in sorted(snapshot(folder).items()):
-        if path.name.endswith(".crc") or before.get(path) == state:
-            continue
-        key = f"{key_prefix}/{path.relative_to(folder).as_posix()}"
-        s3.upload_file(str(path), bucket, key, ExtraArgs=sse)
-        uploaded.append(key)
-    return uploaded
+    require_s3a_jars()
+    conf = s3a_conf()
+    conf.update(encryption_conf(sse.get("ServerSideEncryption"), sse.get("SSEKMSKeyId")))
+    return conf
 
 
 def run_streaming(command: list[str], env: dict[str, str], cwd: str) -> tuple[int, list[str]]:

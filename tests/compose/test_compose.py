@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,15 +28,15 @@ REQUIREMENTS = REPO_ROOT / "requirements.txt"
 
 REQUIRED_SERVICES = {
     "postgres",
-    "minio",
-    "minio-init",
+    "s3",
+    "s3-init",
     "airflow-init",
     "airflow-apiserver",
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
 }
-ONE_SHOT_SERVICES = {"airflow-init", "minio-init"}
+ONE_SHOT_SERVICES = {"airflow-init", "s3-init"}
 # Repository folders the Airflow containers must see, and where (mirroring the repo layout).
 CODE_AND_DATA_MOUNTS = {
     "./dags": "/opt/airflow/dags",
@@ -46,11 +45,15 @@ CODE_AND_DATA_MOUNTS = {
     "./models": "/opt/airflow/models",
     "./data": "/opt/airflow/data",
 }
-EXPECTED_HOST_PORTS = {"airflow-apiserver": {8080}, "minio": {9000, 9001}}
+EXPECTED_HOST_PORTS = {"airflow-apiserver": {8080}, "s3": {9000}}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 # Hadoop (and the AWS SDK bundle hadoop-aws was built with) that each pyspark minor release
 # ships; extend when requirements.txt moves to another pyspark minor version.
 PYSPARK_HADOOP = {"3.5": ("3.3.4", "1.12.262")}
+# Repositories that no longer serve images: MinIO removed minio/minio and minio/mc from Docker
+# Hub (Sept 2026) and made quay.io/minio private; Bitnami's free images left Docker Hub (2025).
+GONE_REPOSITORIES = ("minio/minio", "minio/mc", "docker.io/minio/", "quay.io/minio/", "bitnami/", "docker.io/bitnami/")
+PINNED_IMAGE = re.compile(r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)@sha256:[0-9a-f]{64}$")
 SPARK_SUPPORTED_JAVA = {"3.5": {8, 11, 17}}
 
 
@@ -328,7 +331,7 @@ def test_named_volumes_are_declared(compose: dict, services: dict) -> None:
         for volume in spec.get("volumes", [])
         if split_volume(volume)[0] and not is_bind(split_volume(volume)[0])
     }
-    assert used, "expected named volumes (postgres data, minio data, airflow logs)"
+    assert used, "expected named volumes (postgres data, airflow logs)"
     assert used <= declared, f"undeclared named volumes: {sorted(used - declared)}"
 
 
@@ -340,53 +343,70 @@ def test_code_and_data_are_mounted_read_only(compose: dict) -> None:
     assert "/opt/airflow/logs" in {split_volume(v)[1] for v in compose["x-airflow-common"]["volumes"]}
 
 
-def test_minio_init_uploads_the_sample_to_the_bucket(services: dict, env_example: dict) -> None:
-    init = services["minio-init"]
+def test_s3_init_uploads_the_sample_to_the_bucket(services: dict, env_example: dict) -> None:
+    init = services["s3-init"]
     mounts = {split_volume(v)[0]: split_volume(v)[1] for v in init["volumes"]}
-    assert mounts.get("./data/sample") == "/sample"
+    assert mounts.get("./data/sample") == init["environment"]["SAMPLE_DIR"]
+    assert mounts.get("./docker/s3_init.py") == init["entrypoint"][-1]
     assert init["environment"]["FRUITS_BUCKET"] == env_example["FRUITS_BUCKET"]
-    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    assert init["environment"]["FRUITS_S3_ENDPOINT"] == "http://s3:5000"
+    assert init["depends_on"]["s3"]["condition"] == "service_healthy"
     images = [p for p in (REPO_ROOT / "data" / "sample").glob("*/*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"}]
-    assert images, "data/sample/ holds no <label>/<file>.jpg images for minio-init to upload"
+    assert images, "data/sample/ holds no <label>/<file>.jpg images for s3-init to upload"
 
 
-def _run_minio_init(tmp_path: Path, sample_dir: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    calls = tmp_path / "mc-calls"
-    fake_mc = bin_dir / "mc"
-    fake_mc.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n')
-    fake_mc.chmod(0o755)
-    env = {
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        "MINIO_ENDPOINT": "http://minio:9000",
-        "MINIO_ROOT_USER": "user",
-        "MINIO_ROOT_PASSWORD": "password",
-        "FRUITS_BUCKET": "bucket",
-        "SAMPLE_DIR": str(sample_dir),
-    }
-    done = subprocess.run(
-        ["sh", str(REPO_ROOT / "docker" / "minio-init.sh")], env=env, capture_output=True, text=True
-    )
-    return done, calls.read_text().splitlines() if calls.exists() else []
+def _run_s3_init(endpoint: str, sample_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FRUITS_S3_ENDPOINT": endpoint, "FRUITS_BUCKET": "bucket", "SAMPLE_DIR": str(sample_dir),
+           "AWS_ACCESS_KEY_ID": "dev", "AWS_SECRET_ACCESS_KEY": "dev", "AWS_DEFAULT_REGION": "us-east-1"}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "docker" / "s3_init.py")], env=env,
+                          capture_output=True, text=True, timeout=300)
 
 
-def test_minio_init_script_creates_bucket_and_mirrors_into_raw(tmp_path: Path) -> None:
-    done, calls = _run_minio_init(tmp_path, REPO_ROOT / "data" / "sample")
-    assert done.returncode == 0, done.stderr
-    assert calls[0].startswith("alias set local http://minio:9000 user password")
-    assert "mb --ignore-existing local/bucket" in calls
-    mirror = next(call for call in calls if call.startswith("mirror "))
-    assert mirror.endswith(f"{REPO_ROOT / 'data' / 'sample'} local/bucket/raw")
+def test_s3_init_script_creates_the_bucket_and_uploads_into_raw_twice(tmp_path: Path) -> None:
+    """Against a real moto server, as the compose stack runs it; a second run changes nothing."""
+    boto3 = pytest.importorskip("boto3")
+    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    from motoserver import running_moto_server
+
+    sample = tmp_path / "sample"
+    (sample / "apple").mkdir(parents=True)
+    (sample / "apple" / "a b.jpg").write_bytes(b"jpeg bytes")
+    (sample / "NOTICE.md").write_text("not uploaded")
+    with running_moto_server() as endpoint:
+        for _ in range(2):
+            done = _run_s3_init(endpoint, sample)
+            assert done.returncode == 0, done.stderr
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="dev", aws_secret_access_key="dev")
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="bucket")["Contents"]] == ["raw/apple/a b.jpg"]
+    assert "uploaded 1 sample images to s3://bucket/raw/" in done.stdout
 
 
-def test_minio_init_script_fails_clearly_without_images(tmp_path: Path) -> None:
+def test_s3_init_script_fails_clearly_without_images(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    done, calls = _run_minio_init(tmp_path, empty)
-    assert done.returncode != 0
+    done = _run_s3_init("http://127.0.0.1:9", empty)
+    assert done.returncode == 1
     assert "no images under" in done.stderr
-    assert calls == []
+
+
+def test_every_image_is_pinned_by_tag_and_digest_and_served(services: dict) -> None:
+    """Pulled images carry tag@sha256 (a moved tag cannot change them) and come from no
+    repository known to be gone; the Airflow image is built here (docker/Dockerfile)."""
+    pulled = {name: spec["image"] for name, spec in services.items() if "build" not in spec}
+    assert pulled, "no pulled images found"
+    for name, image in pulled.items():
+        assert PINNED_IMAGE.match(image), f"{name}: {image} is not pinned as name:tag@sha256:<digest>"
+        assert not image.startswith(GONE_REPOSITORIES), f"{name}: {image} comes from a repository that is gone"
+    built = {spec["image"] for spec in services.values() if "build" in spec}
+    assert all(image.split(":")[0] == "fruits-airflow" or "${" in image for image in built), built
+
+
+def test_gone_repositories_are_refused(services: dict) -> None:
+    """The check above fails on the images this stack used before (and on unpinned ones)."""
+    for image in ("minio/minio:RELEASE.2025-09-07T16-13-09Z", "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z"):
+        assert image.startswith(GONE_REPOSITORIES)
+    assert not PINNED_IMAGE.match("postgres:16") and not PINNED_IMAGE.match("motoserver/moto@sha256:" + "0" * 64)
 
 
 # --------------------------------------------------------------------------- ports, health, order
@@ -500,7 +520,6 @@ def test_dockerfile_installs_java_for_spark(instructions: list, requirements: st
     assert java_major in supported, f"Java {java_major} is not supported by pyspark {pyspark}"
     envs = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
     assert re.search(r"JAVA_HOME=\S+", envs)
-    assert "SPARK_CONF_DIR=" in envs
 
 
 def test_dockerfile_installs_requirements_as_airflow_user(instructions: list) -> None:
@@ -518,31 +537,37 @@ def test_image_python_matches_the_resolved_constraints(instructions: list) -> No
     assert dockerfile_args(instructions)["PYTHON_VERSION"] == python.group(1)
 
 
+def _fetch_script():
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    import fetch_s3a_jars
+
+    return fetch_s3a_jars
+
+
 def test_hadoop_aws_matches_the_pinned_pyspark(instructions: list, requirements: str) -> None:
     pyspark = pinned_version(requirements, "pyspark")
     assert pyspark, "requirements.txt does not pin pyspark==X.Y.Z"
     minor = ".".join(pyspark.split(".")[:2])
     assert minor in PYSPARK_HADOOP, f"no known Hadoop version for pyspark {pyspark}: extend PYSPARK_HADOOP"
     hadoop, sdk = PYSPARK_HADOOP[minor]
-    args = dockerfile_args(instructions)
-    assert args["HADOOP_AWS_VERSION"] == hadoop
-    assert args["AWS_JAVA_SDK_BUNDLE_VERSION"] == sdk
+    fetch = _fetch_script()
+    versions = {artifact: version for _, artifact, version, _ in fetch.JARS}
+    assert (fetch.HADOOP_VERSION, versions["hadoop-aws"], versions["aws-java-sdk-bundle"]) == (hadoop, hadoop, sdk)
+    assert all(re.fullmatch(r"[0-9a-f]{64}", sha256) for *_, sha256 in fetch.JARS)
     runs = [cmd for _, cmd in _user_per_run(instructions)]
-    fetch = next((i for i, cmd in enumerate(runs) if "hadoop-aws" in cmd), None)
+    jars = next((i for i, cmd in enumerate(runs) if "fetch_s3a_jars.py" in cmd), None)
     install = next(i for i, cmd in enumerate(runs) if "requirements.txt" in cmd)
-    assert fetch is not None, "the Dockerfile never fetches hadoop-aws"
-    assert fetch > install, "jars must be fetched after pip installed pyspark"
-    for name, version_arg in (("hadoop-aws", "HADOOP_AWS_VERSION"), ("aws-java-sdk-bundle", "AWS_JAVA_SDK_BUNDLE_VERSION")):
-        assert re.search(rf"{name}\s+\"\$\{{{version_arg}\}}\"", runs[fetch]), f"{name} not fetched with {version_arg}"
+    assert jars is not None, "the Dockerfile never runs scripts/fetch_s3a_jars.py"
+    assert jars > install, "jars must be fetched after pip installed pyspark"
+    assert "--dest /opt/airflow/jars" in runs[jars]  # spark_jobs/s3a.py's JARS_DIR under FRUITS_REPO_ROOT
 
 
-def test_hadoop_version_matches_installed_pyspark_jars(instructions: list, requirements: str) -> None:
+def test_hadoop_version_matches_installed_pyspark_jars(requirements: str) -> None:
     pyspark = pytest.importorskip("pyspark")
     if pyspark.__version__ != pinned_version(requirements, "pyspark"):
         pytest.skip(f"installed pyspark {pyspark.__version__} is not the pinned one")
-    jars = Path(pyspark.__file__).parent / "jars"
-    versions = {m.group(1) for p in jars.glob("hadoop-client-api-*.jar") if (m := re.search(r"api-(.+)\.jar$", p.name))}
-    assert versions == {dockerfile_args(instructions)["HADOOP_AWS_VERSION"]}
+    fetch = _fetch_script()
+    assert fetch.pyspark_hadoop_version() == fetch.HADOOP_VERSION
 
 
 # --------------------------------------------------------------------------- settings
@@ -573,70 +598,34 @@ def test_env_example_lists_every_compose_variable_with_the_same_default(
 
 def test_env_example_credentials_are_labelled_dev_only() -> None:
     text = ENV_EXAMPLE.read_text()
-    for name in ("AIRFLOW_ADMIN_PASSWORD", "MINIO_ROOT_PASSWORD", "AIRFLOW_JWT_SECRET"):
+    for name in ("AIRFLOW_ADMIN_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AIRFLOW_JWT_SECRET"):
         block = text.split(f"\n{name}=")[0].rsplit("\n\n", 1)[-1]
         assert "DEV ONLY" in block, f"{name} is not labelled DEV ONLY in .env.example"
 
 
 @pytest.mark.parametrize("source", ["compose default", ".env.example"])
-def test_aws_connection_points_at_minio_with_its_credentials(
+def test_aws_connection_and_spark_point_at_the_s3_service(
     source: str, compose: dict, services: dict, env_example: dict
 ) -> None:
+    """boto3 (the DAG's connection) and Spark (S3A, spark_jobs/s3a.py) use the same server and keys."""
     connection_module = pytest.importorskip("airflow.models.connection")
-    if source == "compose default":
-        uri = compose["x-airflow-common"]["environment"]["AIRFLOW_CONN_AWS_DEFAULT"]
-        minio_env = services["minio"]["environment"]
-    else:
-        uri = env_example["AIRFLOW_CONN_AWS_DEFAULT"]
-        minio_env = env_example
-    conn = connection_module.Connection(conn_id="aws_default", uri=uri)
+    sys.path.insert(0, str(REPO_ROOT))
+    from spark_jobs.s3a import s3a_conf
+
+    env = compose["x-airflow-common"]["environment"] if source == "compose default" else env_example
+    env = {name: interpolate(str(value), {}) for name, value in env.items()}
+    conn = connection_module.Connection(conn_id="aws_default", uri=env["AIRFLOW_CONN_AWS_DEFAULT"])
     assert conn.conn_type == "aws"
-    assert (conn.login, conn.password) == (minio_env["MINIO_ROOT_USER"], minio_env["MINIO_ROOT_PASSWORD"])
+    assert (conn.login, conn.password) == (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
     endpoint = urlsplit(conn.extra_dejson["endpoint_url"])
-    assert endpoint.hostname == "minio"
-    assert f"{endpoint.port}:{endpoint.port}" in " ".join(services["minio"]["ports"])
-    assert conn.extra_dejson.get("region_name")
-
-
-def test_spark_s3a_endpoint_comes_from_the_compose_environment(compose: dict, tmp_path: Path) -> None:
-    """Starts local Spark with docker/spark-conf and reads the Hadoop settings it resolved."""
-    pytest.importorskip("pyspark")
-    if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
-        pytest.skip("no Java runtime for Spark")
-    probe = textwrap.dedent(
-        """
-        import json
-        from pyspark.sql import SparkSession
-        spark = SparkSession.builder.master("local[1]").appName("s3a-conf-probe").getOrCreate()
-        conf = spark.sparkContext._jsc.hadoopConfiguration()
-        keys = ["fs.s3a.endpoint", "fs.s3a.path.style.access", "fs.s3a.connection.ssl.enabled", "fs.s3a.impl"]
-        print("S3A=" + json.dumps({key: conf.get(key) for key in keys}))
-        spark.stop()
-        """
-    )
-    common_env = compose["x-airflow-common"]["environment"]
-
-    def s3a_settings(extra_env: dict[str, str]) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FRUITS_S3A_", "SPARK_", "PYSPARK_"))}
-        env.update(extra_env, SPARK_CONF_DIR=str(REPO_ROOT / "docker" / "spark-conf"))
-        done = subprocess.run(
-            [sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        line = next(line for line in done.stdout.splitlines() if line.startswith("S3A="))
-        return json.loads(line[4:])
-
-    local = s3a_settings({k: v for k, v in common_env.items() if k.startswith("FRUITS_S3A_")})
-    assert local == {
-        "fs.s3a.endpoint": "http://minio:9000",
-        "fs.s3a.path.style.access": "true",
-        "fs.s3a.connection.ssl.enabled": "false",
-        "fs.s3a.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem",
-    }
-    real_s3 = s3a_settings({})
-    assert real_s3["fs.s3a.endpoint"] == "s3.amazonaws.com"
-    assert real_s3["fs.s3a.path.style.access"] == "false"
-    assert real_s3["fs.s3a.connection.ssl.enabled"] == "true"
+    assert endpoint.hostname == "s3" and endpoint.port == 5000
+    assert f":{endpoint.port}" in " ".join(services["s3"]["ports"])
+    assert conn.extra_dejson.get("region_name") == env["AWS_DEFAULT_REGION"]
+    spark = s3a_conf(env)
+    assert spark["spark.hadoop.fs.s3a.endpoint"] == conn.extra_dejson["endpoint_url"]
+    assert spark["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    assert (spark["spark.hadoop.fs.s3a.path.style.access"], spark["spark.hadoop.fs.s3a.connection.ssl.enabled"]) == (
+        "true", "false")
 
 
 # --------------------------------------------------------------------------- docker compose itself

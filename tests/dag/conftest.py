@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from motoserver import running_moto_server
+from motoserver import certificate_of, running_moto_server
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = REPO_ROOT / "plugins"
@@ -58,14 +58,15 @@ for leaked in ("FRUITS_BUCKET", "AWS_PROFILE", "AIRFLOW_VAR_FRUITS_FEATURES_DEFA
 
 @pytest.fixture(scope="session")
 def moto_endpoint():
-    """A moto server in this process (so tests can drive EMR step states), shared by the session."""
-    with running_moto_server() as endpoint:
+    """A moto server in this process (so tests can drive EMR step states), shared by the session.
+    Over TLS: the local compute mode's Spark writes SSE-KMS objects to it, which S3A sends only over HTTPS."""
+    with running_moto_server(tls=True) as endpoint:
         os.environ["AIRFLOW_CONN_AWS_DEFAULT"] = json.dumps(
             {
                 "conn_type": "aws",
                 "login": "testing",
                 "password": "testing",
-                "extra": {"endpoint_url": endpoint, "region_name": REGION},
+                "extra": {"endpoint_url": endpoint, "region_name": REGION, "verify": certificate_of(endpoint)},
             }
         )
         yield endpoint
@@ -76,7 +77,7 @@ def moto(moto_endpoint):
     """A clean moto state for one test."""
     import requests
 
-    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10, verify=certificate_of(moto_endpoint)).raise_for_status()
     return moto_endpoint
 
 
@@ -84,14 +85,14 @@ def moto(moto_endpoint):
 def s3(moto):
     import boto3
 
-    return boto3.client("s3", endpoint_url=moto, region_name=REGION)
+    return boto3.client("s3", endpoint_url=moto, region_name=REGION, verify=certificate_of(moto))
 
 
 @pytest.fixture
 def emr_client(moto):
     import boto3
 
-    return boto3.client("emr", endpoint_url=moto, region_name=REGION)
+    return boto3.client("emr", endpoint_url=moto, region_name=REGION, verify=certificate_of(moto))
 
 
 @pytest.fixture(scope="session")

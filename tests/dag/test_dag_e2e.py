@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from motoserver import JAVA_TRUST_ANY_CERT
+
 from .conftest import ACCOUNT, REGION, REPO_ROOT
 
 BUCKET = "fruits-e2e"
@@ -378,10 +380,12 @@ def test_sensor_timeout_fails_run_and_still_terminates(airflow_db, s3, emr_clien
 
 @pytest.fixture
 def few_raw_images(s3):
-    """Every other sample image (20, all four labels) plus one corrupt file, uploaded now."""
+    """Every other sample image (20, all four labels; two under odd names) plus one corrupt file, uploaded now."""
     s3.create_bucket(Bucket=BUCKET)
-    for path in sorted(SAMPLE.glob("*/*.jpg"))[::2]:
-        s3.upload_file(str(path), BUCKET, f"raw/{path.parent.name}/{path.name}")
+    odd_names = iter(["pêche mûre ü #1 100%+.jpg", "it's [1] & c=d?.JPG"])
+    for index, path in enumerate(sorted(SAMPLE.glob("*/*.jpg"))[::2]):
+        name = next(odd_names, path.name) if index % 7 == 0 else path.name
+        s3.upload_file(str(path), BUCKET, f"raw/{path.parent.name}/{name}")
     s3.put_object(Bucket=BUCKET, Key="raw/lemon/corrupt_7.jpg", Body=b"\xff\xd8\xff\xe0 truncated jpeg")
     stamps = [obj["LastModified"] for obj in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     return datetime.combine(max(stamps).date() + timedelta(days=1), datetime.min.time(), timezone.utc), 21
@@ -393,13 +397,15 @@ def bucket_keys(s3, prefix: str) -> list[str]:
 
 
 @needs_jobs
-def test_local_compute_mode_end_to_end(airflow_db, s3, emr_client, few_raw_images, tmp_path, monkeypatch, capfd):
+def test_local_compute_mode_end_to_end(airflow_db, moto, s3, emr_client, few_raw_images, tmp_path, monkeypatch, capfd):
     """The same DAG parsed with FRUITS_COMPUTE_MODE=local: the EMR steps run by spark-submit on this
     machine, S3 is moto's, no cluster; outputs and report land in S3 and reconcile."""
     import pyarrow.parquet as pq
 
     monkeypatch.setenv("FRUITS_COMPUTE_MODE", "local")  # read when the DAG file is parsed
     monkeypatch.setenv("FRUITS_LOCAL_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("FRUITS_S3_ENDPOINT", moto)  # Spark talks to moto itself, through S3A
+    monkeypatch.setenv("JAVA_TOOL_OPTIONS", JAVA_TRUST_ANY_CERT)  # moto's self-signed certificate
     logical_date, n_images = few_raw_images
     run_date = (logical_date - timedelta(days=1)).date().isoformat()
     # (security_configuration is an EMR setting: not checked, not used without a cluster)
@@ -420,9 +426,11 @@ def test_local_compute_mode_end_to_end(airflow_db, s3, emr_client, few_raw_image
     assert any(k.endswith("/_STAGED") for k in bucket_keys(s3, "artifacts/code/"))
     models = bucket_keys(s3, "artifacts/models/")
     assert len(models) == 2 and models[0].endswith("/model.onnx") and models[1] == models[0] + ".json"
-    assert f"--model-artifact {tmp_path}" in log and "spark-submit --master 'local[*,4]'" in log
-    assert f"--allowed-prefix {tmp_path}" in log  # the manifest is confined to the (mirrored) raw prefix
-    # outputs in S3, written by the two jobs and uploaded back
+    # the EMR step's own arguments, s3:// URIs unchanged: no mirror, no upload
+    assert f"--model-artifact s3://{BUCKET}/artifacts/models/" in log and "spark-submit --master 'local[*,4]'" in log
+    assert f"--allowed-prefix s3://{BUCKET}/raw/" in log and f"--manifest s3://{BUCKET}/features/" in log
+    assert f"spark.hadoop.fs.s3a.endpoint={moto}" in log and "fs.s3a.encryption.algorithm=SSE-KMS" in log
+    # outputs in S3, written there by the two jobs
     keys = bucket_keys(s3, partition)
     entries = {k[len(partition):].split("/")[0] for k in keys}
     assert {"features", "quarantine", "pca", "report.json", "featurize.json", "manifest.txt",
@@ -433,12 +441,12 @@ def test_local_compute_mode_end_to_end(airflow_db, s3, emr_client, few_raw_image
     assert "features/_pca_models/v0001/pca_model.json" in bucket_keys(s3, "features/_pca_models/v0001/")
     assert not [k for k in keys if k.endswith(".crc")]
     # everything the run wrote is SSE-KMS encrypted with the run's key: staged code and model, manifest,
-    # the jobs' outputs uploaded back, the commit pointer
+    # the jobs' outputs (written by S3A), the commit pointer
     written = bucket_keys(s3, "artifacts/") + bucket_keys(s3, "features/")
     assert len(written) > 20 and f"features/run_date={run_date}/_COMMITTED.json" in written
     assert {(h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")) for h in (
         s3.head_object(Bucket=BUCKET, Key=k) for k in written)} == {("aws:kms", "alias/fruits-outputs")}
-    manifest = s3.get_object(Bucket=BUCKET, Key=partition + "manifest.txt")["Body"].read().decode().split()
+    manifest = s3.get_object(Bucket=BUCKET, Key=partition + "manifest.txt")["Body"].read().decode().splitlines()
     assert len(manifest) == n_images and all(uri.startswith(f"s3://{BUCKET}/raw/") for uri in manifest)
     report = json.loads(s3.get_object(Bucket=BUCKET, Key=partition + "report.json")["Body"].read())
     assert (report["images_seen"], report["features_rows"], report["quarantined"]) == (n_images, 20, 1)
@@ -453,9 +461,7 @@ def test_local_compute_mode_end_to_end(airflow_db, s3, emr_client, few_raw_image
     features = pq.read_table(tmp_path / "out" / partition / "features").to_pylist()
     quarantine = pq.read_table(tmp_path / "out" / partition / "quarantine").to_pylist()
     pca = pq.read_table(tmp_path / "out" / partition / "pca").to_pylist()
-    # paths name the local mirror (<mirror>/<bucket>/<key>); the bucket/key part is the S3 object's
-    raw = {uri.removeprefix("s3://") for uri in manifest}
-    assert {row["path"].split(str(tmp_path) + "/", 1)[1].split("/", 1)[1] for row in features + quarantine} == raw
+    assert sorted(row["path"] for row in features + quarantine) == sorted(manifest)  # the S3 URIs themselves
     assert {row["label"] for row in features} == {"apple", "lemon", "mango", "raspberry"}
     assert [row["label"] for row in quarantine] == ["lemon"] and quarantine[0]["path"].endswith("/corrupt_7.jpg")
     assert len(pca) == 20 and {len(row["pca"]) for row in pca} == {report["k"]}
@@ -464,7 +470,7 @@ def test_local_compute_mode_end_to_end(airflow_db, s3, emr_client, few_raw_image
     assert (summary["images"], summary["features_rows"], summary["quarantined"]) == (n_images, 20, 1)
     assert summary["cluster_id"] is None and summary["estimated_cost_usd"] == 0
     assert f"{n_images} images -> 20 featurized, 1 quarantined" in log
-    assert list(tmp_path.glob("fruits-local-*")) == []  # the mirror is removed after the run
+    assert list(tmp_path.glob("fruits-local-*")) == []  # Spark's scratch folder is removed after the run
 
 
 # --- PCA model lifecycle: fit, apply on the next date, refit ------------------------------------
@@ -498,7 +504,7 @@ def upload_on(s3, images: dict[str, Path], day: datetime) -> None:
 @needs_jobs
 @pytest.mark.parametrize("mode", ["emr", "local"])
 def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
-    mode, airflow_db, s3, emr_client, driver, tmp_path, monkeypatch, capfd
+    mode, airflow_db, moto, s3, emr_client, driver, tmp_path, monkeypatch, capfd
 ):
     """Day 1 fits model v0001; day 2 applies it (no fit: the same image gets identical coordinates);
     a refit of day 2 makes v0002 and re-projects day 1, and the pointer switches both dates at once."""
@@ -508,6 +514,8 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
     if mode == "local":
         monkeypatch.setenv("FRUITS_COMPUTE_MODE", "local")
         monkeypatch.setenv("FRUITS_LOCAL_WORKDIR", str(tmp_path))
+        monkeypatch.setenv("FRUITS_S3_ENDPOINT", moto)  # Spark talks to moto itself, through S3A
+        monkeypatch.setenv("JAVA_TOOL_OPTIONS", JAVA_TRUST_ANY_CERT)  # moto's self-signed certificate
     else:
         driver()
     s3.create_bucket(Bucket=BUCKET)

@@ -285,46 +285,44 @@ def test_export_command_parses_with_the_exporter():
     assert emr.SIDECAR_SUFFIX == export_job.SIDECAR_SUFFIX
 
 
-def test_local_step_command_runs_the_emr_step_on_the_mirror():
+def test_local_step_command_runs_the_emr_step_itself_against_s3():
     featurize_job = pytest.importorskip("spark_jobs.featurize")
     pca_job = pytest.importorskip("spark_jobs.pca")
     config = resolve({"bucket": "fruits-local", "k": 5})
     paths, staged, _, steps = build_onnx(config)
     featurize_args, pca_args = (step["HadoopJarStep"]["Args"] for step in steps)
-    command = emr.local_step_command(featurize_args, "/mirror/", "/venv/bin/spark-submit", "local[2]", "3g")
+    s3_conf = {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"}
+    command = emr.local_step_command(featurize_args, "/venv/bin/spark-submit", s3_conf, "local[2]", "3g")
     assert command[:5] == ["/venv/bin/spark-submit", "--master", "local[2]", "--driver-memory", "3g"]
     assert "--deploy-mode" not in command and "client" not in command
-    assert all("s3://" not in arg for arg in command)
-    code = "/mirror/fruits-local/artifacts/code/0123456789abcdef/"
-    script_at = command.index(code + "featurize.py")
-    assert command[script_at - 2:script_at] == ["--py-files", code + "spark_jobs.zip"]
+    assert "spark.hadoop.fs.s3.impl=org.apache.hadoop.fs.s3a.S3AFileSystem" in command
+    script_at = command.index(staged.featurize_py)
+    assert staged.featurize_py.startswith("s3://fruits-local/artifacts/code/")
+    assert command[script_at - 2:script_at] == ["--py-files", staged.py_files]
+    # everything after the script is the step's own job arguments, S3 URIs unchanged
+    assert command[script_at + 1:] == featurize_args[featurize_args.index(staged.featurize_py) + 1:]
     parsed = featurize_job.build_parser().parse_args(command[script_at + 1:])
-    attempt = f"/mirror/fruits-local/features/run_date=2024-06-01/_attempts/{ATTEMPT}"
-    assert parsed.manifest == f"{attempt}/manifest.txt"
-    assert parsed.output == attempt
-    assert parsed.allowed_prefix == ["/mirror/fruits-local/raw"]
-    assert parsed.model_artifact == "/mirror/fruits-data/artifacts/models/0123456789abcdef/model.onnx"
-    # everything after the script is the step's own job arguments, S3 locations mapped
-    assert command[script_at + 1:] == [emr.mirror_path(a, "/mirror") for a in
-                                       featurize_args[featurize_args.index(staged.featurize_py) + 1:]]
-    pca_command = emr.local_step_command(pca_args, "/mirror", "spark-submit")
+    assert (parsed.manifest, parsed.output) == (paths.manifest_uri, paths.output_uri)
+    assert parsed.allowed_prefix == ["s3://fruits-local/raw/"]
+    pca_command = emr.local_step_command(pca_args, "spark-submit", {})
     assert pca_command[:3] == ["spark-submit", "--master", "local[*,4]"]  # task retries, as on EMR
-    pca = pca_job.build_parser().parse_args(pca_command[pca_command.index(code + "pca.py") + 1:])
-    assert (pca.output, pca.k) == (attempt, 5)
+    pca = pca_job.build_parser().parse_args(pca_command[pca_command.index(staged.pca_py) + 1:])
+    assert (pca.output, pca.k) == (paths.output_uri, 5)
     with pytest.raises(ValueError, match="not a spark-submit step"):
-        emr.local_step_command(["hadoop-streaming"], "/mirror", "spark-submit")
+        emr.local_step_command(["hadoop-streaming"], "spark-submit", {})
 
 
-def test_step_files_classify_what_to_download_and_upload():
-    config = resolve({"bucket": "fruits-data"})
-    paths, staged, _, steps = build_onnx(config)
-    featurize, pca = (emr.step_files(step["HadoopJarStep"]["Args"]) for step in steps)
-    assert featurize.inputs == [staged.py_files, staged.featurize_py, MODEL, MODEL + ".json"]
-    assert (featurize.manifest, featurize.output) == (paths.manifest_uri, paths.output_uri)
-    assert pca == emr.StepFiles(inputs=[staged.py_files, staged.pca_py], manifest=None, output=paths.output_uri)
-    assert emr.mirror_path("s3://b/k/x.jpg", "/m") == "/m/b/k/x.jpg"
-    assert emr.mirror_path("s3://b/out/", "/m/") == "/m/b/out"
-    assert emr.mirror_path("--k", "/m") == "--k"
+def test_local_steps_encrypt_what_spark_writes_as_the_run_asks():
+    local = pytest.importorskip("fruits_emr.local")
+    s3a = pytest.importorskip("spark_jobs.s3a")
+    if not s3a.s3a_jars():
+        pytest.skip("S3A jars not fetched (make setup)")
+    kms = local.step_s3_conf(emr.sse_arguments(resolve({"bucket": "fruits-data", "kms_key_id": "alias/k"})))
+    assert (kms["spark.hadoop.fs.s3a.encryption.algorithm"], kms["spark.hadoop.fs.s3a.encryption.key"]) == (
+        "SSE-KMS", "alias/k")
+    s3 = local.step_s3_conf(emr.sse_arguments(resolve({"bucket": "fruits-data"})))
+    assert s3["spark.hadoop.fs.s3a.encryption.algorithm"] == "SSE-S3" and "spark.hadoop.fs.s3a.encryption.key" not in s3
+    assert {s3[f"spark.hadoop.fs.{scheme}.impl"] for scheme in ("s3", "s3a")} == {s3a.S3A}
 
 
 # --- run configuration -------------------------------------------------------------------------
@@ -594,9 +592,6 @@ def test_pca_step_arguments_follow_the_plan():
         "--corpus", committed["2024-06-01"]]
     apply = emr.plan_pca(config, {"version": "v0001", "number": 1, "model": fit["model"], "corpus": {}}, {}, "2024-06-04")
     assert emr.pca_arguments(config, paths, apply) == ["--output", paths.output_uri, "--model", fit["model"]]
-    files = emr.step_files(["spark-submit", "s3://b/code/pca.py", *emr.pca_arguments(config, paths, fit)])
-    assert (files.folders, files.extra_outputs, files.output) == ([committed["2024-06-01"]], [fit["model"]], paths.output_uri)
-    assert emr.step_files(["spark-submit", *emr.pca_arguments(config, paths, apply)]).folders == [fit["model"]]
 
 
 def test_pca_pointer_and_problems():

@@ -82,10 +82,8 @@ def ui_stack():
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": REGION,
-            # Spark's own S3 client (s3a), where the local compute mode reads S3 directly
-            "FRUITS_S3A_ENDPOINT": endpoint,
-            "FRUITS_S3A_PATH_STYLE_ACCESS": "true",
-            "FRUITS_S3A_SSL_ENABLED": "false",
+            # Spark's own S3 client (S3A, spark_jobs/s3a.py): the local compute mode reads S3 directly
+            "FRUITS_S3_ENDPOINT": endpoint,
         }
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
                           aws_access_key_id="testing", aws_secret_access_key="testing")
