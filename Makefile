@@ -28,9 +28,12 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(K),--k $(K),--variance $(VARIANCE)) \
 	$(if $(PCA_MODEL),--pca-model $(PCA_MODEL))
 
-.PHONY: setup system-packages jars check-java demo run test bench soak clean up down trigger logs
+.PHONY: setup jobs-setup system-packages jars check-java demo run test bench soak clean up down trigger logs
 
-setup: system-packages $(STAMP) jars
+# everything `make test` needs; the jobs alone (demo, run, bench, soak) need only jobs-setup
+setup: system-packages jobs-setup
+
+jobs-setup: $(STAMP) jars check-java
 
 # Debian packages (Java, chromium, postgresql): installed when root, else the exact apt-get command
 system-packages:
@@ -51,26 +54,26 @@ check-java:
 	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || { \
 	  echo "error: Java not found. Spark needs Java 17 (or 11): apt-get install openjdk-17-jre-headless"; exit 1; }
 
-demo: setup check-java
+demo: jobs-setup
 	$(PY) -m spark_jobs.run_local --images data/sample --output out/demo \
 	  --weights models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5 --alpha 0.35
 
-run: setup check-java
+run: jobs-setup
 	$(PY) -m spark_jobs.run_local $(RUN_ARGS)
 
 test: setup check-java
 	$(PY) -m pytest tests -q
 
-bench: setup check-java
+bench: jobs-setup
 	$(PY) bench/run_bench.py --sample $(BENCH_SAMPLE) --update-readme
 
-soak: setup check-java
+soak: jobs-setup
 	$(PY) bench/soak.py --sample $(BENCH_SAMPLE) --update-readme
 
 clean:
 	rm -rf out .pytest_cache bench/work
 
-# Local Airflow + Postgres + MinIO stack (needs Docker with Compose v2)
+# Local Airflow + Postgres + S3 (moto) stack (needs Docker with Compose v2)
 COMPOSE ?= docker compose
 DAG_ID ?= fruits_features
 CONF ?=
