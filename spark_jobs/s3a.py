@@ -22,8 +22,10 @@ JARS_DIR = Path(__file__).resolve().parent.parent / "jars"
 JAR_PREFIXES = ("hadoop-aws-", "aws-java-sdk-bundle-")
 S3A = "org.apache.hadoop.fs.s3a.S3AFileSystem"
 SSE_ALGORITHMS = ("SSE-S3", "SSE-KMS")
-# The boto3 ServerSideEncryption values of plugins/fruits_emr/config.sse_arguments, as S3A names them.
+# The boto3 ServerSideEncryption values of plugins/fruits_emr/config.sse_arguments, as named here.
 BOTO3_SSE = {"AES256": "SSE-S3", "aws:kms": "SSE-KMS"}
+# fs.s3a.encryption.algorithm's own names: Hadoop calls SSE-S3 "AES256" ("SSE-S3" is refused).
+S3A_ALGORITHM = {"SSE-S3": "AES256", "SSE-KMS": "SSE-KMS"}
 
 
 class S3ConfigError(ValueError):
@@ -53,7 +55,7 @@ def encryption_conf(algorithm: str | None, kms_key: str | None = None) -> dict[s
     algorithm = BOTO3_SSE.get(algorithm, algorithm).upper()
     if algorithm not in SSE_ALGORITHMS:
         raise S3ConfigError(f"S3 encryption {algorithm!r}: use one of {', '.join(SSE_ALGORITHMS)}")
-    conf = {"spark.hadoop.fs.s3a.encryption.algorithm": algorithm}
+    conf = {"spark.hadoop.fs.s3a.encryption.algorithm": S3A_ALGORITHM[algorithm]}
     if kms_key and algorithm == "SSE-KMS":
         conf["spark.hadoop.fs.s3a.encryption.key"] = kms_key
     return conf

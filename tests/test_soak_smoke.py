@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pyspark
 import pytest
 
 from conftest import REPO_ROOT
@@ -40,7 +41,7 @@ def test_smoke_run_reconciles_and_quarantines_exactly_the_planted_files(smoke):
     assert full["peak_rss_bytes"] > 0 and set(full["peak_rss_by_kind_bytes"]) == {"driver", "jvm", "python_workers"}
     assert all(full["peak_rss_by_kind_bytes"].values()) and len(full["peak_rss_by_quarter_bytes"]) == 4
     assert max(full["rss_series_bytes"]["max_total"]) == full["peak_rss_bytes"]
-    assert results["rss_ratio"] is None and results["versions"]["pyspark"] == "3.5.9"
+    assert results["rss_ratio"] is None and results["versions"]["pyspark"] == pyspark.__version__
     assert "| counts reconciled | yes |" in done.stdout and "SMOKE RUN" in done.stdout
 
 
@@ -50,7 +51,7 @@ def test_reconcile_reports_counts_that_disagree(smoke):
     _, _, work = smoke
     output = work / "out-full"
     report = json.loads((output / "report.json").read_text())
-    planted = soak_module.plant_broken_files(work / "images-12x2" / "broken", soak_module.sample_files(3))
+    planted = soak_module.plant_broken_files(work / "images-12x2" / "broken", soak_module.sample_files(soak_module.BUNDLED_IMAGES, 3))
     assert len(planted) == 5 and soak_module.reconcile(report, output, 29, 24, planted) == []
     fewer = dict(list(planted.items())[:4])
     problems = soak_module.reconcile(report, output, 30, 25, fewer)

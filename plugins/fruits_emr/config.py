@@ -587,7 +587,7 @@ def s3_encryption_configurations(config: RunConfig) -> list[dict[str, Any]]:
     if config.security_configuration:
         return []
     emrfs = {"fs.s3.enableServerSideEncryption": "true"}
-    s3a = {"fs.s3a.encryption.algorithm": "SSE-KMS" if config.kms_key_id else "SSE-S3"}
+    s3a = {"fs.s3a.encryption.algorithm": "SSE-KMS" if config.kms_key_id else "AES256"}  # S3A's name of SSE-S3
     if config.kms_key_id:
         emrfs["fs.s3.serverSideEncryption.kms.keyId"] = config.kms_key_id
         s3a["fs.s3a.encryption.key"] = config.kms_key_id

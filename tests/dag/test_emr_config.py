@@ -139,7 +139,7 @@ def test_default_cluster_shape():
     assert "Ec2SubnetIds" not in overrides["Instances"]
     # Spark's S3 writes are encrypted (SSE-S3 by default) by EMRFS and by S3A alike; no security configuration
     assert by_class["emrfs-site"]["Properties"] == {"fs.s3.enableServerSideEncryption": "true"}
-    assert by_class["core-site"]["Properties"] == {"fs.s3a.encryption.algorithm": "SSE-S3"}
+    assert by_class["core-site"]["Properties"] == {"fs.s3a.encryption.algorithm": "AES256"}
     assert "SecurityConfiguration" not in overrides
 
 
@@ -321,7 +321,7 @@ def test_local_steps_encrypt_what_spark_writes_as_the_run_asks():
     assert (kms["spark.hadoop.fs.s3a.encryption.algorithm"], kms["spark.hadoop.fs.s3a.encryption.key"]) == (
         "SSE-KMS", "alias/k")
     s3 = local.step_s3_conf(emr.sse_arguments(resolve({"bucket": "fruits-data"})))
-    assert s3["spark.hadoop.fs.s3a.encryption.algorithm"] == "SSE-S3" and "spark.hadoop.fs.s3a.encryption.key" not in s3
+    assert s3["spark.hadoop.fs.s3a.encryption.algorithm"] == "AES256" and "spark.hadoop.fs.s3a.encryption.key" not in s3
     assert {s3[f"spark.hadoop.fs.{scheme}.impl"] for scheme in ("s3", "s3a")} == {s3a.S3A}
 
 
