@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images; pass --images for more
 WEIGHTS_035 = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-PRICES = REPO_ROOT / "bench" / "prices.json"
+PRICES = REPO_ROOT / "plugins" / "fruits_emr" / "prices.json"  # the one price table (fruits_emr.cost reads it too)
 README = REPO_ROOT / "README.md"
 MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
 PCA_FIT_SIZES = [20_000, 200_000, 1_000_000]  # feature rows in the corpus the pca job fits on

@@ -26,9 +26,6 @@ Params, Variables, IAM and S3 layout: see the README.
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
-import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -38,9 +35,12 @@ from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrC
 from airflow.sdk import CronDataIntervalTimetable, Param, Variable, chain, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from fruits_emr import config as emr
-from fruits_emr import storage
+from fruits_emr import local, settings, storage, tasks
+from fruits_emr.cost import PRICES_VARIABLE
 from fruits_emr.operators import EmrStepSensorWithLogs, EmrTerminateRunClusters
+from fruits_emr.params import param_specs
+from fruits_emr.settings import RunConfig
+from fruits_emr.tasks import user_errors_fail_the_task, with_run_config
 
 # Parse-time settings come from the environment only (no Variable or AWS calls while parsing).
 COMPUTE_MODE = os.environ.get("FRUITS_COMPUTE_MODE", "emr").strip().lower()
@@ -56,7 +56,7 @@ SENSOR_MODE = os.environ.get("FRUITS_SENSOR_MODE", "reschedule")
 POKE_SECONDS = float(os.environ.get("FRUITS_POKE_SECONDS", "60"))
 STEP_TIMEOUT = timedelta(hours=float(os.environ.get("FRUITS_STEP_TIMEOUT_HOURS", "4")))
 RETRY_DELAY = timedelta(minutes=float(os.environ.get("FRUITS_RETRY_DELAY_MINUTES", "5")))
-PARSE_DEFAULTS = emr.parse_time_defaults(os.environ)
+PARSE_DEFAULTS = settings.parse_time_defaults(os.environ)
 
 DEFAULT_ARGS = {
     "owner": "data-eng",
@@ -96,198 +96,82 @@ def _json_variable(key: str) -> Any:
 @task
 def resolve_config(params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge Params over the defaults Variable and check them, before anything costs money."""
-    try:
-        config, sources = emr.resolve_run_config(params or {}, PARSE_DEFAULTS, _json_variable(emr.DEFAULTS_VARIABLE))
-        storage.check_bucket(_s3(), config.bucket)
-        if config.security_configuration and COMPUTE_MODE == "emr":
-            storage.check_security_configuration(_emr(), config.security_configuration)
-    except emr.ConfigError as exc:
-        raise AirflowFailException(str(exc)) from None
-    for name, value in config.to_dict().items():
-        print(f"{name:22} {value!r:40} ({sources[name]})")
-    return config.to_dict()
+    with user_errors_fail_the_task():
+        return tasks.resolve_config(params or {}, PARSE_DEFAULTS, _json_variable(settings.DEFAULTS_VARIABLE), _s3(),
+                                    _emr if COMPUTE_MODE == "emr" else None)
 
 
 @task
-def stage_artifacts(config: dict[str, Any]) -> dict[str, str]:
+@with_run_config
+def stage_artifacts(config: RunConfig) -> dict[str, str]:
     """Job code, bootstrap and weights in S3 under content hashes; unchanged content is not uploaded again."""
-    try:
-        # the local compute mode installs nothing on nodes: no wheelhouse
-        wheels = storage.wheelhouse.build_wheelhouse if COMPUTE_MODE == "emr" else None
-        staged, uploaded = storage.stage_artifacts(_s3(), emr.RunConfig.from_dict(config), REPO_ROOT, wheels)
-    except emr.ConfigError as exc:
-        raise AirflowFailException(str(exc)) from None
-    print(f"code bundle {staged.code_uri}; model {staged.model_artifact or staged.weights}: "
-          + (f"uploaded {uploaded}" if uploaded else "already staged"))
-    return staged.to_dict()
+    # the local compute mode installs nothing on nodes: no wheelhouse
+    wheels = storage.wheelhouse.build_wheelhouse if COMPUTE_MODE == "emr" else None
+    return tasks.stage_artifacts(_s3(), config, REPO_ROOT, wheels)
 
 
 @task.short_circuit
+@with_run_config
 def find_new_images(
-    config: dict[str, Any],
+    config: RunConfig,
     data_interval_start: datetime | None = None,
     data_interval_end: datetime | None = None,
     dag_run: Any = None,
 ) -> dict[str, Any] | None:
     """Write the manifest of the run's new images into a new attempt folder; none means the rest of
     the run is skipped (no cluster)."""
-    run_config = emr.RunConfig.from_dict(config)
     run_after = getattr(dag_run, "run_after", None) or datetime.now(timezone.utc)
-    start, end, run_date = emr.run_window(data_interval_start, data_interval_end, run_after)
-    paths = emr.run_paths(run_config, run_date, emr.new_attempt_id(datetime.now(timezone.utc)))
-    s3 = _s3()
-    images = storage.new_images(s3, run_config, start, end)
-    scope = "all images (full refresh)" if run_config.full_refresh else f"LastModified in [{start}, {end})"
-    if not images:
-        print(f"No images under s3://{run_config.bucket}/{emr.prefix(run_config.raw_prefix)} with {scope}: no cluster.")
-        return None
-    storage.write_manifest(s3, paths, images, emr.sse_arguments(run_config))
-    print(f"{len(images)} images with {scope} -> {paths.manifest_uri}")
-    return {"paths": paths.to_dict(), "images": len(images), "window": [start.isoformat(), end.isoformat()]}
+    return tasks.find_new_images(_s3(), config, data_interval_start, data_interval_end, run_after)
 
 
 @task
-def plan_pca(config: dict[str, Any], run: dict[str, Any]) -> dict[str, Any]:
+@with_run_config
+def plan_pca(config: RunConfig, run: dict[str, Any]) -> dict[str, Any]:
     """Fit a new PCA model version (refit_pca, full_refresh, or no model yet) or apply the current one."""
-    run_config = emr.RunConfig.from_dict(config)
-    s3 = _s3()
-    pointer = storage.read_pca_pointer(s3, run_config)
-    committed = storage.committed_features(s3, run_config) if (run_config.refit_pca or not pointer) else {}
-    plan = emr.plan_pca(run_config, pointer, committed, run["paths"]["run_date"])
-    if plan["fit"]:
-        print(f"PCA: fit version {plan['version']} ({plan['reason']}) on this run's features and"
-              f" {len(plan['corpus'])} committed run dates -> {plan['model']}")
-    else:
-        print(f"PCA: apply the current model {plan['version']} ({plan['model']}), no fit")
-    return plan
+    return tasks.plan_pca(_s3(), config, run)
 
 
 @task(multiple_outputs=True)
+@with_run_config
 def emr_request(
-    config: dict[str, Any], staged: dict[str, str], run: dict[str, Any], pca: dict[str, Any], dag_run: Any = None
+    config: RunConfig, staged: dict[str, str], run: dict[str, Any], pca: dict[str, Any], dag_run: Any = None
 ) -> dict[str, Any]:
     """The RunJobFlow body (EMR mode: the local mode starts no cluster and stages no wheelhouse)
     and the steps, built from this run's config and PCA plan."""
-    run_config = emr.RunConfig.from_dict(config)
-    paths = emr.RunPaths(**run["paths"])
-    artifacts = emr.StagedArtifacts.from_dict(staged)
-    overrides = None
-    if COMPUTE_MODE == "emr":
-        overrides = emr.job_flow_overrides(run_config, paths, artifacts, dag_run.dag_id, dag_run.run_id)
-    return {"job_flow_overrides": overrides, "steps": emr.spark_steps(run_config, paths, artifacts, pca)}
+    cluster_for = (dag_run.dag_id, dag_run.run_id) if COMPUTE_MODE == "emr" else None
+    return tasks.build_emr_request(config, staged, run, pca, cluster_for)
 
 
 @task
-def run_steps_locally(config: dict[str, Any], steps: list[dict[str, Any]]) -> dict[str, Any]:
+@with_run_config
+def run_steps_locally(config: RunConfig, steps: list[dict[str, Any]]) -> dict[str, Any]:
     """Local compute mode: the EMR steps themselves, arguments unchanged, by spark-submit
     --master local[*,4] on this worker; Spark reads and writes S3 itself (S3A, FRUITS_S3_ENDPOINT)."""
-    from fruits_emr import local
-    from spark_jobs.s3a import S3ConfigError
-
-    try:
-        s3_conf = local.step_s3_conf(emr.sse_arguments(emr.RunConfig.from_dict(config)))
-    except S3ConfigError as exc:
-        raise AirflowFailException(str(exc)) from None
-    spark_submit, env = local.spark_submit_path(), local.spark_env()
-    workdir = tempfile.mkdtemp(prefix="fruits-local-", dir=LOCAL_WORKDIR)  # Spark's scratch files
-    try:
-        for step in steps:
-            name, args = step["Name"], step["HadoopJarStep"]["Args"]
-            command = emr.local_step_command(args, spark_submit, s3_conf, LOCAL_MASTER, LOCAL_DRIVER_MEMORY)
-            print(f"$ {shlex.join(command)}", flush=True)
-            returncode, _ = local.run_streaming(command, env, cwd=workdir)
-            if returncode == 2:  # the jobs' exit code for unusable input: retrying cannot help
-                raise AirflowFailException(f"step {name} rejected its input (exit 2); its message is above.")
-            if returncode != 0:
-                raise RuntimeError(f"step {name} failed with exit code {returncode}; its output is above.")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return {"steps": [step["Name"] for step in steps]}
+    return local.run_steps_locally(config, steps, LOCAL_MASTER, LOCAL_DRIVER_MEMORY, LOCAL_WORKDIR)
 
 
 @task
+@with_run_config
 def validate_outputs(
-    config: dict[str, Any], run: dict[str, Any], pca: dict[str, Any], cluster_id: str | None = None
+    config: RunConfig, run: dict[str, Any], pca: dict[str, Any], cluster_id: str | None = None
 ) -> dict[str, Any]:
     """Fail unless manifest images = features + quarantined, all outputs exist and the PCA step did what
     the plan said (fit: the new model folder is complete); log counts and cost."""
-    run_config = emr.RunConfig.from_dict(config)
-    paths = emr.RunPaths(**run["paths"])
-    s3 = _s3()
-    try:
-        report = storage.read_report(s3, paths)
-    except storage.RunOutputError as exc:
-        raise AirflowFailException(str(exc)) from None
-    problems = emr.reconcile(report, run["images"], storage.attempt_entries(s3, paths)) + emr.pca_problems(report, pca)
-    if pca["fit"] and not storage.pca_model_written(s3, pca["model"]):
-        problems.append(f"the fitted PCA model {pca['model']} is incomplete (no {emr.PCA_MODEL_INFO})")
-
-    if cluster_id:
-        timeline = _emr().describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["Timeline"]
-        ended = timeline.get("EndDateTime") or datetime.now(timezone.utc)
-        try:
-            prices = emr.merge_prices(_json_variable(emr.PRICES_VARIABLE))
-        except emr.ConfigError as exc:
-            raise AirflowFailException(str(exc)) from None
-        cost = emr.estimate_cost(run_config, timeline["CreationDateTime"], ended, prices)
-    else:
-        cost = emr.CostEstimate(hours=0.0, usd=0.0, lines=["local Spark, no cluster"])
-
-    summary = {
-        "output": paths.output_uri,
-        "images": run["images"],
-        "features_rows": report.get("features_rows"),
-        "quarantined": report.get("quarantined"),
-        "quarantine_reasons": report.get("quarantine_reasons", {}),
-        "k": report.get("k"),
-        "variance_target": report.get("variance_target"),
-        "pca_model": report.get("pca_model"),
-        "pca_fitted": report.get("pca_fitted"),
-        "pca_fit_rows": report.get("pca_fit_rows"),
-        "pca_corpus": report.get("pca_corpus") or [],
-        "cluster_id": cluster_id,
-        "cluster_hours": round(cost.hours, 4),
-        "estimated_cost_usd": cost.usd,
-        "unpriced_instance_types": cost.unpriced,
-    }
-    print(
-        f"run {paths.run_date}: {run['images']} images -> {summary['features_rows']} featurized,"
-        f" {summary['quarantined']} quarantined {summary['quarantine_reasons']}, PCA k={summary['k']}"
-        f" ({'fitted' if summary['pca_fitted'] else 'applied'} model {summary['pca_model']})"
-        f" | cluster {cluster_id} {cost.hours:.2f} h, estimated ${cost.usd:.2f} ({'; '.join(cost.lines)})"
-        + (f" | no price for {cost.unpriced}: set Variable {emr.PRICES_VARIABLE}" if cost.unpriced else "")
-    )
-    if problems:
-        raise AirflowFailException(f"Outputs in {paths.output_uri} do not reconcile: " + "; ".join(problems))
-    return summary
+    return tasks.validate_outputs(_s3(), config, run, pca, cluster_id, _emr, lambda: _json_variable(PRICES_VARIABLE))
 
 
 @task
+@with_run_config
 def commit_outputs(
-    config: dict[str, Any], run: dict[str, Any], pca: dict[str, Any], summary: dict[str, Any], dag_run: Any = None
+    config: RunConfig, run: dict[str, Any], pca: dict[str, Any], summary: dict[str, Any], dag_run: Any = None
 ) -> dict[str, Any]:
     """Publish the validated attempt: replace the run date's commit pointer, drop attempts nobody reads,
     then point the PCA pointer at this run's reduced rows (and, after a fit, at the new version)."""
-    run_config = emr.RunConfig.from_dict(config)
-    paths = emr.RunPaths(**run["paths"])
-    run_id, now = (dag_run.run_id if dag_run else ""), datetime.now(timezone.utc)
-    record = emr.commit_record(paths, summary, run_id, now)
-    s3, sse = _s3(), emr.sse_arguments(run_config)
-    try:
-        previous, deleted = storage.commit_run(s3, paths, record, sse)
-        pointer = storage.read_pca_pointer(s3, run_config)
-        storage.commit_pca(s3, run_config, emr.pca_pointer_record(pointer, pca, paths, summary, run_id, now),
-                           pca["previous_number"] if pca["fit"] else pca["number"], sse)
-    except storage.RunOutputError as exc:
-        raise AirflowFailException(str(exc)) from None
-    print(f"committed {paths.output_uri} as run {paths.run_date} ({paths.commit_uri});"
-          f" previous attempt {previous or 'none'}, deleted {deleted} objects of older attempts;"
-          f" PCA model {pca['version']} is current")
-    return record
+    return tasks.commit_outputs(_s3(), config, run, pca, summary, dag_run.run_id if dag_run else "")
 
 
 @dag(
-    dag_id=emr.DAG_ID,
+    dag_id=settings.DAG_ID,
     schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
@@ -295,7 +179,7 @@ def commit_outputs(
     default_args=DEFAULT_ARGS,
     tags=["fruits", "emr", "spark", "features"],
     doc_md=__doc__,
-    params={name: Param(**spec) for name, spec in emr.param_specs(PARSE_DEFAULTS).items()},
+    params={name: Param(**spec) for name, spec in param_specs(PARSE_DEFAULTS).items()},
 )
 def fruits_features() -> None:
     config = resolve_config()

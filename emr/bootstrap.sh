@@ -13,7 +13,7 @@ wheelhouse_uri="${1:?$usage}"
 constraints_uri="${2:?$usage}"
 requirements_uri="${3:?$usage}"
 tensorflow_uri="${4:-}"
-# The interpreter PYSPARK_PYTHON names (fruits_emr.config.PYTHON); FRUITS_NODE_PYTHON only for tests.
+# The interpreter PYSPARK_PYTHON names (fruits_emr.emr_request.PYTHON); FRUITS_NODE_PYTHON only for tests.
 python="${FRUITS_NODE_PYTHON:-/usr/bin/python3.11}"
 
 # EMR 7.x images ship python3.11 but not always its pip; dnf skips what is already installed.

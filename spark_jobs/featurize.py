@@ -30,6 +30,8 @@ from spark_jobs import storage
 from spark_jobs.backbones import BACKBONES, ENGINES, NAMED_WEIGHTS, POOLINGS, ModelConfigError, ModelSpec, export_artifact, feature_dim
 from spark_jobs.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, IMAGE_GLOB, has_image_extension
 from spark_jobs.inference import make_featurize_batches
+from spark_jobs.run_files import FEATURES, FEATURIZE_SUMMARY, QUARANTINE, parse_manifest
+from spark_jobs.s3_uri import S3_SCHEMES
 
 FEATURE_RESULT = T.StructType(
     [
@@ -48,7 +50,6 @@ BINARY_FILE_SCHEMA = T.StructType(
         T.StructField("content", T.BinaryType()),
     ]
 )
-S3_SCHEMES = ("s3", "s3a", "s3n")  # three connectors, one bucket namespace
 SHOWN_OUTSIDE = 5
 FEATURE_COLUMNS = ["path", "label", "features", "width", "height", "mode", "bytes", "modification_time", "model"]
 QUARANTINE_COLUMNS = ["path", "label", "reason", "bytes", "modification_time", "model"]
@@ -148,12 +149,10 @@ def _quarantine_rows(spark: SparkSession, rows: list[tuple[str, str, int | None]
 
 
 def read_manifest(spark: SparkSession, manifest: str) -> list[str]:
-    """Image URIs listed in a manifest, in order, without blanks, comments or repeats."""
+    """Image URIs listed in a manifest (run_files.parse_manifest: in order, without blanks, comments or repeats)."""
     if not storage.exists(spark, manifest):
         raise InputError(f"manifest {manifest} does not exist")
-    lines = storage.read_bytes(spark, manifest).decode("utf-8").splitlines()
-    entries = [line.strip() for line in lines]
-    return list(dict.fromkeys(e for e in entries if e and not e.startswith("#")))
+    return parse_manifest(storage.read_bytes(spark, manifest).decode("utf-8"))
 
 
 def normalise_uri(uri: str, qualify: Callable[[str], str]) -> str:
@@ -481,8 +480,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     results = featurize_files(
         files, spec, args.engine, artifact.name, args.batch_size, partitions, args.max_image_pixels
     ).persist(StorageLevel.DISK_ONLY)  # two writes, one inference pass; off-heap so memory stays flat
-    features_uri = storage.join(args.output, "features")
-    quarantine_uri = storage.join(args.output, "quarantine")
+    features_uri = storage.join(args.output, FEATURES)
+    quarantine_uri = storage.join(args.output, QUARANTINE)
     try:
         features = results.where(F.col("error").isNull()).withColumn("model", F.lit(model_id))
         features.select(*FEATURE_COLUMNS).write.mode("overwrite").parquet(features_uri)
@@ -533,7 +532,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         "featurize_seconds": round(time.monotonic() - started, 3),
         "phase_seconds": phases,
     }
-    storage.write_json(spark, storage.join(args.output, "featurize.json"), summary)
+    storage.write_json(spark, storage.join(args.output, FEATURIZE_SUMMARY), summary)
     if not artifact_uri:  # an exported model's file is still registered with addFile
         shutil.rmtree(workdir, ignore_errors=True)
     return summary

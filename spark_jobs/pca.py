@@ -27,11 +27,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import pca_model, storage
+from spark_jobs.run_files import FEATURES, FEATURIZE_SUMMARY, PCA, PCA_CORPUS_PART, PCA_MODEL, REPORT
 
 SCATTER_SAMPLE = 20_000  # points drawn in pca_scatter.png at most
 MAX_FIT_ROWS = 200_000  # a uniform sample of this many rows fixes a 1,280-d correlation matrix well
 FIT_SAMPLE_SEED = 7
-CORPUS_PART = "corpus/part-{index:05d}"  # fruits_emr.config.PCA_CORPUS_PART: the DAG's pointer names these
 
 
 class PcaInputError(ValueError):
@@ -179,17 +179,17 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Fit (and save) or load the model, write the reduced features, report.json and the plots."""
     started = time.monotonic()
     check_arguments(args)
-    features_uris = getattr(args, "features", None) or [storage.join(args.output, "features")]
+    features_uris = getattr(args, "features", None) or [storage.join(args.output, FEATURES)]
     corpus_uris = list(getattr(args, "corpus", None) or [])
     features = read_features(spark, features_uris)
     corpus = [read_features(spark, [uri]) for uri in corpus_uris]
     rows = features.count()
     model_uri, model, fit = fit_or_load(spark, args, features, rows, corpus, features_uris + corpus_uris)
-    reduced_uri = storage.join(args.output, "pca")
+    reduced_uri = storage.join(args.output, PCA)
     reduce_features(model, features).write.mode("overwrite").parquet(reduced_uri)
     reprojected = []
     for index, (uri, frame) in enumerate(zip(corpus_uris, corpus)):
-        target_uri = storage.join(model_uri, CORPUS_PART.format(index=index))
+        target_uri = storage.join(model_uri, PCA_CORPUS_PART.format(index=index))
         reduce_features(model, frame).write.mode("overwrite").parquet(target_uri)
         reprojected.append({"features": uri, "pca": target_uri})
     if not args.pca_model:
@@ -198,7 +198,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     spectrum = np.asarray(model.info["explained_variance"], dtype=np.float64)
     cumulative = np.cumsum(spectrum)
     report = {}
-    featurize_summary = storage.join(args.output, "featurize.json")
+    featurize_summary = storage.join(args.output, FEATURIZE_SUMMARY)
     if storage.exists(spark, featurize_summary):
         report.update(storage.read_json(spark, featurize_summary))
     report.update(
@@ -221,7 +221,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         }
     )
     write_plots(spark, args.output, spectrum, model.k, report["variance_target"], scatter_points(spark, reduced_uri, rows))
-    storage.write_json(spark, storage.join(args.output, "report.json"), report)
+    storage.write_json(spark, storage.join(args.output, REPORT), report)
     return report
 
 
@@ -248,7 +248,7 @@ def fit_or_load(
     model = fit_pca(spark, fit_sample(fit_on, corpus_rows, args.max_fit_rows), target, args.k,
                     getattr(args, "model_version", None))
     model.info.update({"corpus_rows": corpus_rows, "fitted_on": inputs})
-    model_uri = getattr(args, "model_output", None) or storage.join(args.output, "pca_model")
+    model_uri = getattr(args, "model_output", None) or storage.join(args.output, PCA_MODEL)
     return model_uri, model, {"pca_fit_rows": model.info["fit_rows"], "pca_corpus_rows": corpus_rows}
 
 

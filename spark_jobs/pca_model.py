@@ -29,9 +29,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from spark_jobs import storage
+from spark_jobs.run_files import PCA_MODEL_INFO
 
 PIPELINE_FOLDER = "pipeline"
-INFO_FILE = "pca_model.json"
 CHUNK_ROWS = 2048  # rows per numpy product on an executor: bounds its memory whatever the batch size
 MOMENTS_SCHEMA = "n long, mean binary, m2 binary"
 
@@ -164,14 +164,14 @@ def build_pipeline(spark: SparkSession, spectrum: Spectrum, k: int) -> PipelineM
 def save(spark: SparkSession, model: SavedPca, uri: str) -> None:
     """pipeline/ first, pca_model.json last: the info file marks a complete model folder."""
     model.pipeline.write().overwrite().save(storage.join(uri, PIPELINE_FOLDER))
-    storage.write_json(spark, storage.join(uri, INFO_FILE), model.info)
+    storage.write_json(spark, storage.join(uri, PCA_MODEL_INFO), model.info)
 
 
 def load(spark: SparkSession, uri: str) -> SavedPca:
     """A saved model folder; FileNotFoundError naming the folder when it holds no complete model."""
-    info_uri = storage.join(uri, INFO_FILE)
+    info_uri = storage.join(uri, PCA_MODEL_INFO)
     if not storage.exists(spark, info_uri):
-        raise FileNotFoundError(f"{uri} is not a saved PCA model folder (no {INFO_FILE})")
+        raise FileNotFoundError(f"{uri} is not a saved PCA model folder (no {PCA_MODEL_INFO})")
     return SavedPca(PipelineModel.load(storage.join(uri, PIPELINE_FOLDER)), storage.read_json(spark, info_uri))
 
 

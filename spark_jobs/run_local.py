@@ -12,6 +12,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from spark_jobs.s3_uri import is_s3_uri
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # local[N] gives a failed task no second attempt; local[N,F] allows F attempts per task, so a
 # crashed Python worker costs one retried task instead of the whole run, as on a cluster.
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
     uris = (args.images, args.manifest, args.output, args.weights, getattr(args, "model_artifact", None))
     try:
-        if any(str(uri or "").startswith(("s3://", "s3a://", "s3n://")) for uri in uris):
+        if any(is_s3_uri(str(uri or "")) for uri in uris):
             require_s3a_jars()
         spark = local_spark(args.master, args.driver_memory)
     except S3ConfigError as exc:

@@ -22,7 +22,7 @@ JARS_DIR = Path(__file__).resolve().parent.parent / "jars"
 JAR_PREFIXES = ("hadoop-aws-", "aws-java-sdk-bundle-")
 S3A = "org.apache.hadoop.fs.s3a.S3AFileSystem"
 SSE_ALGORITHMS = ("SSE-S3", "SSE-KMS")
-# The boto3 ServerSideEncryption values of plugins/fruits_emr/config.sse_arguments, as named here.
+# The boto3 ServerSideEncryption values of plugins/fruits_emr/settings.sse_arguments, as named here.
 BOTO3_SSE = {"AES256": "SSE-S3", "aws:kms": "SSE-KMS"}
 # fs.s3a.encryption.algorithm's own names: Hadoop calls SSE-S3 "AES256" ("SSE-S3" is refused).
 S3A_ALGORITHM = {"SSE-S3": "AES256", "SSE-KMS": "SSE-KMS"}

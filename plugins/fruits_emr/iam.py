@@ -18,7 +18,8 @@ import json
 import sys
 from typing import Any
 
-from fruits_emr.config import RunConfig, prefix
+from fruits_emr.settings import RunConfig
+from spark_jobs.s3_uri import key_prefix
 
 VERSION = "2012-10-17"
 
@@ -57,7 +58,7 @@ def kms_statement(kms_key_arn: str | None) -> list[dict[str, Any]]:
 
 
 def _objects(bucket: str, *prefixes: str) -> list[str]:
-    return [f"arn:aws:s3:::{bucket}/{prefix(p)}*" for p in dict.fromkeys(prefixes)]
+    return [f"arn:aws:s3:::{bucket}/{key_prefix(p)}*" for p in dict.fromkeys(prefixes)]
 
 
 def airflow_policy(
@@ -157,8 +158,8 @@ def bucket_policy(bucket: str, config: RunConfig | None = None) -> dict[str, Any
     """Deny plain HTTP; deny uploads that ask for an unknown encryption; deny uploads to the
     pipeline's own prefixes (artifacts, outputs) that ask for no encryption at all.
 
-    Every writer of those prefixes sends the header: the DAG's boto3 puts (config.sse_arguments)
-    and Spark on EMR (config.s3_encryption_configurations). EMR's own log shipping is not asked
+    Every writer of those prefixes sends the header: the DAG's boto3 puts (settings.sse_arguments)
+    and Spark on EMR (emr_request.s3_encryption_configurations). EMR's own log shipping is not asked
     to, so the logs prefix relies on the bucket's default encryption (SSE-S3 for every new object).
     """
     config = config or RunConfig()

@@ -14,7 +14,8 @@ from airflow.providers.amazon.aws.operators.emr import EmrTerminateJobFlowOperat
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk.exceptions import AirflowFailException
 
-from fruits_emr.config import ACTIVE_CLUSTER_STATES, PROJECT_TAG, step_log_uris, tag_value
+from fruits_emr.emr_request import ACTIVE_CLUSTER_STATES, step_log_uris, tag_value
+from fruits_emr.settings import PROJECT_TAG
 
 
 def step_failure_message(step: dict[str, Any], cluster_id: str, log_uri: str | None) -> str:
@@ -29,7 +30,7 @@ def step_failure_message(step: dict[str, Any], cluster_id: str, log_uri: str | N
         message += f"; EMR log file: {details['LogFile']}"
     if log_uri:
         logs = step_log_uris(log_uri, cluster_id, step.get("Id", "?"))
-        # client deploy mode (config.DEPLOY_MODE): the driver ran in the step, so its stderr is the step's
+        # client deploy mode (emr_request.DEPLOY_MODE): the driver ran in the step, so its stderr is the step's
         message += (
             f"; Python traceback (driver stderr): {logs['stderr']}; stdout: {logs['stdout']};"
             f" executor logs: {logs['containers']}<application id>/ (EMR ships logs a few minutes after the step ends)"

@@ -23,31 +23,24 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from fruits_emr import wheelhouse
-from fruits_emr.config import (
+from fruits_emr.artifacts import (
     CONSTRAINTS_FILE,
-    PCA_MODEL_INFO,
     REQUIREMENTS_FILE,
     REQUIREMENTS_TENSORFLOW_FILE,
     SIDECAR_SUFFIX,
-    ConfigError,
-    RunConfig,
-    RunPaths,
     StagedArtifacts,
     code_layout,
-    commit_key,
     export_model_command,
-    pca_pointer_key,
-    in_window,
-    is_image_key,
     model_key,
     model_settings,
     needs_tensorflow,
-    prefix,
-    sse_arguments,
     weights_key,
-    weights_kind,
     wheelhouse_uri,
 )
+from fruits_emr.layout import RunPaths, commit_key, in_window, is_image_key, pca_pointer_key
+from fruits_emr.settings import ConfigError, RunConfig, sse_arguments, weights_kind
+from spark_jobs.run_files import PCA_MODEL_INFO, format_manifest, parse_manifest
+from spark_jobs.s3_uri import is_not_found, key_prefix, split_s3_uri
 
 STAGED_MARKER = "_STAGED"
 BOOTSTRAP = Path("emr/bootstrap.sh")
@@ -70,9 +63,8 @@ def check_bucket(s3: Any, bucket: str) -> None:
         s3.head_bucket(Bucket=bucket)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "?")
-        reason = {"404": "does not exist", "NoSuchBucket": "does not exist", "403": "is not accessible"}.get(
-            code, f"cannot be read ({code})"
-        )
+        reason = ("does not exist" if is_not_found(exc) else "is not accessible" if code == "403"
+                  else f"cannot be read ({code})")
         raise ConfigError(
             f"Param 'bucket': s3://{bucket} {reason} with the Airflow connection aws_default."
             " Create the bucket or fix the Param / Variable fruits_features_defaults."
@@ -155,15 +147,10 @@ def object_exists(s3: Any, bucket: str, key: str) -> bool:
     try:
         s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if is_not_found(exc):
             return False
         raise
     return True
-
-
-def split_uri(uri: str) -> tuple[str, str]:
-    bucket, _, key = uri.removeprefix("s3://").partition("/")
-    return bucket, key
 
 
 def stage_weights(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]:
@@ -172,7 +159,7 @@ def stage_weights(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, boo
     if kind == "preset":
         return config.weights, False
     if kind == "s3":
-        bucket, key = split_uri(config.weights)
+        bucket, key = split_s3_uri(config.weights)
         if not key or not object_exists(s3, bucket, key):
             raise ConfigError(f"Param 'weights' = {config.weights!r}: no such S3 object. Upload it or fix the URI.")
         return config.weights, False
@@ -220,7 +207,7 @@ def stage_model(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]
         if kind == "preset":
             weights, content = config.weights, config.weights.encode()
         elif kind == "s3":
-            bucket, key = split_uri(config.weights)
+            bucket, key = split_s3_uri(config.weights)
             if not key or not object_exists(s3, bucket, key):
                 raise ConfigError(f"Param 'weights' = {config.weights!r}: no such S3 object. Upload it or fix the URI.")
             local = Path(tmp) / "weights" / Path(key).name
@@ -258,7 +245,7 @@ def stage_wheelhouse(
     requirements = [repo_root / REQUIREMENTS, *([repo_root / REQUIREMENTS_TENSORFLOW] if tensorflow else [])]
     constraints = repo_root / CONSTRAINTS
     uri = wheelhouse_uri(config.bucket, config.artifacts_prefix, wheelhouse.wheelhouse_hash([*requirements, constraints]))
-    _, key = split_uri(uri)
+    _, key = split_s3_uri(uri)
     if object_exists(s3, config.bucket, key + STAGED_MARKER):
         return uri, []
     local = build(requirements, constraints)
@@ -295,7 +282,7 @@ def stage_artifacts(
         )
         uploaded += wheels_uploaded
     staged = code_layout(config.bucket, config.artifacts_prefix, code_hash, weights_uri, model_uri, wheels_uri)
-    _, code_key = split_uri(staged.code_uri)
+    _, code_key = split_s3_uri(staged.code_uri)
     if not object_exists(s3, config.bucket, code_key + STAGED_MARKER):
         for name, body in files.items():
             s3.put_object(Bucket=config.bucket, Key=code_key + name, Body=body, **sse_arguments(config))
@@ -316,19 +303,19 @@ def new_images(s3: Any, config: RunConfig, start: datetime, end: datetime) -> li
     """URIs of raw images whose LastModified is in [start, end), or all of them on full refresh."""
     return sorted(
         f"s3://{config.bucket}/{obj['Key']}"
-        for obj in list_objects(s3, config.bucket, prefix(config.raw_prefix))
+        for obj in list_objects(s3, config.bucket, key_prefix(config.raw_prefix))
         if is_image_key(obj["Key"]) and (config.full_refresh or in_window(obj["LastModified"], start, end))
     )
 
 
 def write_manifest(s3: Any, paths: RunPaths, uris: list[str], sse: dict[str, str]) -> None:
-    body = "".join(f"{uri}\n" for uri in uris).encode()
+    body = format_manifest(uris).encode()
     s3.put_object(Bucket=paths.bucket, Key=paths.manifest_key, Body=body, ContentType="text/plain", **sse)
 
 
 def read_manifest(s3: Any, paths: RunPaths) -> list[str]:
-    body = s3.get_object(Bucket=paths.bucket, Key=paths.manifest_key)["Body"].read().decode()
-    return [line.strip() for line in body.splitlines() if line.strip() and not line.startswith("#")]
+    """The run's manifest entries (run_files.parse_manifest: blanks, comments and repeats dropped)."""
+    return parse_manifest(s3.get_object(Bucket=paths.bucket, Key=paths.manifest_key)["Body"].read().decode())
 
 
 # --- outputs ---------------------------------------------------------------------------------
@@ -347,7 +334,7 @@ def read_report(s3: Any, paths: RunPaths) -> dict[str, Any]:
     try:
         body = s3.get_object(Bucket=paths.bucket, Key=paths.report_key)["Body"].read()
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if is_not_found(exc):
             raise RunOutputError(f"{paths.report_uri} is missing: the pca step wrote no report.") from None
         raise
     try:
@@ -363,7 +350,7 @@ def read_commit(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     try:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+        if is_not_found(exc):
             return None
         raise
     return json.loads(body)
@@ -396,7 +383,7 @@ def commit_run(s3: Any, paths: RunPaths, record: dict[str, Any], sse: dict[str, 
 
 def committed_features(s3: Any, config: RunConfig) -> dict[str, str]:
     """{run date: its committed features/ URI} for every committed run date (the corpus a refit reads)."""
-    root = prefix(config.output_prefix)
+    root = key_prefix(config.output_prefix)
     dates = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=config.bucket, Prefix=f"{root}run_date=", Delimiter="/"):
         for folder in page.get("CommonPrefixes", []):
@@ -439,7 +426,7 @@ def commit_pca(s3: Any, config: RunConfig, record: dict[str, Any], expected_numb
 
 def pca_model_written(s3: Any, model_uri: str) -> bool:
     """True when a fit finished writing the model folder (its info file is written last)."""
-    bucket, key = split_uri(f"{model_uri.rstrip('/')}/{PCA_MODEL_INFO}")
+    bucket, key = split_s3_uri(f"{model_uri.rstrip('/')}/{PCA_MODEL_INFO}")
     return object_exists(s3, bucket, key)
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 
 from motoserver import JAVA_TRUST_ANY_CERT
+from spark_jobs.run_files import format_manifest, parse_manifest
+from spark_jobs.s3_uri import split_s3_uri
 
 from .conftest import ACCOUNT, REGION, REPO_ROOT
 
@@ -94,7 +96,7 @@ class StepDriver(threading.Thread):
     def download(self, uri: str) -> Path:
         target = self.local(uri)
         target.parent.mkdir(parents=True, exist_ok=True)
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        bucket, key = split_s3_uri(uri)
         self.s3.download_file(bucket, key, str(target))
         # EMRFS reports the object's LastModified as the file's modification time
         stamp = self.s3.head_object(Bucket=bucket, Key=key)["LastModified"].timestamp()
@@ -109,9 +111,9 @@ class StepDriver(threading.Thread):
         if job == "featurize":
             shutil.rmtree(output, ignore_errors=True)  # a fresh cluster has no local state
             manifest_at = args.index("--manifest") + 1
-            images = self.download(args[manifest_at]).read_text().split()
+            images = parse_manifest(self.download(args[manifest_at]).read_text())
             local_manifest = self.workdir / "manifest.txt"
-            local_manifest.write_text("".join(f"{self.download(uri)}\n" for uri in images))
+            local_manifest.write_text(format_manifest(str(self.download(uri)) for uri in images))
             args[manifest_at] = str(local_manifest)
             for at, flag in enumerate(list(args)):
                 if flag == "--allowed-prefix":  # the raw prefix, where the images were downloaded to
@@ -137,7 +139,7 @@ class StepDriver(threading.Thread):
         if done.returncode != 0:
             return False, f"{job} exited {done.returncode}: {done.stderr[-2000:]}"
         for uri, folder in {output_uri: output, **model_outputs}.items():
-            bucket, _, key = uri.removeprefix("s3://").partition("/")
+            bucket, key = split_s3_uri(uri)
             for path in folder.rglob("*"):
                 if path.is_file() and not path.name.endswith(".crc"):
                     self.s3.upload_file(str(path), bucket, f"{key}/{path.relative_to(folder).as_posix()}")
@@ -145,7 +147,7 @@ class StepDriver(threading.Thread):
 
     def download_folder(self, uri: str) -> Path:
         """Every object under the folder uri (a saved PCA model, a committed features dataset)."""
-        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        bucket, key = split_s3_uri(uri)
         for obj in self.s3.list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/").get("Contents", []):
             self.download(f"s3://{bucket}/{obj['Key']}")
         return self.local(uri)
@@ -446,7 +448,7 @@ def test_local_compute_mode_end_to_end(airflow_db, moto, s3, emr_client, few_raw
     assert len(written) > 20 and f"features/run_date={run_date}/_COMMITTED.json" in written
     assert {(h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")) for h in (
         s3.head_object(Bucket=BUCKET, Key=k) for k in written)} == {("aws:kms", "alias/fruits-outputs")}
-    manifest = s3.get_object(Bucket=BUCKET, Key=partition + "manifest.txt")["Body"].read().decode().splitlines()
+    manifest = parse_manifest(s3.get_object(Bucket=BUCKET, Key=partition + "manifest.txt")["Body"].read().decode())
     assert len(manifest) == n_images and all(uri.startswith(f"s3://{BUCKET}/raw/") for uri in manifest)
     report = json.loads(s3.get_object(Bucket=BUCKET, Key=partition + "report.json")["Body"].read())
     assert (report["images_seen"], report["features_rows"], report["quarantined"]) == (n_images, 20, 1)
@@ -508,7 +510,7 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
 ):
     """Day 1 fits model v0001; day 2 applies it (no fit: the same image gets identical coordinates);
     a refit of day 2 makes v0002 and re-projects day 1, and the pointer switches both dates at once."""
-    from fruits_emr import config as emr
+    from fruits_emr import settings
     from fruits_emr import storage
 
     if mode == "local":
@@ -565,7 +567,7 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
     assert (v2["version"], v2["number"], v2["model"]) == ("v0002", 2, f"s3://{BUCKET}/features/_pca_models/v0002")
     assert v2["corpus"] == {day1.date().isoformat(): v2["model"] + "/corpus/part-00000",
                             day2.date().isoformat(): run3["output"] + "/pca"}
-    assert storage.reduced_corpus(s3, emr.RunConfig(bucket=BUCKET)) == {
+    assert storage.reduced_corpus(s3, settings.RunConfig(bucket=BUCKET)) == {
         "version": "v0002", "model": v2["model"], "k": report3["k"], "parts": v2["corpus"]}
     reprojected = by_name(read_parquet(s3, v2["corpus"][day1.date().isoformat()], tmp_path))
     assert set(reprojected) == set(day1_rows) and {r["pca_model"] for r in reprojected.values()} == {"v0002"}

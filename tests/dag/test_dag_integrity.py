@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -33,7 +34,9 @@ def test_dags_import_without_errors(dagbag):
 def test_import_makes_no_aws_or_variable_calls_and_no_heavy_imports(tmp_path):
     """Parse the DAG file in a clean interpreter where any AWS API call or Variable read raises.
 
-    The interpreter finds `fruits_emr` only as Airflow does in production: on the plugins folder.
+    The interpreter finds `fruits_emr` as Airflow does in production, on the plugins folder, and
+    `spark_jobs` (whose pure helpers the plugin shares) on PYTHONPATH, the repo root, as the
+    docker-compose stack sets it.
     """
     probe = textwrap.dedent(
         f"""
@@ -56,7 +59,8 @@ def test_import_makes_no_aws_or_variable_calls_and_no_heavy_imports(tmp_path):
                           "dags": sorted(bag.dag_ids), "calls": calls, "heavy": heavy}}))
         """
     )
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"errors": {}, "dags": ["fruits_features"], "calls": [], "heavy": []}
@@ -115,7 +119,7 @@ def test_every_step_has_a_sensor(dag):
 
 
 def test_params_form(dag):
-    from fruits_emr.config import RunConfig
+    from fruits_emr.settings import RunConfig
 
     params = dag.params
     assert set(params.keys()) == set(RunConfig().to_dict())
@@ -151,7 +155,7 @@ def test_cleared_optional_fields_are_valid_and_mean_the_default(dag):
     """The form sends a cleared text field as null: the Param accepts it and the run uses the same
     setting as an untouched field (so the Variable fruits_features_defaults still applies)."""
     from airflow.sdk.definitions.param import ParamsDict
-    from fruits_emr import config as emr
+    from fruits_emr import settings
 
     params = dag.params
     optional = [name for name in params.keys() if not _form_required(params.get_param(name).schema)]
@@ -159,19 +163,17 @@ def test_cleared_optional_fields_are_valid_and_mean_the_default(dag):
     cleared = {**params.dump(), **dict.fromkeys(optional)}
     ParamsDict(cleared).validate()
     variable = {"bucket": "from-variable", "kms_key_id": "alias/fruits"}
-    defaults = emr.parse_time_defaults({})
-    untouched_config, _ = emr.resolve_run_config(params.dump(), defaults, variable)
-    cleared_config, sources = emr.resolve_run_config(cleared, defaults, variable)
+    defaults = settings.parse_time_defaults({})
+    untouched_config, _ = settings.resolve_run_config(params.dump(), defaults, variable)
+    cleared_config, sources = settings.resolve_run_config(cleared, defaults, variable)
     assert cleared_config == untouched_config
     assert (cleared_config.bucket, cleared_config.kms_key_id, sources["bucket"]) == ("from-variable", "alias/fruits", "variable")
-    with pytest.raises(emr.ConfigError, match="Param 'bucket' is empty"):
-        emr.resolve_run_config(cleared, defaults, {})
+    with pytest.raises(settings.ConfigError, match="Param 'bucket' is empty"):
+        settings.resolve_run_config(cleared, defaults, {})
 
 
 def parse_with_env(tmp_path, **env: str) -> dict:
     """Parse the DAG in a clean interpreter with extra environment variables; describe its tasks."""
-    import os
-
     probe = textwrap.dedent(
         f"""
         import json
@@ -186,7 +188,7 @@ def parse_with_env(tmp_path, **env: str) -> dict:
         """
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, **env}, timeout=300)
+                         env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

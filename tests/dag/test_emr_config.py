@@ -1,4 +1,4 @@
-"""The EMR request bodies, run configuration and run checks built by plugins/fruits_emr/config.py."""
+"""The run settings, S3 layout, EMR request bodies, PCA plan and run checks of plugins/fruits_emr (pure functions)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,14 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from fruits_emr import config as emr
-from fruits_emr.config import ConfigError, RunConfig
+from fruits_emr import artifacts, cost, emr_request, layout, local, pca_plan, reconcile, settings
+from fruits_emr.params import param_specs
+from fruits_emr.settings import ConfigError, RunConfig
 
 from .conftest import REPO_ROOT
 
 ENV = {}  # no FRUITS_* variables: code defaults
-DEFAULTS = emr.parse_time_defaults(ENV)
+DEFAULTS = settings.parse_time_defaults(ENV)
 EMR_MODEL = botocore.session.get_session().get_service_model("emr")
 
 NON_DEFAULT = {
@@ -47,16 +48,16 @@ WHEELHOUSE = "s3://fruits-data/artifacts/wheelhouse/00aa11bb22cc33dd/"
 
 
 def resolve(params: dict, variable: dict | None = None) -> RunConfig:
-    return emr.resolve_run_config({**DEFAULTS, **params}, DEFAULTS, variable)[0]
+    return settings.resolve_run_config({**DEFAULTS, **params}, DEFAULTS, variable)[0]
 
 
 def build(config: RunConfig, run_date: str = "2024-06-01"):
     """The requests as the DAG builds them after stage_artifacts (which exports a model for onnxruntime)."""
-    paths = emr.run_paths(config, run_date, ATTEMPT)
+    paths = layout.run_paths(config, run_date, ATTEMPT)
     model = f"s3://{config.bucket}/artifacts/models/fedcba9876543210/model.onnx" if config.engine == "onnxruntime" else ""
-    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, model, WHEELHOUSE)
-    overrides = emr.job_flow_overrides(config, paths, staged, "fruits_features", "scheduled__2024-06-01T00:00:00+00:00")
-    return paths, staged, overrides, emr.spark_steps(config, paths, staged)
+    staged = artifacts.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, model, WHEELHOUSE)
+    overrides = emr_request.job_flow_overrides(config, paths, staged, "fruits_features", "scheduled__2024-06-01T00:00:00+00:00")
+    return paths, staged, overrides, emr_request.spark_steps(config, paths, staged)
 
 
 def enum_violations(value, shape, where="") -> list[str]:
@@ -160,26 +161,26 @@ def test_kms_key_and_security_configuration_reach_the_cluster_and_the_puts():
     assert classes == {"spark-env", "spark-defaults"}
     sent = json.dumps(overrides["Configurations"])
     assert "fs.s3" not in sent and key not in sent
-    assert emr.sse_arguments(config) == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key}
-    assert emr.sse_arguments(resolve({"bucket": "b1x"})) == {"ServerSideEncryption": "AES256"}
+    assert settings.sse_arguments(config) == {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": key}
+    assert settings.sse_arguments(resolve({"bucket": "b1x"})) == {"ServerSideEncryption": "AES256"}
 
 
 def test_attempts_are_separate_folders_and_the_commit_pointer_names_one():
     config = resolve({"bucket": "fruits-data", "output_prefix": "derived/features"})
-    first = emr.run_paths(config, "2024-06-01", emr.new_attempt_id(datetime(2024, 6, 2, 1, 2, 3, 4, timezone.utc)))
-    second = emr.run_paths(config, "2024-06-01", "20240602T090000000000Z")
+    first = layout.run_paths(config, "2024-06-01", layout.new_attempt_id(datetime(2024, 6, 2, 1, 2, 3, 4, timezone.utc)))
+    second = layout.run_paths(config, "2024-06-01", "20240602T090000000000Z")
     assert first.attempt == ATTEMPT
     assert first.output_uri == f"s3://fruits-data/derived/features/run_date=2024-06-01/_attempts/{ATTEMPT}"
     assert first.output_uri != second.output_uri and first.commit_uri == second.commit_uri == (
         "s3://fruits-data/derived/features/run_date=2024-06-01/_COMMITTED.json")
     assert first.report_key.startswith(first.attempt_key) and first.manifest_key.startswith(first.attempt_key)
-    record = emr.commit_record(first, {"images": 41, "features_rows": 40, "quarantined": 1, "k": 7},
+    record = layout.commit_record(first, {"images": 41, "features_rows": 40, "quarantined": 1, "k": 7},
                                "manual__1", datetime(2024, 6, 2, 2, tzinfo=timezone.utc))
     assert (record["attempt"], record["output"], record["features"]) == (
         ATTEMPT, first.output_uri, first.output_uri + "/features")
     assert (record["images"], record["features_rows"], record["quarantined"], record["k"]) == (41, 40, 1, 7)
     with pytest.raises(ValueError, match="not a plain folder name"):
-        emr.run_paths(config, "2024-06-01", "../escape")
+        layout.run_paths(config, "2024-06-01", "../escape")
 
 
 def test_non_default_cluster_shape():
@@ -244,10 +245,10 @@ MODEL = "s3://fruits-data/artifacts/models/0123456789abcdef/model.onnx"
 
 def build_onnx(config: RunConfig, run_date: str = "2024-06-01"):
     """As stage_artifacts leaves it for engine onnxruntime: an exported model staged."""
-    paths = emr.run_paths(config, run_date, ATTEMPT)
-    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, MODEL, WHEELHOUSE)
-    overrides = emr.job_flow_overrides(config, paths, staged, "fruits_features", "manual__1")
-    return paths, staged, overrides, emr.spark_steps(config, paths, staged)
+    paths = layout.run_paths(config, run_date, ATTEMPT)
+    staged = artifacts.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, MODEL, WHEELHOUSE)
+    overrides = emr_request.job_flow_overrides(config, paths, staged, "fruits_features", "manual__1")
+    return paths, staged, overrides, emr_request.spark_steps(config, paths, staged)
 
 
 def test_onnx_steps_pass_the_exported_model_and_parse_with_featurize():
@@ -277,12 +278,12 @@ def test_tensorflow_engine_adds_the_tensorflow_requirements():
 def test_export_command_parses_with_the_exporter():
     export_job = pytest.importorskip("spark_jobs.export_model")
     config = resolve({"bucket": "fruits-data", "alpha": 0.35, "image_size": 96, "weights": "random"})
-    command = emr.export_model_command(config, "random", "/tmp/m/model.onnx", "/usr/bin/python3")
+    command = artifacts.export_model_command(config, "random", "/tmp/m/model.onnx", "/usr/bin/python3")
     assert command[:3] == ["/usr/bin/python3", "-m", "spark_jobs.export_model"]
     parsed = export_job.build_parser().parse_args(command[3:])
     assert (parsed.output, parsed.model, parsed.alpha, parsed.image_size, parsed.weights) == (
         "/tmp/m/model.onnx", "mobilenet_v2", 0.35, 96, "random")
-    assert emr.SIDECAR_SUFFIX == export_job.SIDECAR_SUFFIX
+    assert artifacts.SIDECAR_SUFFIX == export_job.SIDECAR_SUFFIX
 
 
 def test_local_step_command_runs_the_emr_step_itself_against_s3():
@@ -292,7 +293,7 @@ def test_local_step_command_runs_the_emr_step_itself_against_s3():
     paths, staged, _, steps = build_onnx(config)
     featurize_args, pca_args = (step["HadoopJarStep"]["Args"] for step in steps)
     s3_conf = {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"}
-    command = emr.local_step_command(featurize_args, "/venv/bin/spark-submit", s3_conf, "local[2]", "3g")
+    command = local.local_step_command(featurize_args, "/venv/bin/spark-submit", s3_conf, "local[2]", "3g")
     assert command[:5] == ["/venv/bin/spark-submit", "--master", "local[2]", "--driver-memory", "3g"]
     assert "--deploy-mode" not in command and "client" not in command
     assert "spark.hadoop.fs.s3.impl=org.apache.hadoop.fs.s3a.S3AFileSystem" in command
@@ -304,12 +305,12 @@ def test_local_step_command_runs_the_emr_step_itself_against_s3():
     parsed = featurize_job.build_parser().parse_args(command[script_at + 1:])
     assert (parsed.manifest, parsed.output) == (paths.manifest_uri, paths.output_uri)
     assert parsed.allowed_prefix == ["s3://fruits-local/raw/"]
-    pca_command = emr.local_step_command(pca_args, "spark-submit", {})
+    pca_command = local.local_step_command(pca_args, "spark-submit", {})
     assert pca_command[:3] == ["spark-submit", "--master", "local[*,4]"]  # task retries, as on EMR
     pca = pca_job.build_parser().parse_args(pca_command[pca_command.index(staged.pca_py) + 1:])
     assert (pca.output, pca.k) == (paths.output_uri, 5)
     with pytest.raises(ValueError, match="not a spark-submit step"):
-        emr.local_step_command(["hadoop-streaming"], "spark-submit", {})
+        local.local_step_command(["hadoop-streaming"], "spark-submit", {})
 
 
 def test_local_steps_encrypt_what_spark_writes_as_the_run_asks():
@@ -317,10 +318,10 @@ def test_local_steps_encrypt_what_spark_writes_as_the_run_asks():
     s3a = pytest.importorskip("spark_jobs.s3a")
     if not s3a.s3a_jars():
         pytest.skip("S3A jars not fetched (make setup)")
-    kms = local.step_s3_conf(emr.sse_arguments(resolve({"bucket": "fruits-data", "kms_key_id": "alias/k"})))
+    kms = local.step_s3_conf(settings.sse_arguments(resolve({"bucket": "fruits-data", "kms_key_id": "alias/k"})))
     assert (kms["spark.hadoop.fs.s3a.encryption.algorithm"], kms["spark.hadoop.fs.s3a.encryption.key"]) == (
         "SSE-KMS", "alias/k")
-    s3 = local.step_s3_conf(emr.sse_arguments(resolve({"bucket": "fruits-data"})))
+    s3 = local.step_s3_conf(settings.sse_arguments(resolve({"bucket": "fruits-data"})))
     assert s3["spark.hadoop.fs.s3a.encryption.algorithm"] == "AES256" and "spark.hadoop.fs.s3a.encryption.key" not in s3
     assert {s3[f"spark.hadoop.fs.{scheme}.impl"] for scheme in ("s3", "s3a")} == {s3a.S3A}
 
@@ -328,20 +329,20 @@ def test_local_steps_encrypt_what_spark_writes_as_the_run_asks():
 # --- run configuration -------------------------------------------------------------------------
 
 def test_precedence_param_over_variable_over_environment():
-    env_defaults = emr.parse_time_defaults({"FRUITS_BUCKET": "env-bucket", "FRUITS_CORE_INSTANCE_COUNT": "3",
+    env_defaults = settings.parse_time_defaults({"FRUITS_BUCKET": "env-bucket", "FRUITS_CORE_INSTANCE_COUNT": "3",
                                             "FRUITS_USE_SPOT": "false"})
     assert (env_defaults["bucket"], env_defaults["core_instance_count"], env_defaults["use_spot"]) == (
         "env-bucket", 3, False)
     variable = {"bucket": "variable-bucket", "core_instance_count": 5, "idle_timeout_minutes": 30}
     # the run changed core_instance_count in the form; bucket and idle timeout were left at their defaults
-    config, sources = emr.resolve_run_config({**env_defaults, "core_instance_count": 9}, env_defaults, variable)
+    config, sources = settings.resolve_run_config({**env_defaults, "core_instance_count": 9}, env_defaults, variable)
     assert (config.bucket, config.core_instance_count, config.idle_timeout_minutes, config.use_spot) == (
         "variable-bucket", 9, 30, False)
     assert (sources["bucket"], sources["core_instance_count"], sources["use_spot"]) == ("variable", "param", "default")
 
 
 def test_scheduled_run_without_conf_uses_defaults():
-    config, sources = emr.resolve_run_config({}, {**DEFAULTS, "bucket": "b-env"}, None)
+    config, sources = settings.resolve_run_config({}, {**DEFAULTS, "bucket": "b-env"}, None)
     assert config.bucket == "b-env" and set(sources.values()) == {"default"}
 
 
@@ -427,27 +428,27 @@ def test_safety_rails_accept_ordinary_settings(params):
 def test_core_instance_cap_follows_the_environment(monkeypatch):
     monkeypatch.setenv("FRUITS_MAX_CORE_INSTANCES", "40")
     assert resolve({"bucket": "b1x", "core_instance_count": 40}).core_instance_count == 40
-    assert emr.param_specs(DEFAULTS)["core_instance_count"]["maximum"] == 40
+    assert param_specs(DEFAULTS)["core_instance_count"]["maximum"] == 40
     with pytest.raises(ConfigError, match="above the cap of 40"):
         resolve({"bucket": "b1x", "core_instance_count": 41})
     monkeypatch.setenv("FRUITS_MAX_CORE_INSTANCES", "lots")
     with pytest.raises(ConfigError, match="FRUITS_MAX_CORE_INSTANCES = 'lots' must be a positive integer"):
         resolve({"bucket": "b1x"})
     monkeypatch.delenv("FRUITS_MAX_CORE_INSTANCES")
-    assert emr.param_specs(DEFAULTS)["core_instance_count"]["maximum"] == emr.MAX_CORE_INSTANCES == 20
+    assert param_specs(DEFAULTS)["core_instance_count"]["maximum"] == settings.MAX_CORE_INSTANCES == 20
 
 
 def test_price_table_types_are_allowed_instance_types():
-    assert all(emr.ALLOWED_INSTANCE_TYPE.fullmatch(name) for name in emr.PRICE_TABLE)
+    assert all(settings.ALLOWED_INSTANCE_TYPE.fullmatch(name) for name in cost.PRICE_TABLE)
 
 
 def test_bad_environment_value_names_the_variable():
     with pytest.raises(ConfigError, match="environment variable FRUITS_CORE_INSTANCE_COUNT = 'two'"):
-        emr.parse_time_defaults({"FRUITS_CORE_INSTANCE_COUNT": "two"})
+        settings.parse_time_defaults({"FRUITS_CORE_INSTANCE_COUNT": "two"})
 
 
 def test_params_cover_every_setting_with_a_description():
-    specs = emr.param_specs(DEFAULTS)
+    specs = param_specs(DEFAULTS)
     assert set(specs) == set(RunConfig().to_dict())
     assert all(spec["description"] for spec in specs.values())
     assert specs["k"]["default"] is None and specs["core_instance_types"]["default"] == [
@@ -458,46 +459,46 @@ def test_params_cover_every_setting_with_a_description():
 
 def test_run_window_is_the_data_interval_or_the_last_full_day():
     start = datetime(2024, 6, 1, tzinfo=timezone.utc)
-    assert emr.run_window(start, start + timedelta(days=1), start) == (start, start + timedelta(days=1), "2024-06-01")
+    assert layout.run_window(start, start + timedelta(days=1), start) == (start, start + timedelta(days=1), "2024-06-01")
     after = datetime(2024, 6, 3, 15, 30, tzinfo=timezone.utc)
-    assert emr.run_window(None, None, after) == (
+    assert layout.run_window(None, None, after) == (
         datetime(2024, 6, 2, tzinfo=timezone.utc), datetime(2024, 6, 3, tzinfo=timezone.utc), "2024-06-02")
-    assert emr.in_window(start, start, start + timedelta(days=1))
-    assert not emr.in_window(start + timedelta(days=1), start, start + timedelta(days=1))
+    assert layout.in_window(start, start, start + timedelta(days=1))
+    assert not layout.in_window(start + timedelta(days=1), start, start + timedelta(days=1))
 
 
 def test_reconcile_flags_counts_and_missing_outputs():
     present = {"features/", "quarantine/", "pca/", "report.json", "manifest.txt"}
     good = {"images_seen": 41, "features_rows": 40, "quarantined": 1}
-    assert emr.reconcile(good, 41, present) == []
-    problems = emr.reconcile({"images_seen": 41, "features_rows": 38, "quarantined": 1}, 41, present - {"pca/"})
+    assert reconcile.reconcile(good, 41, present) == []
+    problems = reconcile.reconcile({"images_seen": 41, "features_rows": 38, "quarantined": 1}, 41, present - {"pca/"})
     assert problems == [
         "output pca/ is missing",
         "features (38) + quarantined (1) = 39, not the 41 images of the manifest",
     ]
-    assert emr.reconcile({"images_seen": 40, "features_rows": 40, "quarantined": 0}, 41, present)[0] == (
+    assert reconcile.reconcile({"images_seen": 40, "features_rows": 40, "quarantined": 0}, 41, present)[0] == (
         "report says 40 images seen, the manifest lists 41")
-    assert "lacks a count" in emr.reconcile({"images_seen": 41}, 41, present)[0]
+    assert "lacks a count" in reconcile.reconcile({"images_seen": 41}, 41, present)[0]
 
 
 def test_cost_estimate_from_instance_hours():
     config = resolve({"bucket": "b1x"})  # m5.xlarge primary on-demand, 2 x m5.xlarge spot core
     start = datetime(2024, 6, 1, tzinfo=timezone.utc)
-    cost = emr.estimate_cost(config, start, start + timedelta(hours=2), emr.PRICE_TABLE)
+    estimate = cost.estimate_cost(config, start, start + timedelta(hours=2), cost.PRICE_TABLE)
     # 2 h x (1 x (0.048 + 0.192) + 2 x (0.048 + 0.075))
-    assert cost.usd == pytest.approx(0.972)
-    assert cost.unpriced == []
-    on_demand = resolve({"bucket": "b1x", "use_spot": False, "core_instance_types": ["c7i.4xlarge"]})
-    partial = emr.estimate_cost(on_demand, start, start + timedelta(hours=1), emr.PRICE_TABLE)
-    assert partial.usd == pytest.approx(0.24) and partial.unpriced == ["c7i.4xlarge"]
+    assert estimate.usd == pytest.approx(0.972)
+    assert estimate.unpriced == []
+    on_demand = resolve({"bucket": "b1x", "use_spot": False, "core_instance_types": ["r6a.8xlarge"]})
+    partial = cost.estimate_cost(on_demand, start, start + timedelta(hours=1), cost.PRICE_TABLE)
+    assert partial.usd == pytest.approx(0.24) and partial.unpriced == ["r6a.8xlarge"]
 
 
 def test_price_variable_overrides_table():
-    prices = emr.merge_prices({"m5.xlarge": {"spot": 0.05}, "x9.huge": {"emr": 1, "on_demand": 2, "spot": 1}})
-    assert prices["m5.xlarge"] == {"emr": 0.048, "on_demand": 0.192, "spot": 0.05}
+    prices = cost.merge_prices({"m5.xlarge": {"spot": 0.05}, "x9.huge": {"emr": 1, "on_demand": 2, "spot": 1}})
+    assert prices["m5.xlarge"] == {"vcpu": 4, "emr": 0.048, "on_demand": 0.192, "spot": 0.05}
     assert prices["x9.huge"]["on_demand"] == 2.0
     with pytest.raises(ConfigError, match="fruits_emr_prices"):
-        emr.merge_prices({"m5.xlarge": 0.2})
+        cost.merge_prices({"m5.xlarge": 0.2})
 
 
 def test_step_failure_message_names_reason_and_logs():
@@ -513,12 +514,12 @@ def test_step_failure_message_names_reason_and_logs():
     assert "Python traceback (driver stderr): s3://fruits-data/emr-logs/j-XYZ/steps/s-ABC/stderr.gz" in message
     assert "stdout: s3://fruits-data/emr-logs/j-XYZ/steps/s-ABC/stdout.gz" in message
     assert "executor logs: s3://fruits-data/emr-logs/j-XYZ/containers/<application id>/" in message
-    assert emr.DEPLOY_MODE == "client"  # what makes the step's stderr the driver's
+    assert emr_request.DEPLOY_MODE == "client"  # what makes the step's stderr the driver's
 
 
 def test_param_choices_match_the_jobs():
     backbones = pytest.importorskip("spark_jobs.backbones")
-    specs = emr.param_specs(DEFAULTS)
+    specs = param_specs(DEFAULTS)
     assert specs["model"]["enum"] == sorted(backbones.BACKBONES)
     assert specs["engine"]["enum"] == list(backbones.ENGINES)
 
@@ -532,7 +533,7 @@ def test_executor_memory_overhead_covers_the_measured_python_workers():
     concurrent = int(regex.fullmatch(r"local\[(\d+)(,\d+)?\]", soak["master"]).group(1))  # tasks at once
     peak = max(run["peak_rss_by_kind_bytes"]["python_workers"] for run in soak["runs"].values())
     per_worker_mb = peak / concurrent / 2**20
-    assert emr.PYTHON_WORKER_MEMORY_MB >= per_worker_mb, (emr.PYTHON_WORKER_MEMORY_MB, per_worker_mb)
+    assert emr_request.PYTHON_WORKER_MEMORY_MB >= per_worker_mb, (emr_request.PYTHON_WORKER_MEMORY_MB, per_worker_mb)
     _, _, overrides, _ = build(resolve({"bucket": "fruits-data"}))
     spark = next(c for c in overrides["Configurations"] if c["Classification"] == "spark-defaults")["Properties"]
     cores = int(spark["spark.executor.cores"])
@@ -544,7 +545,7 @@ def test_executor_memory_overhead_covers_the_measured_python_workers():
 def test_on_demand_fleet_with_30_types_is_a_valid_request(emr_client):
     """use_spot=false with the most types the Param allows: the allocation strategy is what lets
     a fleet take more than 5 types."""
-    types = [f"{family}.{size}" for family in emr.INSTANCE_FAMILIES for size in ("xlarge", "2xlarge")][:30]
+    types = [f"{family}.{size}" for family in settings.INSTANCE_FAMILIES for size in ("xlarge", "2xlarge")][:30]
     config = resolve({"bucket": "fruits-data", "use_spot": False, "core_instance_types": types})
     _, _, overrides, _ = build(config)
     core = overrides["Instances"]["InstanceFleets"][1]
@@ -553,14 +554,14 @@ def test_on_demand_fleet_with_30_types_is_a_valid_request(emr_client):
     assert "SpotSpecification" not in core["LaunchSpecifications"]
     assert_valid("RunJobFlow", overrides)
     cluster_id = emr_client.run_job_flow(**overrides)["JobFlowId"]  # moto's parser takes it
-    assert emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] in emr.ACTIVE_CLUSTER_STATES
+    assert emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["State"] in emr_request.ACTIVE_CLUSTER_STATES
 
 
 def test_bootstrap_needs_a_wheelhouse():
     config = resolve({"bucket": "fruits-data"})
-    staged = emr.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, MODEL)
+    staged = artifacts.code_layout(config.bucket, config.artifacts_prefix, "0123456789abcdef", config.weights, MODEL)
     with pytest.raises(ValueError, match="no wheelhouse staged"):
-        emr.bootstrap_args(config, staged)
+        emr_request.bootstrap_args(config, staged)
 
 
 # --- PCA model lifecycle -------------------------------------------------------------------------
@@ -569,52 +570,52 @@ def test_pca_plan_fits_when_asked_or_when_no_model_and_applies_otherwise():
     config = resolve({"bucket": "fruits-data"})
     committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a/features",
                  "2024-06-02": "s3://fruits-data/features/run_date=2024-06-02/_attempts/b/features"}
-    first = emr.plan_pca(config, None, committed, "2024-06-02")
+    first = pca_plan.plan_pca(config, None, committed, "2024-06-02")
     assert (first["fit"], first["reason"], first["version"], first["previous_number"]) == (True, "no model yet", "v0001", None)
     assert first["model"] == "s3://fruits-data/features/_pca_models/v0001"
     assert first["corpus"] == [["2024-06-01", committed["2024-06-01"]]]  # this run's date is refitted from its new features
     pointer = {"version": "v0001", "number": 1, "model": first["model"], "corpus": {}}
-    daily = emr.plan_pca(config, pointer, committed, "2024-06-03")
+    daily = pca_plan.plan_pca(config, pointer, committed, "2024-06-03")
     assert (daily["fit"], daily["version"], daily["model"], daily["corpus"]) == (False, "v0001", first["model"], [])
-    refit = emr.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), pointer, committed, "2024-06-03")
+    refit = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), pointer, committed, "2024-06-03")
     assert (refit["fit"], refit["version"], refit["previous_number"], len(refit["corpus"])) == (True, "v0002", 1, 2)
-    full = emr.plan_pca(resolve({"bucket": "fruits-data", "full_refresh": True}), pointer, committed, "2024-06-03")
+    full = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "full_refresh": True}), pointer, committed, "2024-06-03")
     assert (full["fit"], full["reason"], full["corpus"]) == (True, "full_refresh", [])
 
 
 def test_pca_step_arguments_follow_the_plan():
     config = resolve({"bucket": "fruits-data"})
-    paths = emr.run_paths(config, "2024-06-03", ATTEMPT)
+    paths = layout.run_paths(config, "2024-06-03", ATTEMPT)
     committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a/features"}
-    fit = emr.plan_pca(config, None, committed, "2024-06-03")
-    assert emr.pca_arguments(config, paths, fit) == [
+    fit = pca_plan.plan_pca(config, None, committed, "2024-06-03")
+    assert pca_plan.pca_arguments(config, paths, fit) == [
         "--output", paths.output_uri, "--variance", "0.95", "--model-output", fit["model"], "--model-version", "v0001",
         "--corpus", committed["2024-06-01"]]
-    apply = emr.plan_pca(config, {"version": "v0001", "number": 1, "model": fit["model"], "corpus": {}}, {}, "2024-06-04")
-    assert emr.pca_arguments(config, paths, apply) == ["--output", paths.output_uri, "--model", fit["model"]]
+    apply = pca_plan.plan_pca(config, {"version": "v0001", "number": 1, "model": fit["model"], "corpus": {}}, {}, "2024-06-04")
+    assert pca_plan.pca_arguments(config, paths, apply) == ["--output", paths.output_uri, "--model", fit["model"]]
 
 
 def test_pca_pointer_and_problems():
     config = resolve({"bucket": "fruits-data"})
     now = datetime(2024, 6, 4, tzinfo=timezone.utc)
-    day1 = emr.run_paths(config, "2024-06-01", ATTEMPT)
-    fit = emr.plan_pca(config, None, {}, "2024-06-01")
+    day1 = layout.run_paths(config, "2024-06-01", ATTEMPT)
+    fit = pca_plan.plan_pca(config, None, {}, "2024-06-01")
     report = {"pca_fitted": True, "pca_model": "v0001", "pca_corpus": [], "k": 9}
-    assert emr.pca_problems(report, fit) == []
-    pointer = emr.pca_pointer_record(None, fit, day1, report, "r1", now)
+    assert reconcile.pca_problems(report, fit) == []
+    pointer = layout.pca_pointer_record(None, fit, day1, report, "r1", now)
     assert pointer["corpus"] == {"2024-06-01": f"{day1.output_uri}/pca"}
     assert (pointer["version"], pointer["number"], pointer["k"], pointer["fitted_run_date"]) == ("v0001", 1, 9, "2024-06-01")
-    day2 = emr.run_paths(config, "2024-06-02", ATTEMPT)
-    apply = emr.plan_pca(config, pointer, {}, "2024-06-02")
-    applied = emr.pca_pointer_record(pointer, apply, day2, {"pca_fitted": False, "pca_model": "v0001"}, "r2", now)
+    day2 = layout.run_paths(config, "2024-06-02", ATTEMPT)
+    apply = pca_plan.plan_pca(config, pointer, {}, "2024-06-02")
+    applied = layout.pca_pointer_record(pointer, apply, day2, {"pca_fitted": False, "pca_model": "v0001"}, "r2", now)
     assert applied["corpus"] == {"2024-06-01": f"{day1.output_uri}/pca", "2024-06-02": f"{day2.output_uri}/pca"}
     assert (applied["version"], applied["k"]) == ("v0001", 9)
-    assert emr.pca_problems({"pca_fitted": True, "pca_model": "sha-1"}, apply) == [
+    assert reconcile.pca_problems({"pca_fitted": True, "pca_model": "sha-1"}, apply) == [
         "report says pca_fitted=True, the run planned fit=False",
         "report names PCA model 'sha-1', the run planned 'v0001'"]
-    refit = emr.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), applied,
+    refit = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), applied,
                          {"2024-06-01": "s3://x/f1", "2024-06-02": "s3://x/f2"}, "2024-06-02")
     part = f"{refit['model']}/corpus/part-00000"
-    refitted = emr.pca_pointer_record(applied, refit, day2, {"pca_corpus": [{"features": "s3://x/f1", "pca": "/mirror"}], "k": 4}, "r3", now)
+    refitted = layout.pca_pointer_record(applied, refit, day2, {"pca_corpus": [{"features": "s3://x/f1", "pca": "/mirror"}], "k": 4}, "r3", now)
     assert refitted["corpus"] == {"2024-06-01": part, "2024-06-02": f"{day2.output_uri}/pca"}
     assert (refitted["version"], refitted["k"]) == ("v0002", 4)

@@ -7,7 +7,7 @@ from unittest import mock
 
 import pytest
 
-from fruits_emr import config as emr
+from fruits_emr import emr_request
 from fruits_emr.operators import EmrStepSensorWithLogs, EmrTerminateRunClusters
 
 RUN_ID = "manual__2024-06-02T00:00:00+00:00"
@@ -20,7 +20,7 @@ def start_cluster(emr_client, run_id: str, name: str = "fruits-features-2024-06-
         "Instances": {"MasterInstanceType": "m5.xlarge", "InstanceCount": 1, "KeepJobFlowAliveWhenNoSteps": True},
         "JobFlowRole": "EMR_EC2_DefaultRole",
         "ServiceRole": "EMR_DefaultRole",
-        "Tags": emr.cluster_tags("fruits_features", run_id, "2024-06-01"),
+        "Tags": emr_request.cluster_tags("fruits_features", run_id, "2024-06-01"),
     }
     if log_uri:
         request["LogUri"] = log_uri

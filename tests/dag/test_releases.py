@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from importlib.metadata import version
 
-from fruits_emr import config as emr
+from fruits_emr import params, settings
 from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK, SPARK_BOUND_PACKAGES, spark_version
 from fruits_emr.wheelhouse import read_pins
 
@@ -13,8 +13,8 @@ from .conftest import REPO_ROOT
 
 
 def test_default_release_is_the_table_default_and_a_spark_3_5_release():
-    assert emr.RunConfig().release_label == DEFAULT_RELEASE
-    assert emr.param_specs(emr.parse_time_defaults({}))["release_label"]["enum"] == list(EMR_SPARK)
+    assert settings.RunConfig().release_label == DEFAULT_RELEASE
+    assert params.param_specs(settings.parse_time_defaults({}))["release_label"]["enum"] == list(EMR_SPARK)
     assert all(spark.startswith("3.5.") for spark in EMR_SPARK.values())
     # the newest release listed is the default (labels compare as version tuples)
     newest = max(EMR_SPARK, key=lambda label: tuple(int(part) for part in label.removeprefix("emr-").split(".")))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ACCOUNT, REPO_ROOT
-from fruits_emr import config as emr
+from fruits_emr import artifacts, emr_request, layout, pca_plan, settings
 from fruits_emr import storage
 from wheelfiles import PROBE, PROBE_VERSION, probe_builder
 
@@ -40,8 +40,8 @@ def make_repo(root: Path) -> Path:
     return root
 
 
-def config(**overrides) -> emr.RunConfig:
-    return emr.RunConfig(**{"bucket": "fruits-data", **overrides})
+def config(**overrides) -> settings.RunConfig:
+    return settings.RunConfig(**{"bucket": "fruits-data", **overrides})
 
 
 def keys(s3, bucket: str, prefix: str = "") -> list[str]:
@@ -103,7 +103,7 @@ def test_stage_exports_the_onnx_model_once(s3):
     again, uploaded_again = storage.stage_artifacts(s3, onnx_config, REPO_ROOT, None)
     assert (again, uploaded_again) == (staged, [])
     # other model settings: another artifact (here a setting the exporter rejects: one clear message)
-    with pytest.raises(emr.ConfigError, match="cannot be exported.*alpha"):
+    with pytest.raises(settings.ConfigError, match="cannot be exported.*alpha"):
         storage.stage_artifacts(s3, config(weights="random", model="vgg16", alpha=0.5), REPO_ROOT, None)
 
 
@@ -115,7 +115,7 @@ def test_stage_wheelhouse_once_per_hash_and_nodes_install_from_it_offline(s3, tm
     build, builds = probe_builder(tmp_path / "cache")
     onnx = config(weights="random", kms_key_id="alias/fruits-outputs")
     model = "s3://fruits-data/artifacts/models/0123/model.onnx"
-    uri, uploaded = storage.stage_wheelhouse(s3, onnx, repo, emr.needs_tensorflow(onnx, model), build)
+    uri, uploaded = storage.stage_wheelhouse(s3, onnx, repo, artifacts.needs_tensorflow(onnx, model), build)
     assert uri.startswith("s3://fruits-data/artifacts/wheelhouse/") and uri.endswith("/")
     assert builds == [[repo / "emr" / "requirements-emr.txt"]]  # exported model: no TensorFlow add-on
     key = uri.removeprefix("s3://fruits-data/")
@@ -155,7 +155,7 @@ def test_stage_artifacts_stages_a_wheelhouse_for_the_cluster(s3, tmp_path):
     staged, uploaded = storage.stage_artifacts(s3, tf_config, repo, build)
     assert staged.wheelhouse.startswith("s3://fruits-data/artifacts/wheelhouse/") and len(uploaded) == 9
     assert builds == [[repo / "emr" / "requirements-emr.txt", repo / "emr" / "requirements-emr-tensorflow.txt"]]
-    assert emr.bootstrap_args(tf_config, staged) == [
+    assert emr_request.bootstrap_args(tf_config, staged) == [
         staged.wheelhouse, staged.constraints, staged.requirements, staged.requirements_tensorflow]
 
 
@@ -197,12 +197,12 @@ def test_real_repo_bundle_holds_the_job_entry_points():
 def test_bad_weights_fail_with_one_message(s3, tmp_path, weights, message):
     s3.create_bucket(Bucket="fruits-data")
     for engine in ("onnxruntime", "tensorflow"):
-        with pytest.raises(emr.ConfigError, match=message):
+        with pytest.raises(settings.ConfigError, match=message):
             storage.stage_artifacts(s3, config(weights=weights, engine=engine), make_repo(tmp_path / engine), None)
 
 
 def test_missing_bucket_fails_with_one_message(s3):
-    with pytest.raises(emr.ConfigError, match=r"s3://no-such-bucket does not exist"):
+    with pytest.raises(settings.ConfigError, match=r"s3://no-such-bucket does not exist"):
         storage.check_bucket(s3, "no-such-bucket")
 
 
@@ -231,15 +231,15 @@ def test_new_images_by_last_modified_window(s3):
     assert len(everything) == 4 and "s3://fruits-data/raw/lemon/notes.txt" not in everything
 
 
-def attempt(config_: emr.RunConfig, attempt_id: str, run_date: str = "2024-06-01") -> emr.RunPaths:
-    return emr.run_paths(config_, run_date, attempt_id)
+def attempt(config_: settings.RunConfig, attempt_id: str, run_date: str = "2024-06-01") -> layout.RunPaths:
+    return layout.run_paths(config_, run_date, attempt_id)
 
 
 def test_manifest_goes_to_the_attempt_folder_encrypted(s3):
     s3.create_bucket(Bucket="fruits-data")
     paths = attempt(config(), "20240602T010000000000Z")
     images = ["s3://fruits-data/raw/a/1.jpg", "s3://fruits-data/raw/b/2.jpg"]
-    storage.write_manifest(s3, paths, images, emr.sse_arguments(config()))
+    storage.write_manifest(s3, paths, images, settings.sse_arguments(config()))
     assert keys(s3, "fruits-data", "features/") == [
         "features/run_date=2024-06-01/_attempts/20240602T010000000000Z/manifest.txt"]
     assert s3.head_object(Bucket="fruits-data", Key=paths.manifest_key)["ServerSideEncryption"] == "AES256"
@@ -254,7 +254,7 @@ def test_commit_switches_readers_at_once_and_drops_unread_attempts(s3):
     attempt; a failed attempt never shows and is deleted by the next commit, the previous commit is kept."""
     s3.create_bucket(Bucket="fruits-data")
     kms = config(kms_key_id="alias/fruits-outputs")
-    sse = emr.sse_arguments(kms)
+    sse = settings.sse_arguments(kms)
     first, failed, second = (attempt(kms, a) for a in ("20240602T01Z", "20240602T02Z", "20240602T03Z"))
     other_day = attempt(kms, "20240603T01Z", "2024-06-02")
     for paths in (first, failed, second, other_day):
@@ -262,7 +262,7 @@ def test_commit_switches_readers_at_once_and_drops_unread_attempts(s3):
     assert storage.committed_output(s3, kms, "2024-06-01") is None  # written, not committed: invisible
 
     now = datetime(2024, 6, 2, 4, tzinfo=timezone.utc)
-    record = emr.commit_record(first, {"images": 2, "features_rows": 2, "quarantined": 0, "k": 1}, "r1", now)
+    record = layout.commit_record(first, {"images": 2, "features_rows": 2, "quarantined": 0, "k": 1}, "r1", now)
     assert storage.commit_run(s3, first, record, sse) == (None, 2)  # the failed and the later attempts' files
     seen = storage.committed_output(s3, kms, "2024-06-01")
     assert seen == record and seen["features"] == first.output_uri + "/features"
@@ -272,7 +272,7 @@ def test_commit_switches_readers_at_once_and_drops_unread_attempts(s3):
     for paths in (failed, second):  # a failed re-run, then a good one
         s3.put_object(Bucket="fruits-data", Key=paths.attempt_key + "features/part-0.parquet", Body=b"rows", **sse)
     assert storage.committed_output(s3, kms, "2024-06-01")["attempt"] == "20240602T01Z"
-    record = emr.commit_record(second, {"images": 2, "features_rows": 2, "quarantined": 0, "k": 1}, "r3", now)
+    record = layout.commit_record(second, {"images": 2, "features_rows": 2, "quarantined": 0, "k": 1}, "r3", now)
     assert storage.commit_run(s3, second, record, sse) == ("20240602T01Z", 1)
     assert storage.committed_output(s3, kms, "2024-06-01")["attempt"] == "20240602T03Z"
     assert keys(s3, "fruits-data", "features/") == [
@@ -284,7 +284,7 @@ def test_commit_switches_readers_at_once_and_drops_unread_attempts(s3):
 
 
 def test_security_configuration_must_exist(emr_client):
-    with pytest.raises(emr.ConfigError, match="Param 'security_configuration' = 'fruits-at-rest': EMR cannot describe"
+    with pytest.raises(settings.ConfigError, match="Param 'security_configuration' = 'fruits-at-rest': EMR cannot describe"
                                               " it .*Create it .*or leave the Param empty"):
         storage.check_security_configuration(emr_client, "fruits-at-rest")
     emr_client.create_security_configuration(Name="fruits-at-rest", SecurityConfiguration=json.dumps(
@@ -295,7 +295,7 @@ def test_security_configuration_must_exist(emr_client):
     # the cluster request then sends no S3 encryption keys, so the configuration must encrypt S3 itself
     emr_client.create_security_configuration(Name="transit-only", SecurityConfiguration=json.dumps(
         {"EncryptionConfiguration": {"EnableInTransitEncryption": True, "EnableAtRestEncryption": False}}))
-    with pytest.raises(emr.ConfigError, match="'transit-only' does not encrypt S3 at rest"):
+    with pytest.raises(settings.ConfigError, match="'transit-only' does not encrypt S3 at rest"):
         storage.check_security_configuration(emr_client, "transit-only")
 
 
@@ -303,22 +303,22 @@ def test_pca_pointer_commit_and_the_reduced_corpus(s3):
     """The corpus a refit reads is every committed date; the PCA pointer is replaced in one PUT, never
     over a version another run committed in between."""
     s3.create_bucket(Bucket="fruits-data")
-    cfg, sse = config(), emr.sse_arguments(config())
+    cfg, sse = config(), settings.sse_arguments(config())
     now = datetime(2024, 6, 3, tzinfo=timezone.utc)
     day1, day2 = attempt(cfg, "20240602T01Z", "2024-06-01"), attempt(cfg, "20240603T01Z", "2024-06-02")
-    storage.commit_run(s3, day1, emr.commit_record(day1, {"pca_model": "v0001"}, "r1", now), sse)
+    storage.commit_run(s3, day1, layout.commit_record(day1, {"pca_model": "v0001"}, "r1", now), sse)
     s3.put_object(Bucket="fruits-data", Key=day2.attempt_key + "features/part-0.parquet", Body=b"rows")  # not committed
     assert storage.committed_features(s3, cfg) == {"2024-06-01": day1.output_uri + "/features"}
     assert storage.read_pca_pointer(s3, cfg) is None and storage.reduced_corpus(s3, cfg) is None
 
-    fit = emr.plan_pca(cfg, None, storage.committed_features(s3, cfg), "2024-06-01")
-    storage.commit_pca(s3, cfg, emr.pca_pointer_record(None, fit, day1, {"k": 3}, "r1", now), None, sse)
+    fit = pca_plan.plan_pca(cfg, None, storage.committed_features(s3, cfg), "2024-06-01")
+    storage.commit_pca(s3, cfg, layout.pca_pointer_record(None, fit, day1, {"k": 3}, "r1", now), None, sse)
     assert storage.reduced_corpus(s3, cfg) == {
         "version": "v0001", "model": "s3://fruits-data/features/_pca_models/v0001", "k": 3,
         "parts": {"2024-06-01": day1.output_uri + "/pca"}}
     assert s3.head_object(Bucket="fruits-data", Key="features/_pca_models/_CURRENT.json")["ServerSideEncryption"] == "AES256"
     with pytest.raises(storage.RunOutputError, match="is at version 1, this run planned on None: another run changed it"):
-        storage.commit_pca(s3, cfg, emr.pca_pointer_record(None, fit, day1, {"k": 3}, "r9", now), None, sse)
+        storage.commit_pca(s3, cfg, layout.pca_pointer_record(None, fit, day1, {"k": 3}, "r9", now), None, sse)
     assert not storage.pca_model_written(s3, fit["model"])
     s3.put_object(Bucket="fruits-data", Key="features/_pca_models/v0001/pca_model.json", Body=b"{}")
     assert storage.pca_model_written(s3, fit["model"])

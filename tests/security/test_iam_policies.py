@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT / "plugins") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "plugins"))
 
-from fruits_emr import config as emr  # noqa: E402
+from fruits_emr import artifacts, emr_request, layout, settings  # noqa: E402
 from fruits_emr import iam, storage  # noqa: E402
 
 boto3 = pytest.importorskip("boto3")
@@ -50,7 +50,7 @@ def test_iam_files_are_the_rendered_documents(name):
     path = REPO_ROOT / "iam" / name
     assert path.read_text() == iam.render(name), (
         f"iam/{name} is out of date: regenerate it with"
-        f" PYTHONPATH=plugins python -c \"from fruits_emr import iam; print(iam.render('{name}'), end='')\" > iam/{name}"
+        f" PYTHONPATH=plugins:. python -c \"from fruits_emr import iam; print(iam.render('{name}'), end='')\" > iam/{name}"
     )
 
 
@@ -59,7 +59,7 @@ def statements(policy: dict) -> list[dict]:
 
 
 def test_airflow_policy_is_scoped_to_the_bucket_prefixes_and_two_roles():
-    config = emr.RunConfig(bucket=BUCKET, service_role="FruitsEmrService", job_flow_role="FruitsEmrNodes")
+    config = settings.RunConfig(bucket=BUCKET, service_role="FruitsEmrService", job_flow_role="FruitsEmrNodes")
     policy = iam.airflow_policy(BUCKET, ACCOUNT, config)
     for statement in statements(policy):
         actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
@@ -76,7 +76,7 @@ def test_airflow_policy_is_scoped_to_the_bucket_prefixes_and_two_roles():
 
 
 def test_instance_profile_policy_reads_inputs_and_writes_only_outputs_and_logs():
-    policy = iam.instance_profile_policy(BUCKET, emr.RunConfig(bucket=BUCKET))
+    policy = iam.instance_profile_policy(BUCKET, settings.RunConfig(bucket=BUCKET))
     by_action: dict[str, set[str]] = {}
     for statement in statements(policy):
         assert statement["Effect"] == "Allow"
@@ -150,10 +150,11 @@ def test_every_emr_call_of_the_dag_is_allowed():
     )
     from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 
-    from fruits_emr import operators
+    from fruits_emr import operators, tasks
 
     sources = [
         (REPO_ROOT / "dags" / "fruits_features.py").read_text(),
+        inspect.getsource(tasks),
         inspect.getsource(operators),
         inspect.getsource(storage),
         inspect.getsource(EmrCreateJobFlowOperator.execute),
@@ -181,12 +182,10 @@ def test_every_emr_call_of_the_dag_is_allowed():
 def test_airflow_policy_allows_what_run_job_flow_implies():
     """RunJobFlow with Tags and an AutoTerminationPolicy is authorized as AddTags and the
     auto-termination actions too; the request the DAG sends has both."""
-    from fruits_emr import config as emr
-
-    config = emr.RunConfig(bucket=BUCKET)
-    paths = emr.run_paths(config, "2024-06-01", "a1")
-    staged = emr.code_layout(BUCKET, "artifacts/", "0" * 16, "imagenet", wheelhouse="s3://b/w/")
-    request = emr.job_flow_overrides(config, paths, staged, "fruits_features", "manual__1")
+    config = settings.RunConfig(bucket=BUCKET)
+    paths = layout.run_paths(config, "2024-06-01", "a1")
+    staged = artifacts.code_layout(BUCKET, "artifacts/", "0" * 16, "imagenet", wheelhouse="s3://b/w/")
+    request = emr_request.job_flow_overrides(config, paths, staged, "fruits_features", "manual__1")
     assert request["Tags"] and request["AutoTerminationPolicy"]["IdleTimeout"] > 0
     allowed = {a for s in statements(iam.airflow_policy(BUCKET, ACCOUNT)) for a in s["Action"]}
     for action in ("AddTags", "PutAutoTerminationPolicy", "GetAutoTerminationPolicy", "RemoveAutoTerminationPolicy"):
@@ -264,11 +263,11 @@ def denied(call, *args, **kwargs) -> str:
 
 
 def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflow_key, tmp_path):
-    config = emr.RunConfig(bucket=BUCKET, weights="w.h5", engine="tensorflow", full_refresh=True,
+    config = settings.RunConfig(bucket=BUCKET, weights="w.h5", engine="tensorflow", full_refresh=True,
                            security_configuration="fruits-at-rest")
-    paths = emr.run_paths(config, RUN_DATE, "20240602T02Z")
-    failed = emr.run_paths(config, RUN_DATE, "20240602T01Z")
-    sse = emr.sse_arguments(config)
+    paths = layout.run_paths(config, RUN_DATE, "20240602T02Z")
+    failed = layout.run_paths(config, RUN_DATE, "20240602T01Z")
+    sse = settings.sse_arguments(config)
     repo = make_repo(tmp_path)
     admin = client("s3", endpoint)
     admin.put_object(Bucket=BUCKET, Key=failed.attempt_key + "features/part-0.parquet", Body=b"partial")
@@ -291,19 +290,19 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
         s3.put_object(Bucket=BUCKET, Key=paths.report_key, Body=b'{"images_seen": 2}')  # as the pca step would
         assert storage.read_report(s3, paths) == {"images_seen": 2}
         assert storage.attempt_entries(s3, paths) == {"manifest.txt", "report.json"}
-        record = emr.commit_record(paths, {"images": 2}, "manual__1", datetime.now(timezone.utc))
+        record = layout.commit_record(paths, {"images": 2}, "manual__1", datetime.now(timezone.utc))
         assert storage.commit_run(s3, paths, record, sse) == (None, 1)  # the failed attempt's file is deleted
         assert storage.committed_output(s3, config, RUN_DATE)["attempt"] == "20240602T02Z"
 
         emr_client = client("emr", endpoint, airflow_key)
         storage.check_security_configuration(emr_client, config.security_configuration)
-        overrides = emr.job_flow_overrides(config, paths, staged, emr.DAG_ID, "manual__1")
+        overrides = emr_request.job_flow_overrides(config, paths, staged, settings.DAG_ID, "manual__1")
         cluster_id = emr_client.run_job_flow(**overrides)["JobFlowId"]
-        step_ids = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=emr.spark_steps(config, paths, staged))[
+        step_ids = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=emr_request.spark_steps(config, paths, staged))[
             "StepIds"]
         assert emr_client.describe_step(ClusterId=cluster_id, StepId=step_ids[0])["Step"]["Name"] == f"featurize {RUN_DATE}"
         assert emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["LogUri"] == paths.log_uri
-        listed = emr_client.get_paginator("list_clusters").paginate(ClusterStates=list(emr.ACTIVE_CLUSTER_STATES))
+        listed = emr_client.get_paginator("list_clusters").paginate(ClusterStates=list(emr_request.ACTIVE_CLUSTER_STATES))
         assert cluster_id in {c["Id"] for page in listed for c in page["Clusters"]}
         emr_client.terminate_job_flows(JobFlowIds=[cluster_id])
 
@@ -335,8 +334,8 @@ def test_commit_reports_attempts_it_could_not_delete(endpoint, airflow_key):
     requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
     admin = client("s3", endpoint)
     admin.create_bucket(Bucket=BUCKET)
-    config = emr.RunConfig(bucket=BUCKET)
-    paths, failed = (emr.run_paths(config, RUN_DATE, a) for a in ("20240602T02Z", "20240602T01Z"))
+    config = settings.RunConfig(bucket=BUCKET)
+    paths, failed = (layout.run_paths(config, RUN_DATE, a) for a in ("20240602T02Z", "20240602T01Z"))
     admin.put_object(Bucket=BUCKET, Key=failed.manifest_key, Body=b"old")
     iam_client = client("iam", endpoint)
     iam_client.create_user(UserName="writer")
@@ -346,8 +345,8 @@ def test_commit_reports_attempts_it_could_not_delete(endpoint, airflow_key):
             {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": [f"arn:aws:s3:::{BUCKET}/features/*"]},
         ]}))
     key = iam_client.create_access_key(UserName="writer")["AccessKey"]
-    record = emr.commit_record(paths, {}, "manual__1", datetime.now(timezone.utc))
+    record = layout.commit_record(paths, {}, "manual__1", datetime.now(timezone.utc))
     with enable_iam_authentication():
         with pytest.raises(storage.RunOutputError, match=re.escape(
                 f"Could not delete old attempts under s3://{BUCKET}/{paths.attempts_key}: 1 objects not deleted")):
-            storage.commit_run(client("s3", endpoint, key), paths, record, emr.sse_arguments(config))
+            storage.commit_run(client("s3", endpoint, key), paths, record, settings.sse_arguments(config))

@@ -1,0 +1,101 @@
+"""The DAG's Params: one Airflow Param (UI form field) per RunConfig setting, with its schema and help."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK
+from fruits_emr.settings import (
+    ENGINES,
+    MAX_CORE_INSTANCES,
+    MAX_CORE_INSTANCES_ENV,
+    MAX_FLEET_INSTANCE_TYPES,
+    MODELS,
+    max_core_instances,
+)
+
+# A setting that may stay empty. Airflow's trigger form marks a Param required unless its schema's
+# type list includes "null" (and clears a text field to null), so "empty" must be nullable there.
+OPTIONAL_STRING: dict[str, Any] = {"type": ["null", "string"]}
+
+PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bucket": (
+        "S3 bucket holding raw images, outputs, staged code and EMR logs. Required: here, in the Variable"
+        " fruits_features_defaults or in the environment variable FRUITS_BUCKET.",
+        OPTIONAL_STRING,
+    ),
+    "raw_prefix": ("Key prefix of the raw images, laid out <label>/<file>.", {"type": "string"}),
+    "output_prefix": ("Key prefix of the outputs; one run_date=YYYY-MM-DD partition per run.", {"type": "string"}),
+    "artifacts_prefix": ("Key prefix where job code, bootstrap and weights are staged.", {"type": "string"}),
+    "logs_prefix": ("Key prefix of the EMR LogUri (cluster and step logs).", {"type": "string"}),
+    "variance": (
+        "PCA keeps the smallest k reaching this cumulative explained variance (ignored when k is set).",
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    ),
+    "k": ("Fixed number of PCA components; empty = use variance.", {"type": ["null", "integer"], "minimum": 1}),
+    "model": ("CNN backbone.", {"type": "string", "enum": list(MODELS)}),
+    "alpha": ("MobileNetV2 width multiplier.", {"type": "number", "exclusiveMinimum": 0}),
+    "image_size": ("Square input size in pixels.", {"type": "integer", "minimum": 32, "maximum": 1024}),
+    "weights": (
+        "imagenet, random, an s3:// URI, or a weights file path in the repo (staged to S3 by the DAG).",
+        {"type": "string", "minLength": 1},
+    ),
+    "engine": ("Inference engine on the executors.", {"type": "string", "enum": list(ENGINES)}),
+    "arrow_batch_size": ("Rows per Arrow batch sent to a Python worker.", {"type": "integer", "minimum": 1}),
+    "release_label": (
+        f"EMR release (Spark 3.5); the default {DEFAULT_RELEASE} runs the Spark the tests run"
+        " (plugins/fruits_emr/releases.py).",
+        {"type": "string", "enum": list(EMR_SPARK)},
+    ),
+    "master_instance_type": ("EC2 type of the primary node (always on-demand).", {"type": "string"}),
+    "core_instance_types": (
+        "EC2 types the core fleet may use, preferred first.",
+        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_FLEET_INSTANCE_TYPES},
+    ),
+    "core_instance_count": (
+        f"Number of core nodes (at most {MAX_CORE_INSTANCES_ENV}, default {MAX_CORE_INSTANCES}).",
+        {"type": "integer", "minimum": 1},
+    ),
+    "use_spot": ("Core nodes on spot, switching to on-demand when spot is not available.", {"type": "boolean"}),
+    "idle_timeout_minutes": (
+        "AutoTerminationPolicy backstop: EMR ends the cluster after this long idle.",
+        {"type": "integer", "minimum": 1, "maximum": 10080},
+    ),
+    "full_refresh": (
+        "Process every raw image, not only the images that landed in the run's interval; also refits the PCA"
+        " model on this run's features alone.",
+        {"type": "boolean"},
+    ),
+    "refit_pca": (
+        "Fit a new PCA model version on the whole committed corpus plus this run's images and re-project"
+        " the corpus into it; off = apply the current model (a model is fitted anyway when none exists).",
+        {"type": "boolean"},
+    ),
+    "subnet_id": ("EC2 subnet of the cluster; empty = the account's default VPC.", OPTIONAL_STRING),
+    "service_role": (
+        "EMR service role (AWS's default EMR_DefaultRole_V2 with AmazonEMRServicePolicy_v2).",
+        {"type": "string", "minLength": 1},
+    ),
+    "job_flow_role": ("EC2 instance profile of the cluster nodes.", {"type": "string", "minLength": 1}),
+    "kms_key_id": (
+        "KMS key (ARN, key id or alias/...) encrypting every object the pipeline writes (SSE-KMS);"
+        " empty = SSE-S3 (AES256).",
+        {**OPTIONAL_STRING, "maxLength": 2048},
+    ),
+    "security_configuration": (
+        "Name of an existing EMR security configuration for the cluster (at-rest / in-transit"
+        " encryption); empty = none. Its S3 encryption settings override kms_key_id on the cluster.",
+        {**OPTIONAL_STRING, "maxLength": 256},
+    ),
+}
+
+
+def param_specs(defaults: Mapping[str, Any], max_core: int | None = None) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of one airflow.sdk.Param per run setting (UI form fields)."""
+    specs = {
+        name: {"default": defaults[name], "description": doc, "title": name.replace("_", " "), **schema}
+        for name, (doc, schema) in PARAM_DOCS.items()
+    }
+    specs["core_instance_count"]["maximum"] = max_core or max_core_instances()
+    return specs
