@@ -65,10 +65,10 @@ test: setup check-java
 	$(PY) -m pytest tests -q
 
 bench: jobs-setup
-	$(PY) bench/run_bench.py --sample $(BENCH_SAMPLE) --update-readme
+	$(PY) bench/run_bench.py --sample $(BENCH_SAMPLE) --update-docs
 
 soak: jobs-setup
-	$(PY) bench/soak.py --sample $(BENCH_SAMPLE) --update-readme
+	$(PY) bench/soak.py --sample $(BENCH_SAMPLE) --update-docs
 
 # regenerate docs/dag.md's Params table from the DAG's Params (a test fails while it is stale)
 docs: $(STAMP)
