@@ -28,7 +28,7 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(K),--k $(K),--variance $(VARIANCE)) \
 	$(if $(PCA_MODEL),--pca-model $(PCA_MODEL))
 
-.PHONY: setup jobs-setup system-packages jars check-java demo run test bench soak clean up down trigger logs
+.PHONY: setup jobs-setup system-packages jars check-java demo run test bench soak docs clean up down trigger logs
 
 # everything `make test` needs; the jobs alone (demo, run, bench, soak) need only jobs-setup
 setup: system-packages jobs-setup
@@ -65,10 +65,14 @@ test: setup check-java
 	$(PY) -m pytest tests -q
 
 bench: jobs-setup
-	$(PY) bench/run_bench.py --sample $(BENCH_SAMPLE) --update-readme
+	$(PY) bench/run_bench.py --sample $(BENCH_SAMPLE) --update-docs
 
 soak: jobs-setup
-	$(PY) bench/soak.py --sample $(BENCH_SAMPLE) --update-readme
+	$(PY) bench/soak.py --sample $(BENCH_SAMPLE) --update-docs
+
+# regenerate docs/dag.md's Params table from the DAG's Params (a test fails while it is stale)
+docs: $(STAMP)
+	$(PY) scripts/params_table.py
 
 clean:
 	rm -rf out .pytest_cache bench/work

@@ -1,7 +1,7 @@
 """Featurization benchmark: measures, side by side in one run, what the pipeline's speed and
-cost claims rest on, and writes bench/results.json (+ the README table with --update-readme).
+cost claims rest on, and writes bench/results.json (+ its table in docs/performance.md with --update-docs).
 
-    python bench/run_bench.py [--smoke] [--results bench/results.json] [--update-readme]
+    python bench/run_bench.py [--smoke] [--results bench/results.json] [--update-docs]
 
 Every Spark measurement runs in a fresh process (clean JVM and Python workers), so wall times
 and peak RSS are not polluted by earlier runs. Nothing here is asserted on: the test suite only
@@ -34,8 +34,7 @@ sys.path.insert(0, str(REPO_ROOT))
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images; pass --images for more
 WEIGHTS_035 = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 PRICES = REPO_ROOT / "plugins" / "fruits_emr" / "prices.json"  # the one price table (fruits_emr.cost reads it too)
-README = REPO_ROOT / "README.md"
-MARK_START, MARK_END = "<!-- bench:start -->", "<!-- bench:end -->"
+PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # the table goes between its <!-- bench:start/end --> markers
 PCA_FIT_SIZES = [20_000, 200_000, 1_000_000]  # feature rows in the corpus the pca job fits on
 PCA_FIT_SIZES_SMOKE = [100, 1_000]
 
@@ -414,13 +413,10 @@ def pca_fit_lines(results: dict) -> list[str]:
     ]
 
 
-def update_readme(results: dict) -> None:
-    text = README.read_text()
-    if MARK_START not in text:
-        raise SystemExit(f"README has no {MARK_START} marker")
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    README.write_text(head + MARK_START + "\n" + readme_table(results) + "\n" + MARK_END + tail)
+def update_docs(results: dict) -> None:
+    from scripts.doc_blocks import write_block
+
+    write_block(PERFORMANCE_DOC, "bench", readme_table(results))
 
 
 def bench(args: argparse.Namespace) -> dict:
@@ -528,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=10, help="the full run uses this many copies of the sample")
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 alpha of the headline figures")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--update-docs", action="store_true", help="write the table into docs/performance.md")
     # probe mode (internal): one measurement in this fresh process, JSON on the last stdout line
     parser.add_argument("--pca-fit-only", action="store_true",
                         help="only the PCA fit scaling figures (features of the bundled images), merged into --results")
@@ -553,8 +549,8 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(readme_table(results))
-    if args.update_readme:
-        update_readme(results)
+    if args.update_docs:
+        update_docs(results)
     return 0
 
 

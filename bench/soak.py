@@ -1,8 +1,8 @@
 """Scale/soak run: the whole local pipeline (featurize + PCA) on 10x the sample with broken
 files planted among the replicas; checks that every count reconciles and that memory stays
-bounded, and writes bench/soak.json (+ the README section with --update-readme).
+bounded, and writes bench/soak.json (+ its section in docs/performance.md with --update-docs).
 
-    python bench/soak.py [--replicas 10] [--smoke] [--results bench/soak.json] [--update-readme]
+    python bench/soak.py [--replicas 10] [--smoke] [--results bench/soak.json] [--update-docs]
 
 Each run is `python -m spark_jobs.run_local` in a child process, exactly as a user runs it; the
 RSS of its whole process tree (driver, Spark JVM, Python workers) is sampled while it runs.
@@ -28,8 +28,7 @@ from urllib.parse import urlparse
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run_bench import BUNDLED_IMAGES, REPO_ROOT, WEIGHTS_035, PeakRss, cpu_model, make_replicas, sample_files, versions  # noqa: E402
 
-README = REPO_ROOT / "README.md"
-MARK_START, MARK_END = "<!-- soak:start -->", "<!-- soak:end -->"
+PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # the section goes between its <!-- soak:start/end --> markers
 RSS_INTERVAL_SECONDS = 0.25
 SERIES_BINS = 40  # soak.json keeps the RSS time series as the max over this many equal bins
 DEFAULT_MAX_RSS_RATIO = 1.5
@@ -303,7 +302,7 @@ def gb(value: int) -> str:
     return f"{value / GIB:.2f}"
 
 
-def readme_section(results: dict) -> str:
+def docs_section(results: dict) -> str:
     runs = results["runs"]
     names = [name for name in ("1x", "full") if name in runs]
     heads = {"1x": "1× (baseline)", "full": f"{results['replicas']}×"}
@@ -381,13 +380,10 @@ def readme_section(results: dict) -> str:
     return "\n".join([*lines, "", paragraph])
 
 
-def update_readme(results: dict) -> None:
-    text = README.read_text()
-    if MARK_START not in text or MARK_END not in text:
-        raise SoakError(f"README.md has no {MARK_START} ... {MARK_END} markers")
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    README.write_text(head + MARK_START + "\n" + readme_section(results) + "\n" + MARK_END + tail)
+def update_docs(results: dict) -> None:
+    from scripts.doc_blocks import write_block
+
+    write_block(PERFORMANCE_DOC, "soak", docs_section(results))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,10 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 alpha; must match --weights")
     parser.add_argument("--max-rss-ratio", type=float, default=DEFAULT_MAX_RSS_RATIO,
                         help="fail when the full run's peak RSS exceeds this multiple of the 1x run's")
-    parser.add_argument("--note", default="", help="a sentence added to the README paragraph (e.g. what else ran)")
+    parser.add_argument("--note", default="", help="a sentence added to the docs paragraph (e.g. what else ran)")
     parser.add_argument("--results", default=str(REPO_ROOT / "bench" / "soak.json"))
     parser.add_argument("--workdir", default=str(REPO_ROOT / "bench" / "work" / "soak"))
-    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--update-docs", action="store_true", help="write the section into docs/performance.md")
     args = parser.parse_args(argv)
     if not Path(args.sample).is_dir():
         print(f"soak: error: --sample {args.sample} is not a folder of <label>/<image> files", file=sys.stderr)
@@ -419,9 +415,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    print(readme_section(results))
-    if args.update_readme:
-        update_readme(results)
+    print(docs_section(results))
+    if args.update_docs:
+        update_docs(results)
     if not results["passed"]:
         print("soak: error: " + "; ".join(results["problems"]), file=sys.stderr)
         return 1

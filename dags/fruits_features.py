@@ -20,7 +20,7 @@ which no reader looks at; `commit_outputs` then points `run_date=YYYY-MM-DD/_COM
 then the PCA pointer `<output_prefix>_pca_models/_CURRENT.json` (current model version, and per run
 date its reduced rows in that model's space; docs/pca.md).
 Every object is written with server-side encryption (SSE-S3, or SSE-KMS with `kms_key_id`).
-Params, Variables, IAM and S3 layout: see the README.
+Params, Variables and S3 layout: docs/dag.md in the repository; IAM: docs/security.md.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def test_scanner_finds_planted_credentials(text):
         "aws_access_key_id = AKIAIOSFODNN7EXAMPLE",  # AWS documentation example
         f"id = {FAKE_ID}X",  # 21 characters: not an access key id
         f"aws_secret_access_key = {FAKE_SECRET}xyz",  # 43 characters: not a secret key
-        '"login": "<access key id>", "password": "<secret key>"',  # README placeholders
+        '"login": "<access key id>", "password": "<secret key>"',  # docs/deploy-aws.md placeholders
     ],
 )
 def test_scanner_passes_placeholders(text):

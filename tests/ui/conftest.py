@@ -135,7 +135,7 @@ def browser_context(ui_stack):
 @pytest.fixture
 def screenshots(tmp_path) -> Path:
     """Where the screenshots go: a temp folder, or FRUITS_SCREENSHOTS=docs/img to refresh the
-    ones the README shows (a plain `make test` leaves the work tree clean)."""
+    ones docs/ui.md shows (a plain `make test` leaves the work tree clean)."""
     folder = Path(os.environ.get("FRUITS_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
