@@ -28,7 +28,7 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(K),--k $(K),--variance $(VARIANCE)) \
 	$(if $(PCA_MODEL),--pca-model $(PCA_MODEL))
 
-.PHONY: setup jobs-setup system-packages jars check-java demo run test bench soak docs clean up down trigger logs
+.PHONY: lint setup jobs-setup system-packages jars check-java demo run test bench soak docs clean up down trigger logs
 
 # everything `make test` needs; the jobs alone (demo, run, bench, soak) need only jobs-setup
 setup: system-packages jobs-setup
@@ -43,11 +43,11 @@ system-packages:
 jars: $(STAMP)
 	$(PY) scripts/fetch_s3a_jars.py
 
-$(STAMP): requirements.txt constraints.txt
+$(STAMP): pyproject.toml requirements.txt constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 (or make PYTHON=/path/to/python3.11)"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet -e . -c constraints.txt
 	@touch $(STAMP)
 
 check-java:
@@ -61,18 +61,21 @@ demo: jobs-setup
 run: jobs-setup
 	$(PY) -m spark_jobs.run_local $(RUN_ARGS)
 
-test: setup check-java
-	$(PY) -m pytest tests -q
+test: setup check-java lint
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
 
 bench: jobs-setup
-	$(PY) bench/run_bench.py --sample $(BENCH_SAMPLE) --update-docs
+	$(PY) -m bench.run_bench --sample $(BENCH_SAMPLE) --update-docs
 
 soak: jobs-setup
-	$(PY) bench/soak.py --sample $(BENCH_SAMPLE) --update-docs
+	$(PY) -m bench.soak --sample $(BENCH_SAMPLE) --update-docs
 
 # regenerate docs/dag.md's Params table from the DAG's Params (a test fails while it is stale)
 docs: $(STAMP)
-	$(PY) scripts/params_table.py
+	$(PY) -m scripts.params_table
 
 clean:
 	rm -rf out .pytest_cache bench/work

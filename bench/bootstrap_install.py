@@ -5,7 +5,7 @@ Each run installs emr/requirements-emr.txt with emr/constraints-emr.txt into a f
 creation not timed); the PyPI runs use --no-cache-dir, so every run downloads, as a new node would.
 Writes the figures to bench/results.json under `bootstrap_install_seconds` (other keys untouched).
 
-    PYTHONPATH=plugins python bench/bootstrap_install.py [--runs 3]
+    python -m bench.bootstrap_install [--runs 3]
 """
 
 from __future__ import annotations

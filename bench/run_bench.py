@@ -1,7 +1,7 @@
 """Featurization benchmark: measures, side by side in one run, what the pipeline's speed and
 cost claims rest on, and writes bench/results.json (+ its table in docs/performance.md with --update-docs).
 
-    python bench/run_bench.py [--smoke] [--results bench/results.json] [--update-docs]
+    python -m bench.run_bench [--smoke] [--results bench/results.json] [--update-docs]
 
 Every Spark measurement runs in a fresh process (clean JVM and Python workers), so wall times
 and peak RSS are not polluted by earlier runs. Nothing here is asserted on: the test suite only
@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images; pass --images for more
 WEIGHTS_035 = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 PRICES = REPO_ROOT / "plugins" / "fruits_emr" / "prices.json"  # the one price table (fruits_emr.cost reads it too)

@@ -2,7 +2,7 @@
 files planted among the replicas; checks that every count reconciles and that memory stays
 bounded, and writes bench/soak.json (+ its section in docs/performance.md with --update-docs).
 
-    python bench/soak.py [--replicas 10] [--smoke] [--results bench/soak.json] [--update-docs]
+    python -m bench.soak [--replicas 10] [--smoke] [--results bench/soak.json] [--update-docs]
 
 Each run is `python -m spark_jobs.run_local` in a child process, exactly as a user runs it; the
 RSS of its whole process tree (driver, Spark JVM, Python workers) is sampled while it runs.
@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run_bench import BUNDLED_IMAGES, REPO_ROOT, WEIGHTS_035, PeakRss, cpu_model, make_replicas, sample_files, versions  # noqa: E402
+from bench.run_bench import BUNDLED_IMAGES, REPO_ROOT, WEIGHTS_035, PeakRss, cpu_model, make_replicas, sample_files, versions
 
 PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # the section goes between its <!-- soak:start/end --> markers
 RSS_INTERVAL_SECONDS = 0.25
@@ -313,7 +312,7 @@ def docs_section(results: dict) -> str:
     reasons = lambda r: ", ".join(f"{n} {kind}" for kind, n in sorted(r["quarantine_reasons"].items()))  # noqa: E731
     full, machine, v = runs["full"], results["machine"], results["versions"]
     lines = [
-        "`make soak` (`bench/soak.py`; not part of `make test`, which runs only its `--smoke`) runs"
+        "`make soak` (`python -m bench.soak`; not part of `make test`, which runs only its `--smoke`) runs"
         " `spark_jobs.run_local` (featurize + PCA) in a child process on 1× and then on"
         f" {results['replicas']}× the sample with broken files planted among the replicas, checks every count"
         " against what it planted, samples the RSS of the whole process tree, and writes `bench/soak.json`.",

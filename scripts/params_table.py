@@ -1,10 +1,10 @@
 """The Params table of docs/dag.md, generated from the DAG's own Params (their one source).
 
-    python scripts/params_table.py          # rewrite the table (`make docs`)
+    python -m scripts.params_table          # rewrite the table (`make docs`)
 
-Loads dags/fruits_features.py as Airflow does (DagBag, plugins/ on sys.path) with no FRUITS_*
+Loads dags/fruits_features.py as Airflow does (DagBag) with no FRUITS_*
 environment variable set, so the defaults are the code's, and renders `dag.params`.
-`tests/dag/test_params_table.py` fails when the committed table differs from this one.
+`tests/dags/test_params_table.py` fails when the committed table differs from this one.
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DAGS, PLUGINS = REPO_ROOT / "dags", REPO_ROOT / "plugins"
+DAGS = REPO_ROOT / "dags"
 DAG_DOC = REPO_ROOT / "docs" / "dag.md"
 BLOCK = "params"
 DAG_ID = "fruits_features"
 ENV_PREFIX = "FRUITS_"
-for _path in (PLUGINS, REPO_ROOT):
-    if str(_path) not in sys.path:
-        sys.path.insert(0, str(_path))
 
-from scripts.doc_blocks import read_block, write_block  # noqa: E402
+from scripts.doc_blocks import read_block, write_block
 
 
 def load_params() -> Any:

@@ -1,38 +1,20 @@
-"""Shared fixtures: real sample images, the bundled real weights, one local Spark session."""
+"""Shared fixtures: one local Spark session, a moto S3 server it reads and writes through S3A, and
+(tests.support.airflow) an isolated Airflow home with a moto server for the DAG and plugin tests."""
 
 from __future__ import annotations
 
 import logging
-import shutil
-from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images bundled with the repo (NOTICE.md)
-WEIGHTS = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-LABELS = ("apple", "lemon", "mango", "raspberry")
-S3_KMS_KEY = "alias/fruits-test"
+from tests.support import FORCE_F2J_LAPACK, S3_KMS_KEY, s3_client_of
+
+pytest_plugins = ["tests.support.airflow"]
 
 
 def pytest_configure(config):
     # py4j logs "closing connection" from finalizers after pytest closed its streams.
     logging.getLogger("py4j").setLevel(logging.WARNING)
-
-
-def copy_sample(target: Path, per_label: int, offset: int = 0) -> list[Path]:
-    """Copy `per_label` real images of each fruit into target/<label>/ and return them."""
-    copied = []
-    for label in LABELS:
-        (target / label).mkdir(parents=True, exist_ok=True)
-        for source in sorted((SAMPLE / label).iterdir())[offset : offset + per_label]:
-            copied.append(Path(shutil.copy(source, target / label / source.name)))
-    return copied
-
-
-# Makes netlib fall back to its pure-Java F2J LAPACK even where a native liblapack is installed, so
-# every machine runs the tests against the fallback that gave Spark ML's PCA wrong spectra (issue 12).
-FORCE_F2J_LAPACK = {"spark.driver.extraJavaOptions": "-Ddev.ludovic.netlib.lapack.nativeLib=none-such.so"}
 
 
 @pytest.fixture(scope="session")
@@ -48,8 +30,8 @@ def spark():
 def s3_server(spark):
     """A moto S3 server, with the session's Spark reading and writing s3:// and s3a:// on it
     through S3A (spark_jobs.s3a, as run_local does) and SSE-KMS on every object it writes."""
-    from motoserver import JAVA_TRUST_ANY_CERT, running_moto_server
     from spark_jobs.s3a import require_s3a_jars, s3a_conf
+    from tests.support.moto import JAVA_TRUST_ANY_CERT, running_moto_server
 
     require_s3a_jars()
     name, value = JAVA_TRUST_ANY_CERT.removeprefix("-D").split("=")
@@ -68,13 +50,3 @@ def s3_server(spark):
 @pytest.fixture
 def s3_client(s3_server):
     return s3_client_of(s3_server)
-
-
-def s3_client_of(endpoint: str):
-    import boto3
-    from motoserver import certificate_of
-
-    return boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1", verify=certificate_of(endpoint),
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    )

@@ -1,0 +1,347 @@
+"""The least-privilege IAM documents (plugins/fruits_emr/iam.py, iam/*.json) against the DAG's real AWS calls.
+
+moto enforces identity policies once INITIAL_NO_AUTH_ACTION_COUNT is reached (here: enabled per test
+with moto.core.authorization.enable_iam_authentication): S3 per action and object/bucket ARN, EMR
+per action only (resource "*"). It does not check iam:PassRole on RunJobFlow, nor conditions of
+identity policies. Two moto quirks are bridged in the policy given to moto, not in the real one:
+- moto names HEAD bucket `s3:HeadBucket`; AWS authorizes HeadBucket as `s3:ListBucket`;
+- moto authorizes DeleteObjects against the bucket ARN; AWS checks `s3:DeleteObject` per key.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import inspect
+import json
+import re
+import shutil
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from fruits_emr import artifacts, emr_request, iam, layout, settings, storage
+from tests.support import REPO_ROOT
+
+boto3 = pytest.importorskip("boto3")
+botocore_exceptions = pytest.importorskip("botocore.exceptions")
+pytest.importorskip("moto.server")
+from moto.core.authorization import enable_iam_authentication  # noqa: E402
+from tests.support.moto import running_moto_server  # noqa: E402
+from tests.support.wheels import probe_builder  # noqa: E402
+
+REGION = "us-east-1"
+ACCOUNT = "123456789012"  # moto's default account
+BUCKET = "fruits-data"
+RUN_DATE = "2024-06-01"
+
+
+# --- the documents in iam/ --------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(iam.DOCUMENTS))
+def test_iam_files_are_the_rendered_documents(name):
+    path = REPO_ROOT / "iam" / name
+    assert path.read_text() == iam.render(name), (
+        f"iam/{name} is out of date: regenerate it with"
+        f" PYTHONPATH=plugins:. python -c \"from fruits_emr import iam; print(iam.render('{name}'), end='')\" > iam/{name}"
+    )
+
+
+def statements(policy: dict) -> list[dict]:
+    return policy["Statement"]
+
+
+def test_airflow_policy_is_scoped_to_the_bucket_prefixes_and_two_roles():
+    config = settings.RunConfig(bucket=BUCKET, service_role="FruitsEmrService", job_flow_role="FruitsEmrNodes")
+    policy = iam.airflow_policy(BUCKET, ACCOUNT, config)
+    for statement in statements(policy):
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        assert not any(action.endswith("*") for action in actions), statement  # no wildcard actions
+        if any(action.startswith("s3:") for action in actions):
+            assert all(res == f"arn:aws:s3:::{BUCKET}" or res.startswith(f"arn:aws:s3:::{BUCKET}/") for res in
+                       statement["Resource"]), statement
+            assert f"arn:aws:s3:::{BUCKET}/*" not in statement["Resource"]  # prefixes, never the whole bucket
+    pass_role = next(s for s in statements(policy) if s["Action"] == ["iam:PassRole"])
+    assert pass_role["Resource"] == [f"arn:aws:iam::{ACCOUNT}:role/FruitsEmrService",
+                                     f"arn:aws:iam::{ACCOUNT}:role/FruitsEmrNodes"]
+    writable = {res for s in statements(policy) if "s3:PutObject" in s["Action"] for res in s["Resource"]}
+    assert writable == {f"arn:aws:s3:::{BUCKET}/artifacts/*", f"arn:aws:s3:::{BUCKET}/features/*"}
+
+
+def test_instance_profile_policy_reads_inputs_and_writes_only_outputs_and_logs():
+    policy = iam.instance_profile_policy(BUCKET, settings.RunConfig(bucket=BUCKET))
+    by_action: dict[str, set[str]] = {}
+    for statement in statements(policy):
+        assert statement["Effect"] == "Allow"
+        for action in statement["Action"]:
+            by_action.setdefault(action, set()).update(statement["Resource"])
+    objects = f"arn:aws:s3:::{BUCKET}/"
+    assert by_action["s3:GetObject"] == {objects + p for p in ("raw/*", "artifacts/*", "features/*")}
+    assert by_action["s3:PutObject"] == {objects + "features/*", objects + "emr-logs/*"}
+    assert by_action["s3:DeleteObject"] == {objects + "features/*"}
+    assert set(by_action) == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "s3:PutObject",
+                              "s3:DeleteObject", "s3:AbortMultipartUpload"}
+
+
+def test_bucket_policy_denies_plain_http_and_unencrypted_uploads():
+    policy = iam.bucket_policy(BUCKET)
+    tls, encryption, unencrypted = statements(policy)
+    assert (tls["Effect"], tls["Action"], tls["Condition"]) == ("Deny", "s3:*", {"Bool": {"aws:SecureTransport": "false"}})
+    assert set(tls["Resource"]) == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
+    assert encryption["Effect"] == "Deny" and encryption["Action"] == "s3:PutObject"
+    assert "aws:kms" in encryption["Condition"]["StringNotEqualsIfExists"]["s3:x-amz-server-side-encryption"]
+    # what the pipeline writes must ask for encryption; every writer of it sends the header
+    assert (unencrypted["Effect"], unencrypted["Action"]) == ("Deny", "s3:PutObject")
+    assert unencrypted["Condition"] == {"Null": {"s3:x-amz-server-side-encryption": "true"}}
+    assert set(unencrypted["Resource"]) == {f"arn:aws:s3:::{BUCKET}/artifacts/*", f"arn:aws:s3:::{BUCKET}/features/*"}
+
+
+def test_kms_key_use_is_granted_on_that_key_only():
+    key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    for policy in (iam.airflow_policy(BUCKET, ACCOUNT, kms_key_arn=key), iam.instance_profile_policy(BUCKET, kms_key_arn=key)):
+        [kms] = [s for s in statements(policy) if any(a.startswith("kms:") for a in s["Action"])]
+        assert (kms["Action"], kms["Resource"]) == (["kms:GenerateDataKey", "kms:Decrypt"], [key])
+    for policy in (iam.airflow_policy(BUCKET, ACCOUNT), iam.instance_profile_policy(BUCKET)):  # SSE-S3: no KMS
+        assert not [a for s in statements(policy) for a in s["Action"] if a.startswith("kms:")]
+
+
+def test_cli_renders_a_document_for_an_account(capsys):
+    assert iam.main(["airflow", "--bucket", "acme-fruits", "--account", "111122223333"]) == 0
+    policy = json.loads(capsys.readouterr().out)
+    assert "arn:aws:iam::111122223333:role/EMR_DefaultRole" in json.dumps(policy)
+    assert "<bucket>" not in json.dumps(policy)
+
+
+# --- every EMR API the DAG calls is in the policy ----------------------------------------------
+
+def emr_calls_in(source: str, operations: set[str]) -> set[str]:
+    """EMR client methods called in source: .describe_cluster(...), get_paginator("list_clusters"), get_waiter(...)."""
+    tree = ast.parse(textwrap.dedent(source))
+    called = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            name = node.func.attr
+            if name in ("get_paginator",) and node.args and isinstance(node.args[0], ast.Constant):
+                name = node.args[0].value
+            if name in operations:
+                called.add(name)
+    return called
+
+
+def test_every_emr_call_of_the_dag_is_allowed():
+    import botocore.session
+    from botocore import xform_name
+
+    model = botocore.session.get_session().get_service_model("emr")
+    operations = {xform_name(op): op for op in model.operation_names}
+    from airflow.providers.amazon.aws.hooks.emr import EmrHook
+    from airflow.providers.amazon.aws.links import emr as emr_links
+    from airflow.providers.amazon.aws.operators.emr import (
+        EmrAddStepsOperator,
+        EmrCreateJobFlowOperator,
+        EmrTerminateJobFlowOperator,
+    )
+    from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
+
+    from fruits_emr import operators, tasks
+
+    sources = [
+        (REPO_ROOT / "dags" / "fruits_features.py").read_text(),
+        inspect.getsource(tasks),
+        inspect.getsource(operators),
+        inspect.getsource(storage),
+        inspect.getsource(EmrCreateJobFlowOperator.execute),
+        inspect.getsource(EmrAddStepsOperator.execute),
+        inspect.getsource(EmrTerminateJobFlowOperator.execute),
+        inspect.getsource(EmrStepSensor.get_emr_response),
+        inspect.getsource(EmrHook.create_job_flow),
+        inspect.getsource(EmrHook.add_job_flow_steps),
+        inspect.getsource(emr_links.get_log_uri),
+    ]
+    called = set().union(*(emr_calls_in(source, set(operations)) for source in sources))
+    # the step sensor's deferrable trigger and add_steps' waiter poll DescribeStep
+    called.add("describe_step")
+    # the scan really found the calls (it fails if the code or the provider changes shape)
+    assert {"run_job_flow", "add_job_flow_steps", "describe_step", "describe_cluster", "list_clusters",
+            "terminate_job_flows", "describe_security_configuration"} <= called
+    needed = {operations[name] for name in called}
+    allowed = {a.removeprefix("elasticmapreduce:") for s in statements(iam.airflow_policy(BUCKET, ACCOUNT))
+               for a in s["Action"] if a.startswith("elasticmapreduce:")}
+    assert needed <= allowed, f"EMR APIs the DAG calls but iam.EMR_ACTIONS lacks: {sorted(needed - allowed)}"
+    # authorized as part of RunJobFlow (Tags, AutoTerminationPolicy); nothing else unused
+    assert allowed - needed == set(iam.IMPLIED_BY_RUN_JOB_FLOW)
+
+
+def test_airflow_policy_allows_what_run_job_flow_implies():
+    """RunJobFlow with Tags and an AutoTerminationPolicy is authorized as AddTags and the
+    auto-termination actions too; the request the DAG sends has both."""
+    config = settings.RunConfig(bucket=BUCKET)
+    paths = layout.run_paths(config, "2024-06-01", "a1")
+    staged = artifacts.code_layout(BUCKET, "artifacts/", "0" * 16, "imagenet", wheelhouse="s3://b/w/")
+    request = emr_request.job_flow_overrides(config, paths, staged, "fruits_features", "manual__1")
+    assert request["Tags"] and request["AutoTerminationPolicy"]["IdleTimeout"] > 0
+    allowed = {a for s in statements(iam.airflow_policy(BUCKET, ACCOUNT)) for a in s["Action"]}
+    for action in ("AddTags", "PutAutoTerminationPolicy", "GetAutoTerminationPolicy", "RemoveAutoTerminationPolicy"):
+        assert f"elasticmapreduce:{action}" in allowed
+    # the service role passed is AWS's current default, EMR_DefaultRole_V2
+    pass_role = next(s for s in statements(iam.airflow_policy(BUCKET, ACCOUNT)) if s["Action"] == ["iam:PassRole"])
+    assert f"arn:aws:iam::{ACCOUNT}:role/EMR_DefaultRole_V2" in pass_role["Resource"]
+
+
+# --- the policy against moto, with IAM enforcement ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def endpoint():
+    with running_moto_server() as url:
+        yield url
+
+
+def moto_policy(policy: dict) -> dict:
+    """The policy as moto needs it to authorize what AWS authorizes (see the module docstring)."""
+    policy = copy.deepcopy(policy)
+    for statement in statements(policy):
+        if "s3:ListBucket" in statement["Action"]:
+            statement["Action"].append("s3:HeadBucket")
+        if "s3:DeleteObject" in statement["Action"]:
+            statement["Resource"].append(f"arn:aws:s3:::{BUCKET}")
+    return policy
+
+
+def client(service: str, endpoint: str, key: dict | None = None):
+    credentials = (
+        {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+        if key else {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+    )
+    return boto3.client(service, endpoint_url=endpoint, region_name=REGION, **credentials)
+
+
+def make_repo(root: Path) -> Path:
+    """A minimal deployable checkout for stage_artifacts."""
+    (root / "spark_jobs").mkdir(parents=True)
+    for name in ("__init__.py", "featurize.py", "pca.py"):
+        (root / "spark_jobs" / name).write_text(f"# {name}\n")
+    (root / "emr").mkdir()
+    for name in ("bootstrap.sh", "requirements-emr.txt", "requirements-emr-tensorflow.txt", "constraints-emr.txt"):
+        shutil.copy(REPO_ROOT / "emr" / name, root / "emr" / name)
+    (root / "w.h5").write_bytes(b"weights")
+    return root
+
+
+@pytest.fixture
+def airflow_key(endpoint):
+    """A fresh moto with the bucket, a few raw images and an IAM user holding only the Airflow policy."""
+    import requests
+
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    admin = client("s3", endpoint)
+    for bucket in (BUCKET, "someone-elses-bucket"):
+        admin.create_bucket(Bucket=bucket)
+    for name in ("apple/1.jpg", "lemon/2.jpg"):
+        admin.put_object(Bucket=BUCKET, Key=f"raw/{name}", Body=b"jpeg")
+    user = client("iam", endpoint)
+    user.create_user(UserName="fruits-airflow")
+    user.put_user_policy(UserName="fruits-airflow", PolicyName="fruits-airflow",
+                         PolicyDocument=json.dumps(moto_policy(iam.airflow_policy(BUCKET, ACCOUNT))))
+    return user.create_access_key(UserName="fruits-airflow")["AccessKey"]
+
+
+def denied(call, *args, **kwargs) -> str:
+    """'AccessDenied' when the call is refused for lack of permission (moto's EMR answers a bare 403)."""
+    with pytest.raises(botocore_exceptions.ClientError) as raised:
+        call(*args, **kwargs)
+    response = raised.value.response
+    assert response["ResponseMetadata"]["HTTPStatusCode"] == 403, response
+    code = response["Error"]["Code"]
+    return "AccessDenied" if code in ("AccessDenied", "AccessDeniedException", "403") else code
+
+
+def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflow_key, tmp_path):
+    config = settings.RunConfig(bucket=BUCKET, weights="w.h5", engine="tensorflow", full_refresh=True,
+                           security_configuration="fruits-at-rest")
+    paths = layout.run_paths(config, RUN_DATE, "20240602T02Z")
+    failed = layout.run_paths(config, RUN_DATE, "20240602T01Z")
+    sse = settings.sse_arguments(config)
+    repo = make_repo(tmp_path)
+    admin = client("s3", endpoint)
+    admin.put_object(Bucket=BUCKET, Key=failed.attempt_key + "features/part-0.parquet", Body=b"partial")
+    client("emr", endpoint).create_security_configuration(Name="fruits-at-rest", SecurityConfiguration=json.dumps(
+        {"EncryptionConfiguration": {"EnableInTransitEncryption": False, "EnableAtRestEncryption": True,
+                                     "AtRestEncryptionConfiguration": {
+                                         "S3EncryptionConfiguration": {"EncryptionMode": "SSE-S3"}}}}))
+    with enable_iam_authentication():
+        s3 = client("s3", endpoint, airflow_key)
+        storage.check_bucket(s3, BUCKET)
+        build, _ = probe_builder(tmp_path / "wheels")
+        staged, uploaded = storage.stage_artifacts(s3, config, repo, build)
+        assert len(uploaded) == 9  # weights, 7 bundle files, 1 wheel
+        assert storage.stage_artifacts(s3, config, repo, build)[1] == []  # second run: head_object finds the markers
+        now = datetime.now(timezone.utc)
+        images = storage.new_images(s3, config, now - timedelta(days=1), now + timedelta(days=1))
+        assert images == [f"s3://{BUCKET}/raw/apple/1.jpg", f"s3://{BUCKET}/raw/lemon/2.jpg"]
+        storage.write_manifest(s3, paths, images, sse)
+        assert storage.read_manifest(s3, paths) == images
+        s3.put_object(Bucket=BUCKET, Key=paths.report_key, Body=b'{"images_seen": 2}')  # as the pca step would
+        assert storage.read_report(s3, paths) == {"images_seen": 2}
+        assert storage.attempt_entries(s3, paths) == {"manifest.txt", "report.json"}
+        record = layout.commit_record(paths, {"images": 2}, "manual__1", datetime.now(timezone.utc))
+        assert storage.commit_run(s3, paths, record, sse) == (None, 1)  # the failed attempt's file is deleted
+        assert storage.committed_output(s3, config, RUN_DATE)["attempt"] == "20240602T02Z"
+
+        emr_client = client("emr", endpoint, airflow_key)
+        storage.check_security_configuration(emr_client, config.security_configuration)
+        overrides = emr_request.job_flow_overrides(config, paths, staged, settings.DAG_ID, "manual__1")
+        cluster_id = emr_client.run_job_flow(**overrides)["JobFlowId"]
+        step_ids = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=emr_request.spark_steps(config, paths, staged))[
+            "StepIds"]
+        assert emr_client.describe_step(ClusterId=cluster_id, StepId=step_ids[0])["Step"]["Name"] == f"featurize {RUN_DATE}"
+        assert emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["LogUri"] == paths.log_uri
+        listed = emr_client.get_paginator("list_clusters").paginate(ClusterStates=list(emr_request.ACTIVE_CLUSTER_STATES))
+        assert cluster_id in {c["Id"] for page in listed for c in page["Clusters"]}
+        emr_client.terminate_job_flows(JobFlowIds=[cluster_id])
+
+
+def test_calls_outside_the_airflow_policy_are_denied(endpoint, airflow_key):
+    with enable_iam_authentication():
+        s3 = client("s3", endpoint, airflow_key)
+        assert denied(s3.put_object, Bucket="someone-elses-bucket", Key="features/x", Body=b"x") == "AccessDenied"
+        assert denied(s3.put_object, Bucket=BUCKET, Key="raw/apple/planted.jpg", Body=b"x") == "AccessDenied"
+        assert denied(s3.put_object, Bucket=BUCKET, Key="outside/x", Body=b"x") == "AccessDenied"
+        assert denied(s3.get_object, Bucket=BUCKET, Key="raw/apple/1.jpg") == "AccessDenied"  # Airflow only lists raw/
+        assert denied(s3.list_objects_v2, Bucket="someone-elses-bucket") == "AccessDenied"
+        assert denied(s3.delete_bucket, Bucket=BUCKET) == "AccessDenied"
+        assert denied(s3.delete_object, Bucket=BUCKET, Key="raw/apple/1.jpg") == "AccessDenied"
+        assert denied(s3.put_bucket_policy, Bucket=BUCKET, Policy="{}") == "AccessDenied"
+        emr_client = client("emr", endpoint, airflow_key)
+        assert denied(emr_client.set_termination_protection, JobFlowIds=["j-1"], TerminationProtected=True) == (
+            "AccessDenied")
+        assert denied(emr_client.list_steps, ClusterId="j-1") == "AccessDenied"
+        assert denied(client("iam", endpoint, airflow_key).create_user, UserName="x") == "AccessDenied"
+    # the denials came from the policy, not from broken credentials: the same calls pass for an admin
+    client("s3", endpoint).put_object(Bucket=BUCKET, Key="outside/x", Body=b"x")
+
+
+def test_commit_reports_attempts_it_could_not_delete(endpoint, airflow_key):
+    """DeleteObjects answers 200 with per-key errors; the commit must say so, not leave stale attempts silently."""
+    import requests
+
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    admin = client("s3", endpoint)
+    admin.create_bucket(Bucket=BUCKET)
+    config = settings.RunConfig(bucket=BUCKET)
+    paths, failed = (layout.run_paths(config, RUN_DATE, a) for a in ("20240602T02Z", "20240602T01Z"))
+    admin.put_object(Bucket=BUCKET, Key=failed.manifest_key, Body=b"old")
+    iam_client = client("iam", endpoint)
+    iam_client.create_user(UserName="writer")
+    iam_client.put_user_policy(UserName="writer", PolicyName="no-delete", PolicyDocument=json.dumps(
+        {"Version": iam.VERSION, "Statement": [
+            {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [f"arn:aws:s3:::{BUCKET}"]},
+            {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": [f"arn:aws:s3:::{BUCKET}/features/*"]},
+        ]}))
+    key = iam_client.create_access_key(UserName="writer")["AccessKey"]
+    record = layout.commit_record(paths, {}, "manual__1", datetime.now(timezone.utc))
+    with enable_iam_authentication():
+        with pytest.raises(storage.RunOutputError, match=re.escape(
+                f"Could not delete old attempts under s3://{BUCKET}/{paths.attempts_key}: 1 objects not deleted")):
+            storage.commit_run(client("s3", endpoint, key), paths, record, settings.sse_arguments(config))

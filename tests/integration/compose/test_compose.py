@@ -1,0 +1,650 @@
+"""Static checks of the local docker compose stack: docker-compose.yaml, docker/ and .env.example.
+
+No Docker engine is needed. The file is read with PyYAML (which resolves the `<<` merge keys the
+way Compose does) and `${VAR:-default}` is interpolated with the file's own defaults. When a
+Compose v2 CLI is installed, one test also lets `docker compose config` validate the file.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from tests.support import REPO_ROOT
+
+COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
+ENV_EXAMPLE = REPO_ROOT / ".env.example"
+REQUIREMENTS = REPO_ROOT / "requirements.txt"
+
+REQUIRED_SERVICES = {
+    "postgres",
+    "s3",
+    "s3-init",
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+}
+ONE_SHOT_SERVICES = {"airflow-init", "s3-init"}
+# Repository folders the Airflow containers must see, and where (mirroring the repo layout).
+CODE_AND_DATA_MOUNTS = {
+    "./dags": "/opt/airflow/dags",
+    "./plugins": "/opt/airflow/plugins",
+    "./spark_jobs": "/opt/airflow/spark_jobs",
+    "./models": "/opt/airflow/models",
+    "./data": "/opt/airflow/data",
+}
+EXPECTED_HOST_PORTS = {"airflow-apiserver": {8080}, "s3": {9000}}
+DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
+# Hadoop (and the AWS SDK bundle hadoop-aws was built with) that each pyspark minor release
+# ships; extend when requirements.txt moves to another pyspark minor version.
+PYSPARK_HADOOP = {"3.5": ("3.3.4", "1.12.262")}
+# Repositories that no longer serve images: MinIO removed minio/minio and minio/mc from Docker
+# Hub (Sept 2026) and made quay.io/minio private; Bitnami's free images left Docker Hub (2025).
+GONE_REPOSITORIES = ("minio/minio", "minio/mc", "docker.io/minio/", "quay.io/minio/", "bitnami/", "docker.io/bitnami/")
+PINNED_IMAGE = re.compile(r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)@sha256:[0-9a-f]{64}$")
+SPARK_SUPPORTED_JAVA = {"3.5": {8, 11, 17}}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """Resolve Compose-style `${VAR}`, `${VAR:-default}`, `${VAR-default}` and `$$`."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif text.startswith("${", i):
+            depth, j = 1, i + 2
+            while depth:
+                if j >= len(text):
+                    raise ValueError(f"unclosed ${{ in {text!r}")
+                if text.startswith("${", j):
+                    depth, j = depth + 1, j + 2
+                    continue
+                if text[j] == "}":
+                    depth -= 1
+                j += 1
+            expr = text[i + 2 : j - 1]
+            name = re.match(r"[A-Za-z_][A-Za-z0-9_]*", expr)
+            if not name:
+                raise ValueError(f"bad variable in {text!r}")
+            rest = expr[name.end() :]
+            value = env.get(name.group())
+            if rest.startswith(":-"):
+                value = value if value else interpolate(rest[2:], env)
+            elif rest.startswith("-"):
+                value = value if value is not None else interpolate(rest[1:], env)
+            elif rest:
+                raise ValueError(f"unsupported interpolation {expr!r}")
+            out.append(value or "")
+            i = j
+        else:
+            out.append(text[i])
+            i += 1
+    return "".join(out)
+
+
+def resolve(node: Any, env: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        return interpolate(node, env)
+    if isinstance(node, list):
+        return [resolve(item, env) for item in node]
+    if isinstance(node, dict):
+        return {key: resolve(value, env) for key, value in node.items()}
+    return node
+
+
+def referenced_variables(text: str) -> set[str]:
+    return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"{path.name}: line without '=': {line!r}"
+            values[key.strip()] = value.strip()
+    return values
+
+
+def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) per logical line, continuation lines joined, comments dropped."""
+    instructions, pending = [], ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        full = pending + line
+        pending = ""
+        keyword, _, args = full.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+    return instructions
+
+
+def dockerfile_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
+    args = {}
+    for keyword, rest in instructions:
+        if keyword == "ARG" and "=" in rest:
+            name, _, value = rest.partition("=")
+            args.setdefault(name.strip(), value.strip().strip('"'))
+    return args
+
+
+def pinned_version(requirements: str, package: str) -> str | None:
+    pattern = rf"^\s*{re.escape(package)}(\[[^\]]*\])?\s*==\s*([0-9][^\s;#\\]*)"
+    match = re.search(pattern, requirements, flags=re.IGNORECASE | re.MULTILINE)
+    return match.group(2) if match else None
+
+
+def split_volume(spec: str | dict) -> tuple[str, str, bool]:
+    """(source, target, read_only) of a short- or long-syntax volume entry."""
+    if isinstance(spec, dict):
+        return spec.get("source", ""), spec["target"], bool(spec.get("read_only"))
+    parts = spec.split(":")
+    if len(parts) == 1:
+        return "", parts[0], False
+    mode = parts[2] if len(parts) > 2 else ""
+    return parts[0], parts[1], "ro" in mode.split(",")
+
+
+def is_bind(source: str) -> bool:
+    return source.startswith((".", "/", "~"))
+
+
+def host_ports(service: dict) -> set[int]:
+    ports = set()
+    for spec in service.get("ports", []):
+        if isinstance(spec, dict):
+            if spec.get("published"):
+                ports.add(int(spec["published"]))
+            continue
+        parts = str(spec).split("/")[0].split(":")
+        if len(parts) >= 2:
+            ports.add(int(parts[-2]))
+    return ports
+
+
+def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
+    excluded = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        pattern = pattern.lstrip("!").rstrip("/")
+        if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
+            excluded = not negate
+    return excluded
+
+
+def compose_cli() -> list[str] | None:
+    candidates = [["docker", "compose"], ["docker-compose"]]
+    for command in candidates:
+        if not shutil.which(command[0]):
+            continue
+        try:
+            done = subprocess.run(
+                [*command, "version", "--short"], capture_output=True, text=True, timeout=30
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and done.stdout.strip().lstrip("v").startswith("2"):
+            return command
+    return None
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def compose_text() -> str:
+    return COMPOSE_FILE.read_text()
+
+
+@pytest.fixture(scope="module")
+def compose(compose_text: str) -> dict:
+    """docker-compose.yaml with merge keys resolved and variables set to the file's defaults."""
+    return resolve(yaml.safe_load(compose_text), env={})
+
+
+@pytest.fixture(scope="module")
+def services(compose: dict) -> dict[str, dict]:
+    return compose["services"]
+
+
+@pytest.fixture(scope="module")
+def airflow_services(services: dict) -> dict[str, dict]:
+    return {name: spec for name, spec in services.items() if name.startswith("airflow-")}
+
+
+@pytest.fixture(scope="module")
+def env_example() -> dict[str, str]:
+    return read_env_file(ENV_EXAMPLE)
+
+
+@pytest.fixture(scope="module")
+def dockerfile_path(compose: dict) -> Path:
+    build = compose["x-airflow-common"]["build"]
+    return REPO_ROOT / build["context"] / build["dockerfile"]
+
+
+@pytest.fixture(scope="module")
+def instructions(dockerfile_path: Path) -> list[tuple[str, str]]:
+    return dockerfile_instructions(dockerfile_path)
+
+
+@pytest.fixture(scope="module")
+def requirements() -> str:
+    assert REQUIREMENTS.is_file(), (
+        "requirements.txt is missing at the repository root; docker/Dockerfile installs it "
+        "and these tests read the pyspark pin from it"
+    )
+    return REQUIREMENTS.read_text()
+
+
+# --------------------------------------------------------------------------- structure
+
+
+def test_compose_file_parses_into_services(compose: dict) -> None:
+    assert isinstance(compose.get("services"), dict) and compose["services"]
+    assert isinstance(compose.get("x-airflow-common"), dict)
+
+
+def test_required_services_exist(services: dict) -> None:
+    assert REQUIRED_SERVICES <= set(services), f"missing: {sorted(REQUIRED_SERVICES - set(services))}"
+
+
+def test_airflow_services_share_the_common_block(compose: dict, airflow_services: dict) -> None:
+    common = compose["x-airflow-common"]
+    assert {"image", "build", "environment", "volumes", "user", "depends_on"} <= set(common)
+    assert len(airflow_services) >= 5
+    for name, spec in airflow_services.items():
+        assert spec.get("image") == common["image"], name
+        assert spec.get("build") == common["build"], name
+        assert spec.get("volumes") == common["volumes"], name
+        for key, value in common["environment"].items():
+            assert spec["environment"].get(key) == value, f"{name}: {key} differs from x-airflow-common"
+        for dependency, condition in common["depends_on"].items():
+            assert spec["depends_on"].get(dependency) == condition, f"{name}: depends_on {dependency}"
+        if name == "airflow-init":
+            assert spec["user"] == "0:0", "airflow-init needs root to chown the logs volume"
+        else:
+            assert spec["user"] == common["user"], name
+
+
+def test_airflow_runs_local_executor_against_postgres_and_the_api_server(
+    compose: dict, services: dict
+) -> None:
+    env = compose["x-airflow-common"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    db = urlsplit(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert db.scheme.startswith("postgresql") and db.hostname == "postgres"
+    pg = services["postgres"]["environment"]
+    assert (db.username, db.password, db.path.lstrip("/")) == (
+        pg["POSTGRES_USER"],
+        pg["POSTGRES_PASSWORD"],
+        pg["POSTGRES_DB"],
+    )
+    execution_api = urlsplit(env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"])
+    assert execution_api.hostname == "airflow-apiserver" and execution_api.port == 8080
+    assert execution_api.path == "/execution/"
+    assert "api-server" in json.dumps(services["airflow-apiserver"]["command"])
+    assert env["AIRFLOW__API_AUTH__JWT_SECRET"], "components must share one JWT secret"
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    assert env["FRUITS_COMPUTE_MODE"] == "local"
+    assert "airflow db migrate" in json.dumps(services["airflow-init"]["command"])
+
+
+def test_bind_mounted_paths_exist_in_the_repo(services: dict) -> None:
+    missing = []
+    for name, spec in services.items():
+        for volume in spec.get("volumes", []):
+            source, _, _ = split_volume(volume)
+            if is_bind(source) and not (REPO_ROOT / source).exists():
+                missing.append(f"{name}: {source}")
+    assert not missing, f"bind-mounted paths missing from the repo: {missing}"
+
+
+def test_named_volumes_are_declared(compose: dict, services: dict) -> None:
+    declared = set(compose.get("volumes") or {})
+    used = {
+        split_volume(volume)[0]
+        for spec in services.values()
+        for volume in spec.get("volumes", [])
+        if split_volume(volume)[0] and not is_bind(split_volume(volume)[0])
+    }
+    assert used, "expected named volumes (postgres data, airflow logs)"
+    assert used <= declared, f"undeclared named volumes: {sorted(used - declared)}"
+
+
+def test_code_and_data_are_mounted_read_only(compose: dict) -> None:
+    mounts = {split_volume(v)[0]: split_volume(v) for v in compose["x-airflow-common"]["volumes"]}
+    for source, target in CODE_AND_DATA_MOUNTS.items():
+        assert source in mounts, f"x-airflow-common does not mount {source}"
+        assert mounts[source][1:] == (target, True), f"{source} should be {target}:ro"
+    assert "/opt/airflow/logs" in {split_volume(v)[1] for v in compose["x-airflow-common"]["volumes"]}
+
+
+def test_s3_init_uploads_the_sample_to_the_bucket(services: dict, env_example: dict) -> None:
+    init = services["s3-init"]
+    mounts = {split_volume(v)[0]: split_volume(v)[1] for v in init["volumes"]}
+    assert mounts.get("./data/sample") == init["environment"]["SAMPLE_DIR"]
+    assert mounts.get("./docker/s3_init.py") == init["entrypoint"][-1]
+    assert init["environment"]["FRUITS_BUCKET"] == env_example["FRUITS_BUCKET"]
+    assert init["environment"]["FRUITS_S3_ENDPOINT"] == "http://s3:5000"
+    assert init["depends_on"]["s3"]["condition"] == "service_healthy"
+    images = [p for p in (REPO_ROOT / "data" / "sample").glob("*/*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"}]
+    assert images, "data/sample/ holds no <label>/<file>.jpg images for s3-init to upload"
+
+
+def _run_s3_init(endpoint: str, sample_dir: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FRUITS_S3_ENDPOINT": endpoint, "FRUITS_BUCKET": "bucket", "SAMPLE_DIR": str(sample_dir),
+           "AWS_ACCESS_KEY_ID": "dev", "AWS_SECRET_ACCESS_KEY": "dev", "AWS_DEFAULT_REGION": "us-east-1"}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "docker" / "s3_init.py")], env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_s3_init_script_creates_the_bucket_and_uploads_into_raw_twice(tmp_path: Path) -> None:
+    """Against a real moto server, as the compose stack runs it; a second run changes nothing."""
+    boto3 = pytest.importorskip("boto3")
+    from tests.support.moto import running_moto_server
+
+    sample = tmp_path / "sample"
+    (sample / "apple").mkdir(parents=True)
+    (sample / "apple" / "a b.jpg").write_bytes(b"jpeg bytes")
+    (sample / "NOTICE.md").write_text("not uploaded")
+    with running_moto_server() as endpoint:
+        for _ in range(2):
+            done = _run_s3_init(endpoint, sample)
+            assert done.returncode == 0, done.stderr
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="dev", aws_secret_access_key="dev")
+        assert [o["Key"] for o in s3.list_objects_v2(Bucket="bucket")["Contents"]] == ["raw/apple/a b.jpg"]
+    assert "uploaded 1 sample images to s3://bucket/raw/" in done.stdout
+
+
+def test_s3_init_script_fails_clearly_without_images(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    done = _run_s3_init("http://127.0.0.1:9", empty)
+    assert done.returncode == 1
+    assert "no images under" in done.stderr
+
+
+def test_every_image_is_pinned_by_tag_and_digest_and_served(services: dict) -> None:
+    """Pulled images carry tag@sha256 (a moved tag cannot change them) and come from no
+    repository known to be gone; the Airflow image is built here (docker/Dockerfile)."""
+    pulled = {name: spec["image"] for name, spec in services.items() if "build" not in spec}
+    assert pulled, "no pulled images found"
+    for name, image in pulled.items():
+        assert PINNED_IMAGE.match(image), f"{name}: {image} is not pinned as name:tag@sha256:<digest>"
+        assert not image.startswith(GONE_REPOSITORIES), f"{name}: {image} comes from a repository that is gone"
+    built = {spec["image"] for spec in services.values() if "build" in spec}
+    assert all(image.split(":")[0] == "fruits-airflow" or "${" in image for image in built), built
+
+
+def test_gone_repositories_are_refused(services: dict) -> None:
+    """The check above fails on the images this stack used before (and on unpinned ones)."""
+    for image in ("minio/minio:RELEASE.2025-09-07T16-13-09Z", "quay.io/minio/mc:RELEASE.2024-11-21T17-21-54Z"):
+        assert image.startswith(GONE_REPOSITORIES)
+    assert not PINNED_IMAGE.match("postgres:16") and not PINNED_IMAGE.match("motoserver/moto@sha256:" + "0" * 64)
+
+
+# --------------------------------------------------------------------------- ports, health, order
+
+
+def test_host_ports_do_not_clash(services: dict) -> None:
+    seen: dict[int, str] = {}
+    for name, spec in services.items():
+        for port in host_ports(spec):
+            assert port not in seen, f"host port {port} published by {seen[port]} and {name}"
+            seen[port] = name
+    for name, expected in EXPECTED_HOST_PORTS.items():
+        assert host_ports(services[name]) == expected, name
+    assert host_ports(services["postgres"]) <= {5432}
+
+
+def test_long_running_services_have_healthchecks(services: dict) -> None:
+    for name, spec in services.items():
+        if name in ONE_SHOT_SERVICES or spec.get("profiles"):
+            continue
+        check = spec.get("healthcheck") or {}
+        assert not check.get("disable"), name
+        test = check.get("test")
+        assert test and (isinstance(test, str) or test[0] in {"CMD", "CMD-SHELL"}), f"{name}: no healthcheck"
+
+
+def test_one_shot_services_do_not_restart(services: dict) -> None:
+    for name in ONE_SHOT_SERVICES:
+        assert services[name].get("restart", "no") == "no", name
+
+
+def test_depends_on_targets_exist_with_usable_conditions(services: dict) -> None:
+    graph: dict[str, set[str]] = {}
+    for name, spec in services.items():
+        depends = spec.get("depends_on") or {}
+        if isinstance(depends, list):
+            depends = {target: {"condition": "service_started"} for target in depends}
+        graph[name] = set(depends)
+        for target, options in depends.items():
+            assert target in services, f"{name} depends on unknown service {target}"
+            condition = options.get("condition", "service_started")
+            assert condition in DEPENDS_ON_CONDITIONS, f"{name} -> {target}: {condition}"
+            if condition == "service_healthy":
+                assert services[target].get("healthcheck"), f"{name} waits for {target} health, which has no check"
+            if condition == "service_completed_successfully":
+                assert target in ONE_SHOT_SERVICES, f"{name} waits for {target} to exit, but it runs forever"
+
+    def visit(node: str, path: tuple[str, ...]) -> None:
+        assert node not in path, f"depends_on cycle: {' -> '.join(path + (node,))}"
+        for nxt in graph[node]:
+            visit(nxt, path + (node,))
+
+    for name in graph:
+        visit(name, ())
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def test_build_context_and_copied_files_exist(compose: dict, dockerfile_path: Path, instructions: list) -> None:
+    context = REPO_ROOT / compose["x-airflow-common"]["build"]["context"]
+    assert dockerfile_path.is_file()
+    ignore_file = dockerfile_path.with_name(dockerfile_path.name + ".dockerignore")
+    patterns = [
+        line.strip()
+        for line in ignore_file.read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert patterns[0] == "*", "the build context is the repo root: keep the ignore file an allow-list"
+    copies = [rest.split() for keyword, rest in instructions if keyword == "COPY"]
+    assert copies
+    for words in copies:
+        sources = [w for w in words if not w.startswith("--")][:-1]
+        for source in sources:
+            assert (context / source).exists(), f"COPY source {source} does not exist"
+            assert not dockerignore_excludes(source.rstrip("/"), patterns), f"{source} is excluded by {ignore_file.name}"
+
+
+def test_dockerfile_builds_on_the_airflow_image(instructions: list, requirements: str) -> None:
+    args = dockerfile_args(instructions)
+    base = next(rest for keyword, rest in instructions if keyword == "FROM")
+    base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
+    assert re.fullmatch(r"apache/airflow:\d+\.\d+\.\d+-python3\.\d+", base), base
+    assert base == f"apache/airflow:{args['AIRFLOW_VERSION']}-python{args['PYTHON_VERSION']}"
+    airflow_pin = pinned_version(requirements, "apache-airflow")
+    if airflow_pin is not None:
+        assert airflow_pin == args["AIRFLOW_VERSION"], "requirements.txt and docker/Dockerfile pin different Airflow"
+
+
+def _user_per_run(instructions: list) -> list[tuple[str, str]]:
+    user, runs = "airflow", []
+    for keyword, rest in instructions:
+        if keyword == "USER":
+            user = rest
+        elif keyword == "RUN":
+            runs.append((user, rest))
+    return runs
+
+
+def test_dockerfile_installs_java_for_spark(instructions: list, requirements: str) -> None:
+    runs = _user_per_run(instructions)
+    java = [(user, cmd) for user, cmd in runs if re.search(r"apt-get install .*openjdk-\d+-jre-headless", cmd)]
+    assert java, "no apt-get install of an openjdk JRE"
+    user, command = java[0]
+    assert user == "root"
+    java_major = int(re.search(r"openjdk-(\d+)-jre-headless", command).group(1))
+    pyspark = pinned_version(requirements, "pyspark")
+    assert pyspark, "requirements.txt does not pin pyspark==X.Y.Z"
+    supported = SPARK_SUPPORTED_JAVA.get(".".join(pyspark.split(".")[:2]))
+    assert supported, f"no known Java versions for pyspark {pyspark}: extend SPARK_SUPPORTED_JAVA"
+    assert java_major in supported, f"Java {java_major} is not supported by pyspark {pyspark}"
+    envs = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
+    assert re.search(r"JAVA_HOME=\S+", envs)
+
+
+def test_dockerfile_installs_requirements_as_airflow_user(instructions: list) -> None:
+    installs = [(user, cmd) for user, cmd in _user_per_run(instructions) if "-r /tmp/requirements.txt" in cmd]
+    assert installs, "requirements.txt is never pip-installed"
+    assert all(user == "airflow" for user, _ in installs)
+    assert all('"apache-airflow==${AIRFLOW_VERSION}"' in cmd for _, cmd in installs)
+    assert all("-c /tmp/constraints.txt" in cmd for _, cmd in installs), "install without constraints.txt"
+
+
+def test_image_python_matches_the_resolved_constraints(instructions: list) -> None:
+    header = (REPO_ROOT / "constraints.txt").read_text().splitlines()[0]
+    python = re.search(r"Python (3\.\d+)", header)
+    assert python, f"constraints.txt does not say which Python it was resolved for: {header!r}"
+    assert dockerfile_args(instructions)["PYTHON_VERSION"] == python.group(1)
+
+
+def _fetch_script():
+    from scripts import fetch_s3a_jars
+
+    return fetch_s3a_jars
+
+
+def test_hadoop_aws_matches_the_pinned_pyspark(instructions: list, requirements: str) -> None:
+    pyspark = pinned_version(requirements, "pyspark")
+    assert pyspark, "requirements.txt does not pin pyspark==X.Y.Z"
+    minor = ".".join(pyspark.split(".")[:2])
+    assert minor in PYSPARK_HADOOP, f"no known Hadoop version for pyspark {pyspark}: extend PYSPARK_HADOOP"
+    hadoop, sdk = PYSPARK_HADOOP[minor]
+    fetch = _fetch_script()
+    versions = {artifact: version for _, artifact, version, _ in fetch.JARS}
+    assert (fetch.HADOOP_VERSION, versions["hadoop-aws"], versions["aws-java-sdk-bundle"]) == (hadoop, hadoop, sdk)
+    assert all(re.fullmatch(r"[0-9a-f]{64}", sha256) for *_, sha256 in fetch.JARS)
+    runs = [cmd for _, cmd in _user_per_run(instructions)]
+    jars = next((i for i, cmd in enumerate(runs) if "fetch_s3a_jars.py" in cmd), None)
+    install = next(i for i, cmd in enumerate(runs) if "requirements.txt" in cmd)
+    assert jars is not None, "the Dockerfile never runs scripts/fetch_s3a_jars.py"
+    assert jars > install, "jars must be fetched after pip installed pyspark"
+    assert "--dest /opt/airflow/jars" in runs[jars]  # spark_jobs/s3a.py's JARS_DIR under FRUITS_REPO_ROOT
+
+
+def test_hadoop_version_matches_installed_pyspark_jars(requirements: str) -> None:
+    pyspark = pytest.importorskip("pyspark")
+    if pyspark.__version__ != pinned_version(requirements, "pyspark"):
+        pytest.skip(f"installed pyspark {pyspark.__version__} is not the pinned one")
+    fetch = _fetch_script()
+    assert fetch.pyspark_hadoop_version() == fetch.HADOOP_VERSION
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def test_env_example_lists_every_compose_variable_with_the_same_default(
+    compose_text: str, env_example: dict
+) -> None:
+    referenced = referenced_variables(compose_text)
+    assert referenced - set(env_example) == set(), "variables missing from .env.example"
+    assert set(env_example) - referenced == set(), ".env.example has settings compose never reads"
+    for name, value in env_example.items():
+        for match in re.finditer(rf"(?<!\$)\$\{{{name}(:-|-|\}})", compose_text):
+            start = match.start()
+            depth, end = 0, start
+            while True:
+                if compose_text.startswith("${", end):
+                    depth, end = depth + 1, end + 2
+                    continue
+                if compose_text[end] == "}":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                end += 1
+            default = interpolate(compose_text[start : end + 1], env={})
+            assert default == value, f"{name}: compose default {default!r} != .env.example {value!r}"
+
+
+def test_env_example_credentials_are_labelled_dev_only() -> None:
+    text = ENV_EXAMPLE.read_text()
+    for name in ("AIRFLOW_ADMIN_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AIRFLOW_JWT_SECRET"):
+        block = text.split(f"\n{name}=")[0].rsplit("\n\n", 1)[-1]
+        assert "DEV ONLY" in block, f"{name} is not labelled DEV ONLY in .env.example"
+
+
+@pytest.mark.parametrize("source", ["compose default", ".env.example"])
+def test_aws_connection_and_spark_point_at_the_s3_service(
+    source: str, compose: dict, services: dict, env_example: dict
+) -> None:
+    """boto3 (the DAG's connection) and Spark (S3A, spark_jobs/s3a.py) use the same server and keys."""
+    connection_module = pytest.importorskip("airflow.models.connection")
+    from spark_jobs.s3a import s3a_conf
+
+    env = compose["x-airflow-common"]["environment"] if source == "compose default" else env_example
+    env = {name: interpolate(str(value), {}) for name, value in env.items()}
+    conn = connection_module.Connection(conn_id="aws_default", uri=env["AIRFLOW_CONN_AWS_DEFAULT"])
+    assert conn.conn_type == "aws"
+    assert (conn.login, conn.password) == (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    endpoint = urlsplit(conn.extra_dejson["endpoint_url"])
+    assert endpoint.hostname == "s3" and endpoint.port == 5000
+    assert f":{endpoint.port}" in " ".join(services["s3"]["ports"])
+    assert conn.extra_dejson.get("region_name") == env["AWS_DEFAULT_REGION"]
+    spark = s3a_conf(env)
+    assert spark["spark.hadoop.fs.s3a.endpoint"] == conn.extra_dejson["endpoint_url"]
+    assert spark["spark.hadoop.fs.s3.impl"] == "org.apache.hadoop.fs.s3a.S3AFileSystem"
+    assert (spark["spark.hadoop.fs.s3a.path.style.access"], spark["spark.hadoop.fs.s3a.connection.ssl.enabled"]) == (
+        "true", "false")
+
+
+# --------------------------------------------------------------------------- docker compose itself
+
+
+def test_docker_compose_config_accepts_the_file(compose: dict, airflow_services: dict) -> None:
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("no Docker Compose v2 CLI (docker compose / docker-compose) installed")
+    variables = referenced_variables(COMPOSE_FILE.read_text())
+    env = {k: v for k, v in os.environ.items() if k not in variables and not k.startswith("COMPOSE_")}
+    base = [*cli, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE)]
+    check = subprocess.run([*base, "config", "-q"], env=env, capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+    rendered = subprocess.run(
+        [*base, "config", "--format", "json"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    resolved = json.loads(rendered.stdout)["services"]
+    assert REQUIRED_SERVICES <= set(resolved)
+    for name in set(airflow_services) & set(resolved):
+        assert resolved[name]["environment"] == {
+            key: str(value) for key, value in airflow_services[name]["environment"].items()
+        }, f"{name}: compose resolves a different environment than the YAML anchors say"

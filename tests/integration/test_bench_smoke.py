@@ -1,0 +1,46 @@
+"""The benchmark harness on a handful of images, so it cannot rot. Checks what it produced
+(keys, counts, agreement figures), never how fast anything was."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pyspark
+
+from tests.support import REPO_ROOT
+
+REQUIRED = (
+    "ceiling_img_s", "spark_img_s", "seed_method_img_s", "engine_max_abs_diff_rel", "incremental_ratio",
+    "rss_ratio_10x", "pca_spark_s", "pca_sklearn_s", "cost_usd_per_100k_images", "machine", "versions", "date",
+    "pca_fit_seconds_by_rows", "pca_fit_peak_rss_by_rows",
+)
+
+
+def test_smoke_benchmark_produces_every_figure(tmp_path):
+    results_path = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run_bench", "--smoke", "--results", str(results_path), "--workdir", str(tmp_path / "work")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(results_path.read_text())
+    assert set(REQUIRED) <= set(results)
+    for key in REQUIRED[:9]:
+        assert isinstance(results[key], float) and math.isfinite(results[key]) and results[key] > 0, key
+    assert results["smoke"] is True and results["images_1x"] == 24 and results["images_full"] == 48
+    assert results["featurize_full"]["features_rows"] == 48 and results["featurize_1x"]["features_rows"] == 24
+    assert results["featurize_incremental"]["images"] == 2  # 5 % of 48, rounded
+    assert results["seed_method"]["images"] == 24
+    assert results["engine_max_abs_diff_rel"] <= 1e-4  # agreement, not speed
+    assert results["pca"]["rows"] == 48 and results["pca"]["spectrum_max_abs_diff"] < 1e-6
+    assert set(results["cost"]["scenarios"]) == {"large run", "daily run"}
+    # the PCA fit path at growing corpus sizes (tiny in smoke mode): every row counted, all fitted on
+    assert set(results["pca_fit_seconds_by_rows"]) == set(results["pca_fit_peak_rss_by_rows"]) == {"100", "1000"}
+    assert [results["pca_fit_runs"][n]["rows"] for n in ("100", "1000")] == [100, 1000]
+    assert [results["pca_fit_runs"][n]["fit_rows"] for n in ("100", "1000")] == [100, 1000]
+    assert all(v > 0 for v in results["pca_fit_peak_rss_by_rows"].values())
+    assert results["machine"]["cores"] >= 1 and results["versions"]["pyspark"] == pyspark.__version__
+    assert "| spark_img_s / ceiling_img_s |" in done.stdout and "SMOKE RUN" in done.stdout

@@ -1,0 +1,93 @@
+"""featurize + pca read and write S3 themselves (S3A against a moto server), odd names among the keys."""
+
+from __future__ import annotations
+
+import argparse
+import unicodedata
+
+import pandas as pd
+import pytest
+
+from tests.support import S3_KMS_KEY, SAMPLE, s3_client_of
+from spark_jobs import featurize, pca, storage
+
+BUCKET = "fruits-s3a"
+PHOTOS = sorted((SAMPLE / "apple").iterdir())[:4] + sorted((SAMPLE / "lemon").iterdir())[:4]
+ODD_NAMES = [
+    "pêche mûre ü.jpg",
+    unicodedata.normalize("NFD", "pêche mûre ü.jpg"),  # another key: never normalised
+    "100% a+b c#d?e&f=g.JPG",
+    "it's \"quoted\" 🍎.jpeg",
+    "-leading dash.jpg",
+    "a:b [1].jpg",
+    "plain.jpg",
+    "x" * 200 + ".jpg",
+]
+
+
+def parquet_frame(s3_client, prefix: str) -> pd.DataFrame:
+    import io
+
+    keys = [o["Key"] for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    parts = [pd.read_parquet(io.BytesIO(s3_client.get_object(Bucket=BUCKET, Key=k)["Body"].read()))
+             for k in keys if k.endswith(".parquet")]
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def raw_keys(s3_server):
+    s3 = s3_client_of(s3_server)
+    s3.create_bucket(Bucket=BUCKET)
+    keys = {}
+    for index, (name, photo) in enumerate(zip(ODD_NAMES, PHOTOS)):
+        label = ["fruits à l'eau", "lemon"][index % 2]
+        keys[f"raw/{label}/{name}"] = photo.read_bytes()
+    keys["raw/lemon/zero bytes.jpg"] = b""
+    keys["raw/fruits à l'eau/truncated #1.jpg"] = PHOTOS[0].read_bytes()[:300]
+    keys["raw/lemon/not an image.png"] = b"plain text, not pixels\n" * 10
+    for key, body in keys.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    return keys
+
+
+def featurize_args(source: list[str], output: str) -> argparse.Namespace:
+    return featurize.build_parser().parse_args(
+        [*source, "--output", output, "--weights", "random", "--alpha", "0.35", "--image-size", "96"]
+    )
+
+
+@pytest.mark.parametrize("scheme", ["s3", "s3a"])
+def test_featurize_and_pca_run_directly_on_s3(spark, s3_client, raw_keys, scheme):
+    out = f"{scheme}://{BUCKET}/out-{scheme}"
+    summary = featurize.run(spark, featurize_args(["--images", f"{scheme}://{BUCKET}/raw/"], out))
+    report = pca.run(spark, pca.build_parser().parse_args(["--output", out, "--k", "2"]))
+
+    assert summary["images_seen"] == len(raw_keys) == summary["features_rows"] + summary["quarantined"]
+    features = parquet_frame(s3_client, f"out-{scheme}/features/")
+    quarantine = parquet_frame(s3_client, f"out-{scheme}/quarantine/")
+    expected = {f"{scheme}://{BUCKET}/{key}" for key in raw_keys}
+    seen = list(features.path) + list(quarantine.path)
+    assert sorted(seen) == sorted(expected)  # each key once, under its own name
+    assert set(quarantine.path) == {f"{scheme}://{BUCKET}/raw/{name}" for name in
+                                    ("lemon/zero bytes.jpg", "fruits à l'eau/truncated #1.jpg", "lemon/not an image.png")}
+    assert set(features.label) | set(quarantine.label) == {"fruits à l'eau", "lemon"}
+    assert report["k"] == 2 and len(parquet_frame(s3_client, f"out-{scheme}/pca/")) == len(features)
+    written = [o["Key"] for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix=f"out-{scheme}/")["Contents"]]
+    assert {"featurize.json", "report.json", "pca_scatter.png"} <= {k.rsplit("/", 1)[-1] for k in written}
+    heads = [s3_client.head_object(Bucket=BUCKET, Key=k) for k in written]
+    assert {(h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")) for h in heads} == {("aws:kms", S3_KMS_KEY)}
+
+
+def test_manifest_of_s3_keys_round_trips(spark, s3_client, raw_keys, tmp_path):
+    listed = [f"s3://{BUCKET}/{key}" for key in raw_keys] + [f"s3://{BUCKET}/raw/lemon/gone?.jpg"]
+    manifest = f"s3://{BUCKET}/manifests/odd names.txt"
+    storage.write_bytes(spark, manifest, "".join(f"{uri}\n" for uri in listed).encode())
+    out = f"s3://{BUCKET}/out-manifest"
+
+    summary = featurize.run(spark, featurize_args(["--manifest", manifest], out))
+
+    features = parquet_frame(s3_client, "out-manifest/features/")
+    quarantine = parquet_frame(s3_client, "out-manifest/quarantine/").set_index("path")
+    assert summary["images_seen"] == len(listed)
+    assert sorted([*features.path, *quarantine.index]) == sorted(listed)
+    assert quarantine.loc[f"s3://{BUCKET}/raw/lemon/gone?.jpg"].reason == "listed in the manifest but not found"
