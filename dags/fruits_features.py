@@ -2,7 +2,8 @@
 ### fruits_features: image features and PCA on a transient EMR cluster
 
 Daily, for the images that landed in `s3://<bucket>/<raw_prefix>` during the run's data interval
-(all images with `full_refresh`), runs the Spark jobs `featurize` and `pca` on an EMR 7.x cluster
+(all images with `full_refresh`), and, with FRUITS_EVENTS_QUEUE_URL set, minutes after a burst of
+uploads for the images its S3 events name (docs/events.md), runs the Spark jobs `featurize` and `pca` on an EMR 7.x cluster
 created for the run and always terminated afterwards, then checks the run's `report.json`.
 
 `resolve_config` → `stage_artifacts` → `find_new_images` (no images: everything after it is
@@ -35,11 +36,11 @@ from typing import Any
 
 import pendulum
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrCreateJobFlowOperator
-from airflow.sdk import CronDataIntervalTimetable, Param, Variable, chain, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, Variable, chain, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from fruits_emr import config as emr
-from fruits_emr import storage
+from fruits_emr import events, storage
 from fruits_emr.operators import EmrStepSensorWithLogs, EmrTerminateRunClusters
 
 # Parse-time settings come from the environment only (no Variable or AWS calls while parsing).
@@ -57,6 +58,8 @@ POKE_SECONDS = float(os.environ.get("FRUITS_POKE_SECONDS", "60"))
 STEP_TIMEOUT = timedelta(hours=float(os.environ.get("FRUITS_STEP_TIMEOUT_HOURS", "4")))
 RETRY_DELAY = timedelta(minutes=float(os.environ.get("FRUITS_RETRY_DELAY_MINUTES", "5")))
 PARSE_DEFAULTS = emr.parse_time_defaults(os.environ)
+EVENTS = events.EventSettings.from_environ(os.environ, AWS_CONN_ID)  # None: daily schedule only
+DAILY = CronDataIntervalTimetable("@daily", timezone="UTC")
 
 DEFAULT_ARGS = {
     "owner": "data-eng",
@@ -78,6 +81,12 @@ def _s3() -> Any:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     return S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+
+
+def _sqs() -> Any:
+    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+    return SqsHook(aws_conn_id=AWS_CONN_ID).get_conn()
 
 
 def _emr() -> Any:
@@ -128,22 +137,33 @@ def find_new_images(
     data_interval_start: datetime | None = None,
     data_interval_end: datetime | None = None,
     dag_run: Any = None,
+    params: dict[str, Any] | None = None,
+    triggering_asset_events: Any = None,
 ) -> dict[str, Any] | None:
-    """Write the manifest of the run's new images into a new attempt folder; none means the rest of
-    the run is skipped (no cluster)."""
+    """Write the manifest of the run's new images into a new attempt folder: those its S3 events name
+    (a run on the asset), else those of its data interval; images a committed run already processed
+    are left out. None means the rest of the run is skipped (no cluster)."""
     run_config = emr.RunConfig.from_dict(config)
     run_after = getattr(dag_run, "run_after", None) or datetime.now(timezone.utc)
     start, end, run_date = emr.run_window(data_interval_start, data_interval_end, run_after)
-    paths = emr.run_paths(run_config, run_date, emr.new_attempt_id(datetime.now(timezone.utc)))
     s3 = _s3()
-    images = storage.new_images(s3, run_config, start, end)
-    scope = "all images (full refresh)" if run_config.full_refresh else f"LastModified in [{start}, {end})"
-    if not images:
-        print(f"No images under s3://{run_config.bucket}/{emr.prefix(run_config.raw_prefix)} with {scope}: no cluster.")
+    if events.is_event_run(dag_run):
+        bodies = events.message_bodies(e for batch in (triggering_asset_events or {}).values() for e in batch)
+        found = events.event_images(s3, run_config, bodies, int((params or {})["event_max_images"]), run_after)
+        if found.requeue:
+            events.requeue(_sqs(), EVENTS.queue_url, found.requeue)
+    else:
+        found = events.interval_images(s3, run_config, start, end, run_date)
+    print(f"{found.scope}; left out: {found.skipped or 'none'}"
+          + (f"; {len(found.requeue)} sent back to the queue" if found.requeue else ""))
+    if not found.images:
+        print(f"No new images under s3://{run_config.bucket}/{emr.prefix(run_config.raw_prefix)}: no cluster.")
         return None
-    storage.write_manifest(s3, paths, images, emr.sse_arguments(run_config))
-    print(f"{len(images)} images with {scope} -> {paths.manifest_uri}")
-    return {"paths": paths.to_dict(), "images": len(images), "window": [start.isoformat(), end.isoformat()]}
+    paths = emr.run_paths(run_config, found.run_date, emr.new_attempt_id(datetime.now(timezone.utc)))
+    storage.write_manifest(s3, paths, sorted(found.images), emr.sse_arguments(run_config))
+    events.write_images(s3, paths, found.images, emr.sse_arguments(run_config))
+    print(f"{len(found.images)} images -> {paths.manifest_uri}")
+    return {"paths": paths.to_dict(), "images": len(found.images), "window": [start.isoformat(), end.isoformat()]}
 
 
 @task
@@ -288,14 +308,14 @@ def commit_outputs(
 
 @dag(
     dag_id=emr.DAG_ID,
-    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    schedule=AssetOrTimeSchedule(timetable=DAILY, assets=events.asset(EVENTS)) if EVENTS else DAILY,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["fruits", "emr", "spark", "features"],
     doc_md=__doc__,
-    params={name: Param(**spec) for name, spec in emr.param_specs(PARSE_DEFAULTS).items()},
+    params={name: Param(**spec) for name, spec in {**emr.param_specs(PARSE_DEFAULTS), **events.param_specs(EVENTS)}.items()},
 )
 def fruits_features() -> None:
     config = resolve_config()
