@@ -125,6 +125,7 @@ class S3EventQueueTrigger(_trigger_base()):  # type: ignore[misc]
         batch: list[dict[str, Any]] = []
         last_message = time.monotonic()
         while True:
+            self.max_messages = min(10, self.max_images - len(batch))  # 10: the SQS maximum per receive
             received = await self.poke(client)
             if received:
                 batch += [{"MessageId": m["MessageId"], "Body": m["Body"]} for m in received]
@@ -142,7 +143,6 @@ def watcher_trigger(settings: EventSettings) -> S3EventQueueTrigger:
     return S3EventQueueTrigger(
         sqs_queue=settings.queue_url,
         aws_conn_id=settings.aws_conn_id,
-        max_messages=10,  # the SQS maximum per ReceiveMessage
         wait_time_seconds=min(settings.poll_seconds, 20),  # long polling; 20 s is the SQS maximum
         waiter_delay=settings.poll_seconds,
         debounce_seconds=settings.debounce_seconds,
