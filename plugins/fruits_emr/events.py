@@ -106,7 +106,7 @@ class _ThreadedSqs:
 class S3EventQueueTrigger(_trigger_base()):  # type: ignore[misc]
     """SqsSensorTrigger (receive, then delete, each batch) that fires once per burst: after the
     first messages it keeps receiving until none came for `debounce_seconds`, or `max_images`
-    messages are held. The event carries each message's body only."""
+    messages are held. The event carries each message's body only, of messages naming new objects."""
 
     def __init__(self, *, debounce_seconds: int = 60, max_images: int = 500, **kwargs: Any):
         super().__init__(**kwargs)
@@ -127,8 +127,10 @@ class S3EventQueueTrigger(_trigger_base()):  # type: ignore[misc]
         while True:
             self.max_messages = min(10, self.max_images - len(batch))  # 10: the SQS maximum per receive
             received = await self.poke(client)
-            if received:
-                batch += [{"MessageId": m["MessageId"], "Body": m["Body"]} for m in received]
+            # kept: messages naming new objects; dropped (deleted, never an event): S3's s3:TestEvent
+            kept = [{"MessageId": m["MessageId"], "Body": m["Body"]} for m in received if object_created(m["Body"])]
+            if kept:
+                batch += kept
                 last_message = time.monotonic()
             if batch and (len(batch) >= self.max_images or time.monotonic() - last_message >= self.debounce_seconds):
                 self.log.info("%d messages after %.0f s without new ones: one asset event", len(batch),
