@@ -163,7 +163,8 @@ def find_new_images(
     storage.write_manifest(s3, paths, sorted(found.images), emr.sse_arguments(run_config))
     events.write_images(s3, paths, found.images, emr.sse_arguments(run_config))
     print(f"{len(found.images)} images -> {paths.manifest_uri}")
-    return {"paths": paths.to_dict(), "images": len(found.images), "window": [start.isoformat(), end.isoformat()]}
+    window = None if events.is_event_run(dag_run) else [start.isoformat(), end.isoformat()]
+    return {"paths": paths.to_dict(), "images": len(found.images), "window": window}
 
 
 @task
