@@ -22,6 +22,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
+from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
+from airflow.triggers.base import TriggerEvent
 from botocore.exceptions import ClientError
 
 from fruits_emr.config import COMMIT_FILE, RunConfig, RunPaths, is_image_key, partition_key, prefix
@@ -83,12 +85,6 @@ def param_specs(settings: EventSettings | None) -> dict[str, dict[str, Any]]:
 
 # --- the watcher ---------------------------------------------------------------------------------
 
-def _trigger_base() -> type:
-    from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
-
-    return SqsSensorTrigger
-
-
 class _ThreadedSqs:
     """The two calls SqsSensorTrigger.poke makes, on a boto3 client in a worker thread: aiobotocore (the
     provider's async client) has no release for the pinned botocore 1.44."""
@@ -103,7 +99,7 @@ class _ThreadedSqs:
         return await asyncio.to_thread(self._client.delete_message_batch, **kwargs)
 
 
-class S3EventQueueTrigger(_trigger_base()):  # type: ignore[misc]
+class S3EventQueueTrigger(SqsSensorTrigger):
     """SqsSensorTrigger (receive, then delete, each batch) that fires once per burst: after the
     first messages it keeps receiving until none came for `debounce_seconds`, or `max_images`
     messages are held. The event carries each message's body only, of messages naming new objects."""
@@ -119,8 +115,6 @@ class S3EventQueueTrigger(_trigger_base()):  # type: ignore[misc]
                 {**kwargs, "debounce_seconds": self.debounce_seconds, "max_images": self.max_images})
 
     async def run(self) -> AsyncIterator[Any]:
-        from airflow.triggers.base import TriggerEvent
-
         client = _ThreadedSqs(await asyncio.to_thread(self.hook.get_conn))
         batch: list[dict[str, Any]] = []
         last_message = time.monotonic()
@@ -279,13 +273,12 @@ class Selection:
 
 
 def current_etag(s3: Any, bucket: str, key: str) -> str | None:
-    """The object's ETag now, or None when it was deleted since its notification."""
-    try:
-        return str(s3.head_object(Bucket=bucket, Key=key)["ETag"]).strip('"')
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-            return None
-        raise
+    """The object's ETag now, or None when it was deleted since its notification. A listing, not a
+    HEAD: Airflow's policy lists raw/ but does not read it (iam/airflow-policy.json)."""
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
+    if listed and listed[0]["Key"] == key:  # the key itself sorts first among keys it prefixes
+        return str(listed[0]["ETag"]).strip('"')
+    return None
 
 
 def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: int, run_after: datetime) -> Selection:
