@@ -3,8 +3,9 @@
 
 Daily, for the images that landed in `s3://<bucket>/<raw_prefix>` during the run's data interval
 (all images with `full_refresh`), and, with FRUITS_EVENTS_QUEUE_URL set, minutes after a burst of
-uploads for the images its S3 events name (docs/events.md), runs the Spark jobs `featurize` and `pca` on an EMR 7.x cluster
-created for the run and always terminated afterwards, then checks the run's `report.json`.
+uploads for the images its S3 events name (docs/events.md), runs the Spark jobs `featurize` and
+`pca` on an EMR 7.x cluster created for the run and always terminated afterwards, then checks the
+run's `report.json`.
 
 `resolve_config` → `stage_artifacts` → `find_new_images` (no images: everything after it is
 skipped, no cluster) → `plan_pca` (fit a new PCA model version, or apply the current one) → `emr_request` → `create_cluster` → `add_steps` → `watch_featurize` →
@@ -148,21 +149,21 @@ def find_new_images(
     start, end, run_date = emr.run_window(data_interval_start, data_interval_end, run_after)
     s3 = _s3()
     if events.is_event_run(dag_run):
-        bodies = events.message_bodies(e for batch in (triggering_asset_events or {}).values() for e in batch)
+        bodies = events.message_bodies(triggering_asset_events)
         found = events.event_images(s3, run_config, bodies, int((params or {})["event_max_images"]), run_after)
         if found.requeue:
             events.requeue(_sqs(), EVENTS.queue_url, found.requeue)
     else:
         found = events.interval_images(s3, run_config, start, end, run_date)
-    print(f"{found.scope}; left out: {found.skipped or 'none'}"
-          + (f"; {len(found.requeue)} sent back to the queue" if found.requeue else ""))
+    if found.skipped or found.requeue:
+        print(f"left out: {found.skipped}; sent back to the queue: {len(found.requeue)}")
     if not found.images:
-        print(f"No new images under s3://{run_config.bucket}/{emr.prefix(run_config.raw_prefix)}: no cluster.")
+        print(f"No images under s3://{run_config.bucket}/{emr.prefix(run_config.raw_prefix)} with {found.scope}: no cluster.")
         return None
     paths = emr.run_paths(run_config, found.run_date, emr.new_attempt_id(datetime.now(timezone.utc)))
     storage.write_manifest(s3, paths, sorted(found.images), emr.sse_arguments(run_config))
     events.write_images(s3, paths, found.images, emr.sse_arguments(run_config))
-    print(f"{len(found.images)} images -> {paths.manifest_uri}")
+    print(f"{len(found.images)} images with {found.scope} -> {paths.manifest_uri}")
     window = None if events.is_event_run(dag_run) else [start.isoformat(), end.isoformat()]
     return {"paths": paths.to_dict(), "images": len(found.images), "window": window}
 

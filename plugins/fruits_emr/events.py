@@ -189,10 +189,10 @@ def object_created(body: str) -> list[ObjectCreated]:
     return found
 
 
-def message_bodies(asset_events: Iterable[Any]) -> list[str]:
-    """Message bodies the watcher put into these asset events (extra.payload.message_batch)."""
+def message_bodies(triggering_asset_events: Mapping[Any, Iterable[Any]] | None) -> list[str]:
+    """Message bodies the watcher put into a run's asset events (extra.payload.message_batch)."""
     bodies = []
-    for event in asset_events:
+    for event in (event for batch in (triggering_asset_events or {}).values() for event in batch):
         payload = (getattr(event, "extra", None) or {}).get("payload") or {}
         bodies += [message.get("Body", "") for message in payload.get("message_batch") or []]
     return bodies
@@ -317,7 +317,7 @@ def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: 
             skip("already processed by a committed run")
         else:
             images[record.uri] = etag
-    scope = f"{len(newest)} images named by S3 events"
+    scope = f"S3 events naming {len(newest)} images"
     return Selection(images, run_date, scope, skipped, requeue)
 
 

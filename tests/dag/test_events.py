@@ -140,7 +140,7 @@ def test_redelivered_messages_are_a_no_op_once_committed(s3, sqs, queue_url):
     bodies = drain(sqs, queue_url)
     run_after = datetime.now(timezone.utc)
     # at least once: the same messages twice, in two asset events
-    delivered = events.message_bodies([AssetEvent(bodies), AssetEvent(bodies)])
+    delivered = events.message_bodies({"fruits_raw_images": [AssetEvent(bodies), AssetEvent(bodies)]})
 
     first = events.event_images(s3, config(), delivered, 100, run_after)
     assert sorted(first.images) == uploaded
