@@ -2,8 +2,10 @@
 ### fruits_features: image features and PCA on a transient EMR cluster
 
 Daily, for the images that landed in `s3://<bucket>/<raw_prefix>` during the run's data interval
-(all images with `full_refresh`), runs the Spark jobs `featurize` and `pca` on an EMR 7.x cluster
-created for the run and always terminated afterwards, then checks the run's `report.json`.
+(all images with `full_refresh`), and, with FRUITS_EVENTS_QUEUE_URL set, minutes after a burst of
+uploads for the images its S3 events name (docs/events.md), runs the Spark jobs `featurize` and
+`pca` on an EMR 7.x cluster created for the run and always terminated afterwards, then checks the
+run's `report.json`.
 
 `resolve_config` → `stage_artifacts` → `find_new_images` (no images: everything after it is
 skipped, no cluster) → `plan_pca` (fit a new PCA model version, or apply the current one) → `emr_request` → `create_cluster` → `add_steps` → `watch_featurize` →
@@ -32,10 +34,10 @@ from typing import Any
 
 import pendulum
 from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrCreateJobFlowOperator
-from airflow.sdk import CronDataIntervalTimetable, Param, Variable, chain, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, Variable, chain, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from fruits_emr import local, settings, storage, tasks
+from fruits_emr import events, local, settings, storage, tasks
 from fruits_emr.cost import PRICES_VARIABLE
 from fruits_emr.operators import EmrStepSensorWithLogs, EmrTerminateRunClusters
 from fruits_emr.params import param_specs
@@ -57,6 +59,8 @@ POKE_SECONDS = float(os.environ.get("FRUITS_POKE_SECONDS", "60"))
 STEP_TIMEOUT = timedelta(hours=float(os.environ.get("FRUITS_STEP_TIMEOUT_HOURS", "4")))
 RETRY_DELAY = timedelta(minutes=float(os.environ.get("FRUITS_RETRY_DELAY_MINUTES", "5")))
 PARSE_DEFAULTS = settings.parse_time_defaults(os.environ)
+EVENTS = events.EventSettings.from_environ(os.environ, AWS_CONN_ID)  # None: daily schedule only
+DAILY = CronDataIntervalTimetable("@daily", timezone="UTC")
 
 DEFAULT_ARGS = {
     "owner": "data-eng",
@@ -78,6 +82,12 @@ def _s3() -> Any:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
     return S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+
+
+def _sqs() -> Any:
+    from airflow.providers.amazon.aws.hooks.sqs import SqsHook
+
+    return SqsHook(aws_conn_id=AWS_CONN_ID).get_conn()
 
 
 def _emr() -> Any:
@@ -117,11 +127,20 @@ def find_new_images(
     data_interval_start: datetime | None = None,
     data_interval_end: datetime | None = None,
     dag_run: Any = None,
+    params: dict[str, Any] | None = None,
+    triggering_asset_events: Any = None,
 ) -> dict[str, Any] | None:
-    """Write the manifest of the run's new images into a new attempt folder; none means the rest of
-    the run is skipped (no cluster)."""
+    """Write the manifest of the run's new images into a new attempt folder: those its S3 events name
+    (a run on the asset), else those of its data interval; images a committed run already processed
+    are left out. None means the rest of the run is skipped (no cluster)."""
     run_after = getattr(dag_run, "run_after", None) or datetime.now(timezone.utc)
-    return tasks.find_new_images(_s3(), config, data_interval_start, data_interval_end, run_after)
+    if not events.is_event_run(dag_run):
+        return tasks.find_new_images(_s3(), config, data_interval_start, data_interval_end, run_after)
+    return tasks.find_new_images(
+        _s3(), config, data_interval_start, data_interval_end, run_after,
+        events.EventBatch(events.message_bodies(triggering_asset_events), int((params or {})["event_max_images"]),
+                          lambda records: events.requeue(_sqs(), EVENTS.queue_url, records)),
+    )
 
 
 @task
@@ -172,14 +191,14 @@ def commit_outputs(
 
 @dag(
     dag_id=settings.DAG_ID,
-    schedule=CronDataIntervalTimetable("@daily", timezone="UTC"),
+    schedule=AssetOrTimeSchedule(timetable=DAILY, assets=events.asset(EVENTS)) if EVENTS else DAILY,
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=["fruits", "emr", "spark", "features"],
     doc_md=__doc__,
-    params={name: Param(**spec) for name, spec in param_specs(PARSE_DEFAULTS).items()},
+    params={name: Param(**spec) for name, spec in {**param_specs(PARSE_DEFAULTS), **events.param_specs(EVENTS)}.items()},
 )
 def fruits_features() -> None:
     config = resolve_config()

@@ -5,6 +5,8 @@
 - instance_profile_policy: the cluster nodes (read raw images and staged code/models, write outputs and logs).
 - bucket_policy: the bucket refuses plain-HTTP access, uploads that ask for an unknown encryption, and
   uploads to the pipeline's prefixes that ask for none.
+- queue_policy / notification_configuration: S3 sends ObjectCreated notifications of the raw prefix to
+  the SQS queue the DAG's asset watcher reads (event-driven runs, docs/events.md).
 
 iam/*.json in the repo are these documents rendered with the placeholders <bucket> and <account>:
 `PYTHONPATH=plugins python -m fruits_emr.iam --bucket acme-fruits --account 123456789012 airflow`
@@ -57,16 +59,32 @@ def kms_statement(kms_key_arn: str | None) -> list[dict[str, Any]]:
     ]
 
 
+def queue_statement(queue_arn: str | None) -> list[dict[str, Any]]:
+    """The watcher receives and deletes (DeleteMessageBatch); an event run sends back what it left
+    for the next run (SendMessageBatch). S3 itself is allowed to send by the queue's own policy."""
+    if not queue_arn:
+        return []
+    return [
+        {
+            "Sid": "ConsumeTheS3EventsQueue",
+            "Effect": "Allow",
+            "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"],
+            "Resource": [queue_arn],
+        }
+    ]
+
+
 def _objects(bucket: str, *prefixes: str) -> list[str]:
     return [f"arn:aws:s3:::{bucket}/{key_prefix(p)}*" for p in dict.fromkeys(prefixes)]
 
 
 def airflow_policy(
     bucket: str, account: str, config: RunConfig | None = None, local_compute: bool = False,
-    kms_key_arn: str | None = None,
+    kms_key_arn: str | None = None, queue_arn: str | None = None,
 ) -> dict[str, Any]:
     """Identity policy of aws_default. local_compute: the worker also reads raw images (FRUITS_COMPUTE_MODE=local);
-    kms_key_arn: the SSE-KMS key of the outputs (none with SSE-S3)."""
+    kms_key_arn: the SSE-KMS key of the outputs (none with SSE-S3); queue_arn: the S3-events queue (none
+    without event-driven runs)."""
     config = config or RunConfig()
     artifacts, output, raw = config.artifacts_prefix, config.output_prefix, config.raw_prefix
     readable = (artifacts, output, raw) if local_compute else (artifacts, output)
@@ -113,6 +131,7 @@ def airflow_policy(
                 ],
             },
             *kms_statement(kms_key_arn),
+            *queue_statement(queue_arn),
         ],
     }
 
@@ -196,13 +215,59 @@ def bucket_policy(bucket: str, config: RunConfig | None = None) -> dict[str, Any
     }
 
 
+def queue_policy(bucket: str, account: str, queue_arn: str) -> dict[str, Any]:
+    """Resource policy of the SQS queue: only S3, for this bucket of this account, may send to it."""
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "S3ObjectCreatedNotificationsOfTheBucket",
+                "Effect": "Allow",
+                "Principal": {"Service": "s3.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": {
+                    "ArnEquals": {"aws:SourceArn": f"arn:aws:s3:::{bucket}"},
+                    "StringEquals": {"aws:SourceAccount": account},
+                },
+            }
+        ],
+    }
+
+
+def notification_configuration(queue_arn: str, config: RunConfig | None = None) -> dict[str, Any]:
+    """The bucket's NotificationConfiguration (PutBucketNotificationConfiguration): every new object
+    under the raw prefix, as one SQS message."""
+    config = config or RunConfig()
+    return {
+        "QueueConfigurations": [
+            {
+                "Id": "fruits-raw-images-created",
+                "QueueArn": queue_arn,
+                "Events": ["s3:ObjectCreated:*"],
+                "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": key_prefix(config.raw_prefix)}]}},
+            }
+        ]
+    }
+
+
 PLACEHOLDER_BUCKET = "<bucket>"
 PLACEHOLDER_ACCOUNT = "<account>"
 
+QUEUE_NAME = "fruits-raw-images"
+
+
+def queue_arn(account: str, region: str = "<region>", name: str = QUEUE_NAME) -> str:
+    return f"arn:aws:sqs:{region}:{account}:{name}"
+
+
 DOCUMENTS = {
-    "airflow-policy.json": lambda bucket, account, kms: airflow_policy(bucket, account, kms_key_arn=kms),
+    "airflow-policy.json": lambda bucket, account, kms: airflow_policy(
+        bucket, account, kms_key_arn=kms, queue_arn=queue_arn(account)),
     "emr-instance-profile-policy.json": lambda bucket, account, kms: instance_profile_policy(bucket, kms_key_arn=kms),
     "bucket-policy.json": lambda bucket, account, kms: bucket_policy(bucket),
+    "sqs-queue-policy.json": lambda bucket, account, kms: queue_policy(bucket, account, queue_arn(account)),
+    "s3-notification.json": lambda bucket, account, kms: notification_configuration(queue_arn(account)),
 }
 
 

@@ -301,11 +301,16 @@ def list_objects(s3: Any, bucket: str, key_prefix: str) -> Iterator[dict[str, An
 
 def new_images(s3: Any, config: RunConfig, start: datetime, end: datetime) -> list[str]:
     """URIs of raw images whose LastModified is in [start, end), or all of them on full refresh."""
-    return sorted(
-        f"s3://{config.bucket}/{obj['Key']}"
+    return sorted(new_image_versions(s3, config, start, end))
+
+
+def new_image_versions(s3: Any, config: RunConfig, start: datetime, end: datetime) -> dict[str, str]:
+    """new_images with each image's ETag (which version of it the run sees)."""
+    return {
+        f"s3://{config.bucket}/{obj['Key']}": str(obj.get("ETag", "")).strip('"')
         for obj in list_objects(s3, config.bucket, key_prefix(config.raw_prefix))
         if is_image_key(obj["Key"]) and (config.full_refresh or in_window(obj["LastModified"], start, end))
-    )
+    }
 
 
 def write_manifest(s3: Any, paths: RunPaths, uris: list[str], sse: dict[str, str]) -> None:

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from fruits_emr import cost, layout, pca_plan, reconcile, storage
+from fruits_emr import cost, events, layout, pca_plan, reconcile, storage
 from fruits_emr.artifacts import StagedArtifacts
 from fruits_emr.emr_request import job_flow_overrides, spark_steps
 from fruits_emr.local import StepRejectedInput
@@ -82,20 +82,30 @@ def stage_artifacts(
 
 def find_new_images(
     s3: Any, config: RunConfig, data_interval_start: datetime | None, data_interval_end: datetime | None,
-    run_after: datetime,
+    run_after: datetime, event_batch: events.EventBatch | None = None,
 ) -> dict[str, Any] | None:
-    """Write the manifest of the run's new images into a new attempt folder: the run's paths, image
-    count and window, or None when there are none."""
+    """Write the manifest of the run's new images (and their versions, images.json) into a new attempt
+    folder: those its S3 events name (event_batch: a run on the asset), else those of its data
+    interval, less what a committed run already processed. The run's paths, image count and window,
+    or None when there are none."""
     start, end, run_date = layout.run_window(data_interval_start, data_interval_end, run_after)
-    paths = layout.run_paths(config, run_date, layout.new_attempt_id(datetime.now(timezone.utc)))
-    images = storage.new_images(s3, config, start, end)
-    scope = "all images (full refresh)" if config.full_refresh else f"LastModified in [{start}, {end})"
-    if not images:
-        print(f"No images under s3://{config.bucket}/{key_prefix(config.raw_prefix)} with {scope}: no cluster.")
+    if event_batch is None:
+        found = events.interval_images(s3, config, start, end, run_date)
+    else:
+        found = events.event_images(s3, config, event_batch.bodies, event_batch.max_images, run_after)
+        if found.requeue:
+            event_batch.requeue(found.requeue)
+    if found.skipped or found.requeue:
+        print(f"left out: {found.skipped}; sent back to the queue: {len(found.requeue)}")
+    if not found.images:
+        print(f"No images under s3://{config.bucket}/{key_prefix(config.raw_prefix)} with {found.scope}: no cluster.")
         return None
-    storage.write_manifest(s3, paths, images, sse_arguments(config))
-    print(f"{len(images)} images with {scope} -> {paths.manifest_uri}")
-    return {"paths": paths.to_dict(), "images": len(images), "window": [start.isoformat(), end.isoformat()]}
+    paths = layout.run_paths(config, found.run_date, layout.new_attempt_id(datetime.now(timezone.utc)))
+    storage.write_manifest(s3, paths, sorted(found.images), sse_arguments(config))
+    events.write_images(s3, paths, found.images, sse_arguments(config))
+    print(f"{len(found.images)} images with {found.scope} -> {paths.manifest_uri}")
+    window = [start.isoformat(), end.isoformat()] if event_batch is None else None
+    return {"paths": paths.to_dict(), "images": len(found.images), "window": window}
 
 
 def plan_pca(s3: Any, config: RunConfig, run: Mapping[str, Any]) -> dict[str, Any]:

@@ -120,10 +120,11 @@ def test_every_step_has_a_sensor(dag):
 
 
 def test_params_form(dag):
+    from fruits_emr import events
     from fruits_emr.settings import RunConfig
 
     params = dag.params
-    assert set(params.keys()) == set(RunConfig().to_dict())
+    assert set(params.keys()) == set(RunConfig().to_dict()) | set(events.param_specs(None))
     for name in params.keys():
         assert params.get_param(name).description, name
     assert params["release_label"].startswith("emr-7.")

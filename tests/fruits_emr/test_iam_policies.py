@@ -5,7 +5,9 @@ with moto.core.authorization.enable_iam_authentication): S3 per action and objec
 per action only (resource "*"). It does not check iam:PassRole on RunJobFlow, nor conditions of
 identity policies. Two moto quirks are bridged in the policy given to moto, not in the real one:
 - moto names HEAD bucket `s3:HeadBucket`; AWS authorizes HeadBucket as `s3:ListBucket`;
-- moto authorizes DeleteObjects against the bucket ARN; AWS checks `s3:DeleteObject` per key.
+- moto authorizes DeleteObjects against the bucket ARN; AWS checks `s3:DeleteObject` per key;
+- moto names SQS batch calls `sqs:DeleteMessageBatch` / `sqs:SendMessageBatch`; AWS authorizes them as
+  `sqs:DeleteMessage` / `sqs:SendMessage`.
 """
 
 from __future__ import annotations
@@ -206,6 +208,9 @@ def moto_policy(policy: dict) -> dict:
             statement["Action"].append("s3:HeadBucket")
         if "s3:DeleteObject" in statement["Action"]:
             statement["Resource"].append(f"arn:aws:s3:::{BUCKET}")
+        for single in ("sqs:DeleteMessage", "sqs:SendMessage"):
+            if single in statement["Action"]:
+                statement["Action"].append(f"{single}Batch")
     return policy
 
 
@@ -345,3 +350,53 @@ def test_commit_reports_attempts_it_could_not_delete(endpoint, airflow_key):
         with pytest.raises(storage.RunOutputError, match=re.escape(
                 f"Could not delete old attempts under s3://{BUCKET}/{paths.attempts_key}: 1 objects not deleted")):
             storage.commit_run(client("s3", endpoint, key), paths, record, settings.sse_arguments(config))
+
+
+def test_event_driven_calls_pass_with_only_the_airflow_policy(endpoint, monkeypatch):
+    """The watcher (receive, delete), an event run (list raw/, read committed partitions, send back
+    what it leaves) and nothing more on the queue, with the policy's SQS statement for that queue."""
+    import asyncio
+
+    import requests
+    from fruits_emr import events
+
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    queue_arn = iam.queue_arn(ACCOUNT, REGION)
+    admin_s3, admin_sqs = client("s3", endpoint), client("sqs", endpoint)
+    admin_s3.create_bucket(Bucket=BUCKET)
+    queue_url = admin_sqs.create_queue(QueueName=iam.QUEUE_NAME)["QueueUrl"]
+    other_url = admin_sqs.create_queue(QueueName="someone-elses-queue")["QueueUrl"]
+    admin_s3.put_bucket_notification_configuration(Bucket=BUCKET,
+                                                   NotificationConfiguration=iam.notification_configuration(queue_arn))
+    for name in ("apple/1.jpg", "lemon/2.jpg", "mango/3.jpg"):
+        admin_s3.put_object(Bucket=BUCKET, Key=f"raw/{name}", Body=name.encode())
+    users = client("iam", endpoint)
+    users.create_user(UserName="fruits-airflow")
+    users.put_user_policy(UserName="fruits-airflow", PolicyName="fruits-airflow", PolicyDocument=json.dumps(
+        moto_policy(iam.airflow_policy(BUCKET, ACCOUNT, queue_arn=queue_arn))))
+    key = users.create_access_key(UserName="fruits-airflow")["AccessKey"]
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({
+        "conn_type": "aws", "login": key["AccessKeyId"], "password": key["SecretAccessKey"],
+        "extra": {"endpoint_url": endpoint, "region_name": REGION}}))
+
+    with enable_iam_authentication():
+        trigger = events.watcher_trigger(events.EventSettings(queue_url=queue_url, debounce_seconds=0, poll_seconds=1))
+
+        async def first_event():
+            runner = trigger.run()
+            event = await asyncio.wait_for(runner.__anext__(), timeout=60)
+            await runner.aclose()
+            return event
+
+        bodies = [m["Body"] for m in asyncio.run(first_event()).payload["message_batch"]]
+        s3, sqs = client("s3", endpoint, key), client("sqs", endpoint, key)
+        config = settings.RunConfig(bucket=BUCKET)
+        found = events.event_images(s3, config, bodies, 2, datetime.now(timezone.utc))
+        assert len(found.images) == 2 and len(found.requeue) == 1
+        events.requeue(sqs, queue_url, found.requeue)
+        paths = layout.run_paths(config, found.run_date, "20240602T02Z")
+        events.write_images(s3, paths, found.images, settings.sse_arguments(config))
+        assert denied(sqs.send_message, QueueUrl=other_url, MessageBody="x") == "AccessDenied"
+        assert denied(sqs.receive_message, QueueUrl=other_url) == "AccessDenied"
+        assert denied(sqs.purge_queue, QueueUrl=queue_url) == "AccessDenied"
+    assert len(admin_sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)["Messages"]) == 1

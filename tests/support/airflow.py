@@ -11,11 +11,10 @@ import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
 
 import pytest
 
-from . import ACCOUNT, REGION, REPO_ROOT
+from . import REGION, REPO_ROOT
 from .moto import certificate_of, running_moto_server
 
 PLUGINS = REPO_ROOT / "plugins"

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 import pytest
 import yaml
@@ -349,6 +349,7 @@ def test_s3_init_uploads_the_sample_to_the_bucket(services: dict, env_example: d
     mounts = {split_volume(v)[0]: split_volume(v)[1] for v in init["volumes"]}
     assert mounts.get("./data/sample") == init["environment"]["SAMPLE_DIR"]
     assert mounts.get("./docker/s3_init.py") == init["entrypoint"][-1]
+    assert mounts.get("./iam/s3-notification.json") == init["environment"]["NOTIFICATION_FILE"]
     assert init["environment"]["FRUITS_BUCKET"] == env_example["FRUITS_BUCKET"]
     assert init["environment"]["FRUITS_S3_ENDPOINT"] == "http://s3:5000"
     assert init["depends_on"]["s3"]["condition"] == "service_healthy"
@@ -379,6 +380,17 @@ def test_s3_init_script_creates_the_bucket_and_uploads_into_raw_twice(tmp_path: 
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
                           aws_access_key_id="dev", aws_secret_access_key="dev")
         assert [o["Key"] for o in s3.list_objects_v2(Bucket="bucket")["Contents"]] == ["raw/apple/a b.jpg"]
+        # uploads to raw/ after the first run notify the queue of event-driven runs (the second run's
+        # re-upload of the sample too: those runs find the image processed already)
+        sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1",
+                           aws_access_key_id="dev", aws_secret_access_key="dev")
+        queue_url = sqs.get_queue_url(QueueName="fruits-raw-images")["QueueUrl"]
+        s3.put_object(Bucket="bucket", Key="raw/lemon/new.jpg", Body=b"jpeg bytes")
+        s3.put_object(Bucket="bucket", Key="features/x.json", Body=b"{}")
+        bodies = [json.loads(m["Body"]) for m in sqs.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])]
+        keys = [unquote_plus(r["s3"]["object"]["key"]) for b in bodies for r in b.get("Records", [])]
+        assert sorted(keys) == ["raw/apple/a b.jpg", "raw/lemon/new.jpg"]
     assert "uploaded 1 sample images to s3://bucket/raw/" in done.stdout
 
 
