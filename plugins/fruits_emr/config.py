@@ -45,7 +45,7 @@ MOBILENET_SIZES = (96, 128, 160, 192, 224)
 PRESET_WEIGHTS = ("imagenet", "random")
 ACTIVE_CLUSTER_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 MODELS = ("mobilenet_v2", "resnet50", "vgg16")
-ENGINES = ("onnxruntime", "tensorflow")
+ENGINES = ("onnxruntime", "onnxruntime-int8", "tensorflow")  # int8: a quantized ONNX model (spark_jobs.quantize)
 
 # Safety rails: a typo in a Param must not start a fleet of large nodes.
 MAX_CORE_INSTANCES = 20  # raise per deployment with the environment variable FRUITS_MAX_CORE_INSTANCES
@@ -699,6 +699,7 @@ def model_settings(config: RunConfig) -> dict[str, Any]:
         "pooling": EXPORT_POOLING,
         "seed": EXPORT_SEED,
         "weights": config.weights if weights_kind(config.weights) == "preset" else "file",
+        **({"engine": config.engine} if config.engine != "onnxruntime" else {}),  # int8 only: fp32 models keep their staged key
     }
 
 
@@ -713,6 +714,7 @@ def export_model_command(config: RunConfig, weights: str, output: str, python: s
         "--pooling", EXPORT_POOLING,
         "--weights", weights,
         "--seed", str(EXPORT_SEED),
+        "--engine", config.engine,
     ]
 
 
@@ -726,7 +728,7 @@ def job_arguments(
     they are not repeated here (one source of truth) and no TensorFlow is needed on the cluster.
     """
     if model_artifact:
-        model = ["--model-artifact", model_artifact, "--engine", "onnxruntime"]
+        model = ["--model-artifact", model_artifact, "--engine", config.engine]
     else:
         model = [
             "--model", config.model,

@@ -1,0 +1,119 @@
+"""The int8 engine's model: the exported ONNX backbone statically quantized by ONNX Runtime
+(QDQ format, int8 per-channel weights, uint8 activations, MinMax calibration), calibrated on
+real photos decoded exactly as the featurize job decodes them (images.decode_image).
+
+The calibration set is every image under a folder (default: the repo's data/sample, 40 photos,
+10 per fruit), sorted by relative path; the same images and model give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from spark_jobs.images import decode_image, has_image_extension
+
+CALIBRATION_ROOT = Path(__file__).resolve().parent.parent / "data" / "sample"
+CALIBRATION_BATCH = 8  # images per calibration run; MinMax keeps the extremes, so this only sets memory
+INT8_ENGINE = "onnxruntime-int8"
+
+
+class CalibrationError(ValueError):
+    """No usable calibration images; the message names the folder and the fix."""
+
+
+def calibration_files(root: Path = CALIBRATION_ROOT) -> list[Path]:
+    """The calibration set: every image file under root, sorted by its path relative to root."""
+    root = Path(root)
+    files = sorted(
+        (path for path in root.rglob("*") if path.is_file() and has_image_extension(path.name)),
+        key=lambda path: path.relative_to(root).as_posix(),
+    )
+    if not files:
+        raise CalibrationError(
+            f"no calibration images under {root}: the int8 engine calibrates on real photos"
+            " (<label>/<image> files); give a folder of them, or use a model artifact exported"
+            " with `python -m spark_jobs.export_model --engine onnxruntime-int8`"
+        )
+    return files
+
+
+def calibration_list(files: list[Path], root: Path = CALIBRATION_ROOT) -> list[dict[str, str]]:
+    """What the quantized model was calibrated on: relative path and sha256 of each image."""
+    return [
+        {"image": path.relative_to(root).as_posix(), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        for path in files
+    ]
+
+
+def calibration_pixels(files: list[Path], image_size: int) -> np.ndarray:
+    """(n, size, size, 3) float32 RGB 0..255, as the featurize job feeds the model."""
+    return np.stack([decode_image(path.read_bytes(), image_size).pixels for path in files]).astype(np.float32)
+
+
+def canonical_names(model) -> None:
+    """Rename the graph's nodes, weights and inner tensors by position of first use: the exporter
+    numbers them with process-wide counters (and lists weights in no fixed order), and the
+    quantizer derives its names and order from them."""
+    graph = model.graph
+    keep = {value.name for value in [*graph.input, *graph.output]}
+    weights = {tensor.name: tensor for tensor in graph.initializer}
+    names: dict[str, str] = {}
+    for index, node in enumerate(graph.node):
+        node.name = f"n{index}"
+        for position, name in enumerate(node.input):
+            if name in weights and name not in names:
+                names[name] = f"w{len(names)}"
+            node.input[position] = names.get(name, name)
+        for position, name in enumerate(node.output):
+            if name and name not in keep:
+                names[name] = node.output[position] = f"t{len(names)}"
+    for tensor in weights.values():
+        tensor.name = names.get(tensor.name, tensor.name)
+    ordered = sorted(graph.initializer, key=lambda tensor: (len(tensor.name), tensor.name))
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = names.get(value.name, value.name)
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param:  # the exporter's numbered name of the batch dimension
+                dim.dim_param = "batch"
+
+
+def quantize_onnx(fp32_model: Path, output: Path, pixels: np.ndarray) -> Path:
+    """Write the int8 model of fp32_model to output, calibrated on `pixels`."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = onnx.load(str(fp32_model))
+    canonical_names(model)
+    input_name = model.graph.input[0].name
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(range(0, len(pixels), CALIBRATION_BATCH))
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            start = next(self.batches, None)
+            return None if start is None else {input_name: pixels[start : start + CALIBRATION_BATCH]}
+
+    with tempfile.TemporaryDirectory(prefix="fruits-quantize-") as tmp:
+        # shape inference + graph optimisation first: BatchNorm folded into the convolutions
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(model, str(prepared))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        quantize_static(
+            str(prepared),
+            str(output),
+            Calibration(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            reduce_range=False,  # VNNI (avx512_vnni / avx_vnni) multiplies full-range uint8 x int8
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+        )
+    return output
