@@ -1,6 +1,7 @@
 """The int8 engine's model: the exported ONNX backbone statically quantized by ONNX Runtime
 (QDQ format, int8 per-channel weights, uint8 activations, MinMax calibration), calibrated on
-real photos decoded exactly as the featurize job decodes them (images.decode_image).
+real photos decoded exactly as the featurize job decodes them (images.decode_image), with the
+convolutions' biases corrected for the rounding of their weights (correct_biases).
 
 The calibration set is every image under a folder (default: the repo's data/sample, 40 photos,
 10 per fruit), sorted by relative path; the same images and model give the same bytes.
@@ -19,6 +20,7 @@ from spark_jobs.images import decode_image, has_image_extension
 CALIBRATION_ROOT = Path(__file__).resolve().parent.parent / "data" / "sample"
 CALIBRATION_BATCH = 8  # images per calibration run; MinMax keeps the extremes, so this only sets memory
 INT8_ENGINE = "onnxruntime-int8"
+WEIGHT_LEVELS = 127  # ONNX Runtime's symmetric int8 weights: -127..127 times a per-channel scale
 
 
 class CalibrationError(ValueError):
@@ -83,6 +85,54 @@ def canonical_names(model) -> None:
                 dim.dim_param = "batch"
 
 
+def rounded_weights(weights: np.ndarray) -> np.ndarray:
+    """The weights as ONNX Runtime's per-channel (axis 0) symmetric int8 quantization leaves them."""
+    scale = np.abs(weights).reshape(len(weights), -1).max(axis=1) / WEIGHT_LEVELS
+    scale = np.where(scale == 0, 1.0, scale).reshape(-1, *[1] * (weights.ndim - 1))
+    return np.rint(weights / scale) * scale
+
+
+def input_means(model, names: list[str], pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel mean of each named NCHW tensor over the images (fp32 model)."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for name in names:
+        probe.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0].name
+    sums: dict[str, np.ndarray] = {}
+    for start in range(0, len(pixels), CALIBRATION_BATCH):
+        batch = pixels[start : start + CALIBRATION_BATCH]
+        for name, value in zip(names, session.run(names, {feed: batch})):
+            sums[name] = sums.get(name, 0) + value.mean(axis=(2, 3), dtype=np.float64).sum(axis=0)
+    return {name: total / len(pixels) for name, total in sums.items()}
+
+
+def correct_biases(model, pixels: np.ndarray) -> None:
+    """Bias correction (Nagel et al. 2019, "Data-Free Quantization", empirical variant): rounding a
+    convolution's weights to int8 shifts its mean output by (W_int8 - W) . E[input]; subtract that
+    shift from its bias. E[input] per channel is measured on the calibration images. On MobileNetV2
+    alpha 0.35 this lifts the int8 features' cosine to fp32 from 0.89 to 0.96 (docs/int8.md)."""
+    from onnx import numpy_helper
+
+    weights = {tensor.name: tensor for tensor in model.graph.initializer}
+    convs = [node for node in model.graph.node if node.op_type == "Conv" and len(node.input) > 2]
+    means = input_means(model, list(dict.fromkeys(node.input[0] for node in convs)), pixels)
+    for node in convs:
+        kernel = numpy_helper.to_array(weights[node.input[1]]).astype(np.float64)
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        error = (rounded_weights(kernel) - kernel).sum(axis=(2, 3))  # (out, in / groups)
+        mean = means[node.input[0]].reshape(groups, -1)  # input channels of each group
+        per_group = error.reshape(groups, -1, error.shape[1])  # outputs of each group
+        shift = np.einsum("goi,gi->go", per_group, mean).reshape(-1)
+        bias = weights[node.input[2]]
+        corrected = numpy_helper.to_array(bias) - shift
+        bias.CopyFrom(numpy_helper.from_array(corrected.astype(np.float32), bias.name))
+
+
 def quantize_onnx(fp32_model: Path, output: Path, pixels: np.ndarray) -> Path:
     """Write the int8 model of fp32_model to output, calibrated on `pixels`."""
     import onnx
@@ -105,6 +155,9 @@ def quantize_onnx(fp32_model: Path, output: Path, pixels: np.ndarray) -> Path:
         # shape inference + graph optimisation first: BatchNorm folded into the convolutions
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(model, str(prepared))
+        folded = onnx.load(str(prepared))
+        correct_biases(folded, pixels)
+        onnx.save(folded, str(prepared))
         output.parent.mkdir(parents=True, exist_ok=True)
         quantize_static(
             str(prepared),
