@@ -1,5 +1,5 @@
 """The int8 engine's model: the exported ONNX backbone statically quantized by ONNX Runtime
-(QDQ format, int8 per-channel weights, uint8 activations, MinMax calibration), calibrated on
+(QDQ format, int8 per-channel weights, uint8 activations, ranges at the 99.99th percentile), calibrated on
 real photos decoded exactly as the featurize job decodes them (images.decode_image), with the
 convolutions' biases corrected for the rounding of their weights (correct_biases).
 
@@ -18,7 +18,9 @@ import numpy as np
 from spark_jobs.images import decode_image, has_image_extension
 
 CALIBRATION_ROOT = Path(__file__).resolve().parent.parent / "data" / "sample"
-CALIBRATION_BATCH = 8  # images per calibration run; MinMax keeps the extremes, so this only sets memory
+CALIBRATION_BATCH = 8  # images per calibration run (sets memory only: the histograms span all images)
+# activation range: 99.99 % of the calibration values; MinMax (every extreme) gives cosine 0.96, this 0.98
+CALIBRATION_PERCENTILE = 99.99
 INT8_ENGINE = "onnxruntime-int8"
 WEIGHT_LEVELS = 127  # ONNX Runtime's symmetric int8 weights: -127..127 times a per-channel scale
 
@@ -61,6 +63,7 @@ def canonical_names(model) -> None:
     numbers them with process-wide counters (and lists weights in no fixed order), and the
     quantizer derives its names and order from them."""
     graph = model.graph
+    graph.doc_string = ""  # "converted from <numbered TensorFlow function>"
     keep = {value.name for value in [*graph.input, *graph.output]}
     weights = {tensor.name: tensor for tensor in graph.initializer}
     names: dict[str, str] = {}
@@ -136,7 +139,7 @@ def correct_biases(model, pixels: np.ndarray) -> None:
 def quantize_onnx(fp32_model: Path, output: Path, pixels: np.ndarray) -> Path:
     """Write the int8 model of fp32_model to output, calibrated on `pixels`."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     model = onnx.load(str(fp32_model))
@@ -168,5 +171,7 @@ def quantize_onnx(fp32_model: Path, output: Path, pixels: np.ndarray) -> Path:
             reduce_range=False,  # VNNI (avx512_vnni / avx_vnni) multiplies full-range uint8 x int8
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.Percentile,
+            extra_options={"CalibPercentile": CALIBRATION_PERCENTILE},
         )
     return output
