@@ -2,18 +2,19 @@
 speed (same threads, alternating passes), per-image cosine of the features, and the accuracy of
 a nearest-centroid probe on the labelled bundled images.
 
-    python bench/int8.py [--runs 3] [--results bench/results.json]   (merges its keys into --results)
+    python bench/int8.py [--runs 5] [--results bench/results.json]   (merges its keys into --results)
 
 Model: MobileNetV2 alpha 0.35 at 224 with the bundled ImageNet weights, exported fp32 and int8
-(calibrated on data/sample, spark_jobs.quantize). Probe split: in each label folder, sorted by
-file name, every 4th image (index 0, 4, 8, ...) is a test image, the others train the centroids.
+(calibrated on data/sample, spark_jobs.quantize). Speed: inference only on decoded images, one
+thread per session, as a featurize task runs it (one core per task); each run times an fp32 pass
+then an int8 pass over the same images. Probe split: in each label folder, sorted by file name,
+every 4th image (index 0, 4, 8, ...) is a test image, the others train the centroids.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -24,17 +25,18 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"
 WEIGHTS_035 = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-BATCH = 32
+BATCH = 32  # featurize's default --batch-size
 TEST_EVERY = 4
+THREADS = 1  # featurize gives each task's engine the task's cores: 1 by default
 
 
-def labelled_images(root: Path) -> list[tuple[str, Path, bool]]:
-    """(label, file, is_test) for every image of root/<label>/, by the documented split."""
+def labelled_images(root: Path, per_label: int | None = None) -> list[tuple[str, Path, bool]]:
+    """(label, file, is_test) for the images of root/<label>/ (the first per_label of each), by the documented split."""
     from spark_jobs.images import has_image_extension
 
     rows = []
     for folder in sorted(path for path in root.iterdir() if path.is_dir()):
-        files = sorted(path for path in folder.iterdir() if has_image_extension(path.name))
+        files = sorted(path for path in folder.iterdir() if has_image_extension(path.name))[:per_label]
         rows += [(folder.name, path, index % TEST_EVERY == 0) for index, path in enumerate(files)]
     return rows
 
@@ -87,18 +89,17 @@ def export_models(workdir: Path) -> dict[str, Path]:
     return models
 
 
-def int8_figures(images: Path, workdir: Path, runs: int = 3) -> dict:
+def int8_figures(images: Path, workdir: Path, runs: int = 5, per_label: int | None = None) -> dict:
     """int8_speedup (min/median/max over `runs` alternating passes), int8_cosine_min and
     int8_probe_accuracy_delta (points, fp32 minus int8), with what they rest on."""
     from spark_jobs.images import decode_image
 
     workdir.mkdir(parents=True, exist_ok=True)
-    rows = labelled_images(images)
+    rows = labelled_images(images, per_label)
     labels = np.asarray([label for label, _, _ in rows])
     test = np.asarray([is_test for _, _, is_test in rows])
     pixels = np.stack([decode_image(path.read_bytes(), 224).pixels for _, path, _ in rows]).astype(np.float32)
-    threads = os.cpu_count() or 1
-    sessions = {name: session(path, threads) for name, path in export_models(workdir).items()}
+    sessions = {name: session(path, THREADS) for name, path in export_models(workdir).items()}
     feats = {name: features(s, pixels) for name, s in sessions.items()}  # also the warm-up pass
     img_s: dict[str, list[float]] = {"fp32": [], "int8": []}
     for _ in range(runs):
@@ -114,7 +115,7 @@ def int8_figures(images: Path, workdir: Path, runs: int = 3) -> dict:
         "int8": {
             "speedup": spread(speedups),
             "img_s": {name: spread(values) for name, values in img_s.items()},
-            "threads": threads,
+            "threads": THREADS,
             "batch_size": BATCH,
             "images": len(rows),
             "runs": runs,
@@ -140,10 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=Path, default=BUNDLED_IMAGES, help="labelled <label>/<image> folder")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "bench" / "work")
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=5, help="timed fp32 + int8 pass pairs (at least 3)")
+    parser.add_argument("--per-label", type=int, default=None, help="only the first N images of each label")
     parser.add_argument("--results", type=Path, default=REPO_ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
-    figures = int8_figures(args.images, args.workdir, args.runs)
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
+    figures = int8_figures(args.images, args.workdir, args.runs, args.per_label)
     results = json.loads(args.results.read_text()) if args.results.is_file() else {}
     results.update(figures)
     args.results.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
