@@ -79,13 +79,13 @@ def centroid_accuracy(feats: np.ndarray, labels: np.ndarray, test: np.ndarray) -
 
 
 def export_models(workdir: Path) -> dict[str, Path]:
-    from spark_jobs.backbones import ModelSpec
+    from spark_jobs.backbones import INT8_ENGINE, ModelSpec
     from spark_jobs.export_model import export_onnx
 
     spec = ModelSpec(alpha=0.35, weights=str(WEIGHTS_035))
     models = {"fp32": workdir / "int8-bench-fp32.onnx", "int8": workdir / "int8-bench-int8.onnx"}
     export_onnx(spec, models["fp32"])
-    export_onnx(spec, models["int8"], engine="onnxruntime-int8")
+    export_onnx(spec, models["int8"], engine=INT8_ENGINE)
     return models
 
 

@@ -20,7 +20,8 @@ BACKBONES: dict[str, tuple[str, str]] = {
     "vgg16": ("keras.applications.vgg16", "VGG16"),
     "resnet50": ("keras.applications.resnet50", "ResNet50"),
 }
-ONNX_ENGINES = ("onnxruntime", "onnxruntime-int8")  # the artifact is an ONNX graph (int8: quantize.py)
+INT8_ENGINE = "onnxruntime-int8"  # the ONNX graph statically quantized (spark_jobs.quantize)
+ONNX_ENGINES = ("onnxruntime", INT8_ENGINE)  # the artifact is an ONNX graph
 ENGINES = (*ONNX_ENGINES, "tensorflow")
 NAMED_WEIGHTS = ("imagenet", "random")  # any other --weights value is a file
 POOLINGS = ("avg", "max")
@@ -159,7 +160,7 @@ def _all_layers(model):
 
 def engine_model_id(spec: ModelSpec, engine: str) -> str:
     """The model id of the features an engine computes: int8 features are another model's."""
-    return spec.model_id + ("+int8" if engine == "onnxruntime-int8" else "")
+    return spec.model_id + ("+int8" if engine == INT8_ENGINE else "")
 
 
 def check_engine(engine: str) -> str:
@@ -173,7 +174,7 @@ def export_artifact(spec: ModelSpec, engine: str, out_dir: Path, calibration: Pa
     quantized, calibrated on the images under `calibration`, default quantize.CALIBRATION_ROOT)
     or model.weights.h5."""
     check_engine(engine)
-    if engine == "onnxruntime-int8":
+    if engine == INT8_ENGINE:
         return _export_int8(spec, out_dir, calibration)
     model = build_model(spec)
     model(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32), training=False)  # export needs a built graph

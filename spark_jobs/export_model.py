@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from spark_jobs import quantize
-from spark_jobs.backbones import BACKBONES, NAMED_WEIGHTS, ONNX_ENGINES, POOLINGS, ModelConfigError, ModelSpec, engine_model_id, export_artifact, feature_dim
+from spark_jobs.backbones import BACKBONES, INT8_ENGINE, NAMED_WEIGHTS, ONNX_ENGINES, POOLINGS, ModelConfigError, ModelSpec, engine_model_id, export_artifact, feature_dim
 
 SIDECAR_SUFFIX = ".json"
 
@@ -47,17 +47,13 @@ def export_onnx(
     spec: ModelSpec, output: Path, engine: str = "onnxruntime", calibration_root: Path = quantize.CALIBRATION_ROOT
 ) -> dict:
     """Write output (ONNX) and output.json; return the description."""
-    calibration = None
-    if engine == quantize.INT8_ENGINE:
-        try:
-            files = quantize.calibration_files(calibration_root)
-        except quantize.CalibrationError as exc:
-            raise ModelConfigError(str(exc)) from None
-        calibration = quantize.calibration_list(files, calibration_root)
     with tempfile.TemporaryDirectory(prefix="fruits-export-") as tmp:
         exported = export_artifact(spec, engine, Path(tmp), calibration_root)
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(exported, output)
+    calibration = None
+    if engine == INT8_ENGINE:  # the images export_artifact calibrated on
+        calibration = quantize.calibration_list(quantize.calibration_files(calibration_root), calibration_root)
     description = describe(spec, engine, calibration)
     Path(sidecar_path(str(output))).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
     return description

@@ -21,7 +21,6 @@ CALIBRATION_ROOT = Path(__file__).resolve().parent.parent / "data" / "sample"
 CALIBRATION_BATCH = 8  # images per calibration run (sets memory only: the histograms span all images)
 # activation range: 99.99 % of the calibration values; MinMax (every extreme) gives cosine 0.96, this 0.98
 CALIBRATION_PERCENTILE = 99.99
-INT8_ENGINE = "onnxruntime-int8"
 WEIGHT_LEVELS = 127  # ONNX Runtime's symmetric int8 weights: -127..127 times a per-channel scale
 
 

@@ -24,6 +24,8 @@ from botocore.exceptions import ClientError
 
 from fruits_emr import wheelhouse
 from fruits_emr.config import (
+    CALIBRATION_IMAGES,
+    INT8_ENGINE,
     CONSTRAINTS_FILE,
     PCA_MODEL_INFO,
     REQUIREMENTS_FILE,
@@ -60,8 +62,6 @@ EXPORT_SOURCES = (
     Path("spark_jobs/backbones.py"), Path("spark_jobs/export_model.py"), Path("spark_jobs/quantize.py"),
     Path("spark_jobs/images.py"),
 )
-INT8_ENGINE = "onnxruntime-int8"
-CALIBRATION_IMAGES = Path("data/sample")  # spark_jobs.quantize.CALIBRATION_ROOT, relative to the repo
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
 
