@@ -13,6 +13,7 @@ ALPHA ?= 0.35
 MODEL ?= mobilenet_v2
 IMAGE_SIZE ?= 224
 POOLING ?= avg
+# onnxruntime, onnxruntime-int8 (quantized, calibrated on data/sample: docs/int8.md) or tensorflow
 ENGINE ?= onnxruntime
 VARIANCE ?= 0.95
 K ?=

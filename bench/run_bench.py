@@ -461,6 +461,10 @@ def bench(args: argparse.Namespace) -> dict:
     results["seed_method"] = seed
     log("engine difference")
     results["engine_max_abs_diff_rel"] = engine_difference(contents, work)
+    log("int8 engine")
+    from bench.int8 import int8_figures
+
+    results.update(int8_figures(Path(args.sample), work, runs=3 if args.smoke else 5, per_label=per_label))
     log("pca")
     pca = run_probe("pca", features=work / "out-full" / "features")
     results["pca"], results["pca_spark_s"], results["pca_sklearn_s"] = pca, pca["spark_seconds"], pca["sklearn_seconds"]

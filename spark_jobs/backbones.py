@@ -20,7 +20,9 @@ BACKBONES: dict[str, tuple[str, str]] = {
     "vgg16": ("keras.applications.vgg16", "VGG16"),
     "resnet50": ("keras.applications.resnet50", "ResNet50"),
 }
-ENGINES = ("onnxruntime", "tensorflow")
+INT8_ENGINE = "onnxruntime-int8"  # the ONNX graph statically quantized (spark_jobs.quantize)
+ONNX_ENGINES = ("onnxruntime", INT8_ENGINE)  # the artifact is an ONNX graph
+ENGINES = (*ONNX_ENGINES, "tensorflow")
 NAMED_WEIGHTS = ("imagenet", "random")  # any other --weights value is a file
 POOLINGS = ("avg", "max")
 CALIBRATION_IMAGES = 32
@@ -156,11 +158,24 @@ def _all_layers(model):
             yield layer
 
 
-def export_artifact(spec: ModelSpec, engine: str, out_dir: Path) -> Path:
-    """Build the model once on the driver and write what executors load: model.onnx or
-    model.weights.h5."""
+def engine_model_id(spec: ModelSpec, engine: str) -> str:
+    """The model id of the features an engine computes: int8 features are another model's."""
+    return spec.model_id + ("+int8" if engine == INT8_ENGINE else "")
+
+
+def check_engine(engine: str) -> str:
     if engine not in ENGINES:
         raise ModelConfigError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    return engine
+
+
+def export_artifact(spec: ModelSpec, engine: str, out_dir: Path, calibration: Path | None = None) -> Path:
+    """Build the model once on the driver and write what executors load: model.onnx (int8:
+    quantized, calibrated on the images under `calibration`, default quantize.CALIBRATION_ROOT)
+    or model.weights.h5."""
+    check_engine(engine)
+    if engine == INT8_ENGINE:
+        return _export_int8(spec, out_dir, calibration)
     model = build_model(spec)
     model(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32), training=False)  # export needs a built graph
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -170,6 +185,19 @@ def export_artifact(spec: ModelSpec, engine: str, out_dir: Path) -> Path:
     else:
         path = out_dir / "model.weights.h5"
         model.save_weights(str(path))
+    return path
+
+
+def _export_int8(spec: ModelSpec, out_dir: Path, calibration: Path | None) -> Path:
+    from spark_jobs import quantize
+
+    try:
+        files = quantize.calibration_files(calibration or quantize.CALIBRATION_ROOT)
+    except quantize.CalibrationError as exc:
+        raise ModelConfigError(str(exc)) from None
+    fp32 = export_artifact(spec, "onnxruntime", out_dir / "fp32")
+    path = quantize.quantize_onnx(fp32, out_dir / "model.onnx", quantize.calibration_pixels(files, spec.image_size))
+    fp32.unlink()
     return path
 
 

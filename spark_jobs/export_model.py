@@ -2,6 +2,10 @@
 driver and executors need no TensorFlow (`featurize --model-artifact model.onnx`).
 
     python -m spark_jobs.export_model --output model.onnx [--model ... --alpha ... --weights ...]
+        [--engine onnxruntime-int8 [--calibration-images FOLDER]]
+
+With --engine onnxruntime-int8 the model is quantized (spark_jobs.quantize) and the sidecar
+lists the calibration images with their sha256.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from spark_jobs.backbones import BACKBONES, NAMED_WEIGHTS, POOLINGS, ModelConfigError, ModelSpec, export_artifact, feature_dim
+from spark_jobs import quantize
+from spark_jobs.backbones import BACKBONES, INT8_ENGINE, NAMED_WEIGHTS, ONNX_ENGINES, POOLINGS, ModelConfigError, ModelSpec, engine_model_id, export_artifact, feature_dim
 
 SIDECAR_SUFFIX = ".json"
 
@@ -23,11 +28,13 @@ def sidecar_path(artifact: str) -> str:
     return artifact + SIDECAR_SUFFIX
 
 
-def describe(spec: ModelSpec) -> dict:
-    """What the featurize job needs to know about an exported model."""
+def describe(spec: ModelSpec, engine: str = "onnxruntime", calibration: list[dict[str, str]] | None = None) -> dict:
+    """What the featurize job needs to know about an exported model (int8: its calibration images)."""
     description = asdict(spec)
     description["weights"] = spec.weights if spec.weights in NAMED_WEIGHTS else Path(spec.weights).name
-    description.update(model_id=spec.model_id, feature_dim=feature_dim(spec), engine="onnxruntime")
+    description.update(model_id=engine_model_id(spec, engine), feature_dim=feature_dim(spec), engine=engine)
+    if calibration is not None:
+        description["calibration"] = calibration
     return description
 
 
@@ -36,13 +43,18 @@ def spec_from_description(description: dict) -> ModelSpec:
     return ModelSpec(**fields).validate()
 
 
-def export_onnx(spec: ModelSpec, output: Path) -> dict:
+def export_onnx(
+    spec: ModelSpec, output: Path, engine: str = "onnxruntime", calibration_root: Path = quantize.CALIBRATION_ROOT
+) -> dict:
     """Write output (ONNX) and output.json; return the description."""
     with tempfile.TemporaryDirectory(prefix="fruits-export-") as tmp:
-        exported = export_artifact(spec, "onnxruntime", Path(tmp))
+        exported = export_artifact(spec, engine, Path(tmp), calibration_root)
         output.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(exported, output)
-    description = describe(spec)
+    calibration = None
+    if engine == INT8_ENGINE:  # the images export_artifact calibrated on
+        calibration = quantize.calibration_list(quantize.calibration_files(calibration_root), calibration_root)
+    description = describe(spec, engine, calibration)
     Path(sidecar_path(str(output))).write_text(json.dumps(description, indent=2, sort_keys=True) + "\n")
     return description
 
@@ -56,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pooling", default="avg", choices=POOLINGS)
     parser.add_argument("--weights", default="imagenet", help="imagenet, random, or a local weights file")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--engine", default="onnxruntime", choices=ONNX_ENGINES, help="onnxruntime-int8: quantized")
+    parser.add_argument(
+        "--calibration-images",
+        type=Path,
+        default=quantize.CALIBRATION_ROOT,
+        help="int8: folder of real photos to calibrate on, all of them (default: %(default)s)",
+    )
     return parser
 
 
@@ -69,11 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         weights = str(Path(weights).resolve())
     spec = ModelSpec(args.model, args.alpha, args.image_size, args.pooling, weights, args.seed)
     try:
-        description = export_onnx(spec.validate(), Path(args.output))
+        description = export_onnx(spec.validate(), Path(args.output), args.engine, args.calibration_images)
     except ModelConfigError as exc:
         print(f"export_model: error: {exc}", file=sys.stderr)
         return 2
-    print(f"export_model: {description['model_id']} -> {args.output}")
+    print(f"export_model: {description['model_id']} ({args.engine}) -> {args.output}")
     return 0
 
 

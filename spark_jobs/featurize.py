@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import storage
-from spark_jobs.backbones import BACKBONES, ENGINES, NAMED_WEIGHTS, POOLINGS, ModelConfigError, ModelSpec, export_artifact, feature_dim
+from spark_jobs.backbones import BACKBONES, ENGINES, NAMED_WEIGHTS, ONNX_ENGINES, POOLINGS, ModelConfigError, ModelSpec, engine_model_id, export_artifact, feature_dim
 from spark_jobs.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, IMAGE_GLOB, has_image_extension
 from spark_jobs.inference import make_featurize_batches
 from spark_jobs.run_files import FEATURES, FEATURIZE_SUMMARY, QUARANTINE, parse_manifest
@@ -82,7 +82,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         " sidecar): the driver then needs no TensorFlow and the model options above are read"
         " from the sidecar",
     )
-    model.add_argument("--engine", default="onnxruntime", choices=ENGINES, help="inference engine on executors")
+    model.add_argument(
+        "--engine",
+        default="onnxruntime",
+        choices=ENGINES,
+        help="inference engine on executors; onnxruntime-int8: statically quantized (spark_jobs.quantize)",
+    )
     model.add_argument("--batch-size", type=int, default=32, help="images per CNN call")
     model.add_argument(
         "--arrow-batch-size", type=int, default=128, help="rows per Arrow batch sent to a Python worker"
@@ -375,7 +380,7 @@ def model_artifact(spec: ModelSpec, engine: str) -> Path:
     return _ARTIFACTS[key]
 
 
-def fetch_exported_model(spark: SparkSession, uri: str, workdir: Path) -> tuple[Path, ModelSpec, str, str]:
+def fetch_exported_model(spark: SparkSession, uri: str, engine: str, workdir: Path) -> tuple[Path, ModelSpec, str, str]:
     """A pre-exported ONNX model and its sidecar: (local file named by content, spec, model id, weights)."""
     from spark_jobs.export_model import sidecar_path, spec_from_description
 
@@ -383,6 +388,12 @@ def fetch_exported_model(spark: SparkSession, uri: str, workdir: Path) -> tuple[
         if not storage.exists(spark, needed):
             raise InputError(f"model artifact {needed} does not exist (make it with spark_jobs.export_model)")
     description = storage.read_json(spark, sidecar_path(uri))
+    exported_for = description.get("engine", "onnxruntime")
+    if exported_for != engine:
+        raise InputError(
+            f"model artifact {uri} was exported for --engine {exported_for}, not {engine}:"
+            f" use it with --engine {exported_for}, or export one with spark_jobs.export_model --engine {engine}"
+        )
     local = storage.download_file(spark, uri, workdir / "model.onnx")
     digest = hashlib.sha256(local.read_bytes()).hexdigest()[:16]
     named = local.rename(workdir / f"fruits-{digest}.onnx")
@@ -448,9 +459,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="fruits-weights-"))
     artifact_uri = getattr(args, "model_artifact", None)
     if artifact_uri:
-        if args.engine != "onnxruntime":
-            raise InputError("--model-artifact is an ONNX model: use it with --engine onnxruntime")
-        artifact, spec, model_id, weights = fetch_exported_model(spark, artifact_uri, workdir)
+        if args.engine not in ONNX_ENGINES:
+            raise InputError(f"--model-artifact is an ONNX model: use it with --engine {' or '.join(ONNX_ENGINES)}")
+        artifact, spec, model_id, weights = fetch_exported_model(spark, artifact_uri, args.engine, workdir)
     else:
         spec = ModelSpec(
             backbone=args.model,
@@ -461,7 +472,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
             seed=args.seed,
         ).validate()
         spec = replace(spec, weights=resolve_weights(spark, args.weights, workdir))
-        model_id, weights = spec.model_id, args.weights
+        model_id, weights = engine_model_id(spec, args.engine), args.weights
     # Spark lists many paths with one task per path by default: 1,000 tiny tasks for a
     # 1,000-image manifest. A few tasks per core list the same paths in a fraction of the time.
     spark.conf.set(

@@ -10,7 +10,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from spark_jobs.backbones import ModelSpec
+from spark_jobs.backbones import ONNX_ENGINES, ModelSpec
 from spark_jobs.images import QuarantineError, decode_image
 
 # Built once per Python worker (Spark reuses workers across tasks), keyed by artifact path.
@@ -56,7 +56,7 @@ def _tensorflow_engine(path: str, spec: ModelSpec, threads: int) -> Callable[[np
 def get_engine(engine: str, path: str, spec: ModelSpec, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     key = (engine, path, threads)
     if key not in _ENGINES:
-        if engine == "onnxruntime":
+        if engine in ONNX_ENGINES:
             _ENGINES[key] = _onnx_engine(path, threads)
         else:
             _ENGINES[key] = _tensorflow_engine(path, spec, threads)

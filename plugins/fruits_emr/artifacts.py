@@ -90,6 +90,7 @@ def model_settings(config: RunConfig) -> dict[str, Any]:
         "pooling": EXPORT_POOLING,
         "seed": EXPORT_SEED,
         "weights": config.weights if weights_kind(config.weights) == "preset" else "file",
+        **({"engine": config.engine} if config.engine != "onnxruntime" else {}),  # int8 only: fp32 models keep their staged key
     }
 
 
@@ -104,6 +105,7 @@ def export_model_command(config: RunConfig, weights: str, output: str, python: s
         "--pooling", EXPORT_POOLING,
         "--weights", weights,
         "--seed", str(EXPORT_SEED),
+        "--engine", config.engine,
     ]
 
 

@@ -45,7 +45,7 @@ def job_arguments(
     they are not repeated here (one source of truth) and no TensorFlow is needed on the cluster.
     """
     if model_artifact:
-        model = ["--model-artifact", model_artifact, "--engine", "onnxruntime"]
+        model = ["--model-artifact", model_artifact, "--engine", config.engine]
     else:
         model = [
             "--model", config.model,

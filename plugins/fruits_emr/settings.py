@@ -27,7 +27,9 @@ MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 MOBILENET_SIZES = (96, 128, 160, 192, 224)
 PRESET_WEIGHTS = ("imagenet", "random")
 MODELS = ("mobilenet_v2", "resnet50", "vgg16")
-ENGINES = ("onnxruntime", "tensorflow")
+INT8_ENGINE = "onnxruntime-int8"  # a quantized ONNX model (spark_jobs.quantize), calibrated on CALIBRATION_IMAGES
+ENGINES = ("onnxruntime", INT8_ENGINE, "tensorflow")
+CALIBRATION_IMAGES = "data/sample"  # spark_jobs.quantize.CALIBRATION_ROOT, relative to the repo
 
 # Safety rails: a typo in a Param must not start a fleet of large nodes.
 MAX_CORE_INSTANCES = 20  # raise per deployment with the environment variable FRUITS_MAX_CORE_INSTANCES

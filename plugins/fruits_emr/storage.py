@@ -38,7 +38,7 @@ from fruits_emr.artifacts import (
     wheelhouse_uri,
 )
 from fruits_emr.layout import RunPaths, commit_key, in_window, is_image_key, pca_pointer_key
-from fruits_emr.settings import ConfigError, RunConfig, sse_arguments, weights_kind
+from fruits_emr.settings import CALIBRATION_IMAGES, INT8_ENGINE, ConfigError, RunConfig, sse_arguments, weights_kind
 from spark_jobs.run_files import PCA_MODEL_INFO, format_manifest, parse_manifest
 from spark_jobs.s3_uri import is_not_found, key_prefix, split_s3_uri
 
@@ -48,8 +48,11 @@ REQUIREMENTS = Path("emr") / REQUIREMENTS_FILE
 REQUIREMENTS_TENSORFLOW = Path("emr") / REQUIREMENTS_TENSORFLOW_FILE
 CONSTRAINTS = Path("emr") / CONSTRAINTS_FILE
 PACKAGE = "spark_jobs"
-# the code an exported model depends on besides its settings and weights
-EXPORT_SOURCES = (Path("spark_jobs/backbones.py"), Path("spark_jobs/export_model.py"))
+# the code an exported model depends on besides its settings and weights (int8: and the calibration images)
+EXPORT_SOURCES = (
+    Path("spark_jobs/backbones.py"), Path("spark_jobs/export_model.py"), Path("spark_jobs/quantize.py"),
+    Path("spark_jobs/images.py"),
+)
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
 
@@ -189,7 +192,8 @@ def export_model(config: RunConfig, weights: str, output: Path, repo_root: Path)
     so TensorFlow's memory goes away with it."""
     python_path = os.pathsep.join(filter(None, [str(repo_root), os.environ.get("PYTHONPATH")]))
     done = subprocess.run(
-        export_model_command(config, weights, str(output), sys.executable),
+        export_model_command(config, weights, str(output), sys.executable)
+        + (["--calibration-images", str(repo_root / CALIBRATION_IMAGES)] if config.engine == INT8_ENGINE else []),
         cwd=repo_root, env={**os.environ, "PYTHONPATH": python_path, "TF_CPP_MIN_LOG_LEVEL": "2"},
         capture_output=True, text=True, check=False,
     )
@@ -199,8 +203,23 @@ def export_model(config: RunConfig, weights: str, output: Path, repo_root: Path)
         raise RuntimeError(f"Model export failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
 
 
+def calibration_digest(root: Path) -> str:
+    """sha256 over the int8 calibration images (names and bytes, sorted by name), as quantize reads them."""
+    files = sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise ConfigError(
+            f"Param 'engine' = {INT8_ENGINE!r} calibrates on the photos under {root}, and there are none:"
+            " deploy the repo's data/ folder next to dags/ or choose engine onnxruntime."
+        )
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def stage_model(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]:
-    """Export the model once and stage model.onnx + model.onnx.json under
+    """Export the model once and stage model.onnx + model.onnx.json (int8: quantized; the sidecar lists
+    the calibration images) under
     artifacts/models/<hash of settings, weights content and export code>/; skipped when present."""
     with tempfile.TemporaryDirectory(prefix="fruits-stage-model-") as tmp:
         kind = weights_kind(config.weights)
@@ -221,6 +240,8 @@ def stage_model(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]
         for relative in EXPORT_SOURCES:
             source = repo_root / relative
             digest.update(b"\0" + (source.read_bytes() if source.is_file() else b""))
+        if config.engine == INT8_ENGINE:
+            digest.update(b"\0" + calibration_digest(repo_root / CALIBRATION_IMAGES).encode())
         key = model_key(config.artifacts_prefix, digest.hexdigest()[:16])
         uri = f"s3://{config.bucket}/{key}"
         # the sidecar is written last, so it marks a complete upload
@@ -264,10 +285,10 @@ def stage_artifacts(
     s3: Any, config: RunConfig, repo_root: Path, build_wheelhouse: Builder | None = wheelhouse.build_wheelhouse
 ) -> tuple[StagedArtifacts, list[str]]:
     """Upload the code bundle under its content hash (skipped when its marker exists), what the
-    cluster needs to build the model (the exported ONNX model, engine onnxruntime, or the weights),
+    cluster needs to build the model (the exported ONNX model, engines onnxruntime[-int8], or the weights),
     and the node wheelhouse (build_wheelhouse None: none, for the local compute mode)."""
     code_hash, files = code_bundle(repo_root)
-    if config.engine == "onnxruntime":
+    if config.engine != "tensorflow":  # an ONNX engine: fp32 or int8
         model_uri, model_uploaded = stage_model(s3, config, repo_root)
         weights_uri = config.weights
         uploaded = [model_uri, model_uri + SIDECAR_SUFFIX] if model_uploaded else []

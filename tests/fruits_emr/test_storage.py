@@ -107,6 +107,30 @@ def test_stage_exports_the_onnx_model_once(s3):
         storage.stage_artifacts(s3, config(weights="random", model="vgg16", alpha=0.5), REPO_ROOT, None)
 
 
+@pytest.mark.skipif(not (REPO_ROOT / "spark_jobs" / "quantize.py").exists(), reason="needs spark_jobs/")
+def test_stage_int8_model_with_its_calibration_list(s3, tmp_path):
+    """Engine onnxruntime-int8: a quantized model under its own hash (which covers the calibration
+    images), its sidecar listing them; the featurize step asks for the int8 engine."""
+    s3.create_bucket(Bucket="fruits-data")
+    settings = {"weights": "random", "alpha": 0.35, "image_size": 96}
+    int8_config = config(engine="onnxruntime-int8", **settings)
+    staged, uploaded = storage.stage_artifacts(s3, int8_config, REPO_ROOT, None)
+    fp32, _ = storage.stage_artifacts(s3, config(**settings), REPO_ROOT, None)
+    model = staged.model_artifact
+    assert model != fp32.model_artifact and {model, model + ".json"} <= set(uploaded)
+    model_key = model.removeprefix("s3://fruits-data/")
+    sidecar = json.loads(s3.get_object(Bucket="fruits-data", Key=model_key + ".json")["Body"].read())
+    calibration = sorted(p for p in (REPO_ROOT / "data" / "sample").rglob("*.jpg"))
+    assert sidecar["engine"] == "onnxruntime-int8" and sidecar["model_id"].endswith("+int8")
+    assert [entry["image"] for entry in sidecar["calibration"]] == [
+        p.relative_to(REPO_ROOT / "data" / "sample").as_posix() for p in calibration]
+    featurize_args = emr_request.job_arguments(int8_config, layout.run_paths(int8_config, "2026-11-26", "a1"), "", model)["featurize"]
+    assert featurize_args[featurize_args.index("--model-artifact"):][:4] == ["--model-artifact", model, "--engine", "onnxruntime-int8"]
+    # a checkout without the calibration photos: one message naming the folder and the fix
+    with pytest.raises(settings.ConfigError, match="calibrates on the photos under .*data/sample, and there are none"):
+        storage.stage_artifacts(s3, int8_config, make_repo(tmp_path / "repo"), None)
+
+
 def test_stage_wheelhouse_once_per_hash_and_nodes_install_from_it_offline(s3, tmp_path):
     """The wheelhouse goes to S3 under its content hash, encrypted, marker last; re-staging builds and
     uploads nothing; what was staged installs with pip --no-index --find-links, as bootstrap.sh does."""
