@@ -23,7 +23,7 @@ MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value"
 # (ONNX Runtime, Pillow, an Arrow batch), whose memory YARN counts against memoryOverhead.
 # Peak RSS of the Python workers in the 10x soak (bench/soak.json): 2.60 GB for 2 concurrent
 # tasks, 1.30 GB per worker; the budget adds ~18 % headroom (alpha 1.0 activations are larger
-# than the soak's alpha 0.35). tests/dag/test_emr_config.py checks it against the soak file.
+# than the soak's alpha 0.35). tests/fruits_emr/test_emr_config.py checks it against the soak file.
 EXECUTOR_CORES = 2
 EXECUTOR_MEMORY_MB = 2048
 PYTHON_WORKER_MEMORY_MB = 1536

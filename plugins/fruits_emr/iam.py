@@ -9,7 +9,7 @@
   the SQS queue the DAG's asset watcher reads (event-driven runs, docs/events.md).
 
 iam/*.json in the repo are these documents rendered with the placeholders <bucket> and <account>:
-`PYTHONPATH=plugins python -m fruits_emr.iam --bucket acme-fruits --account 123456789012 airflow`
+`python -m fruits_emr.iam --bucket acme-fruits --account 123456789012 airflow`
 prints the one for your account.
 """
 

@@ -1,6 +1,6 @@
 """The EMR releases the pipeline runs on: release label -> the Spark it ships -> the node packages.
 
-One table, kept in step by tests/dag/test_releases.py with requirements.txt (the tests' pyspark
+One table, kept in step by tests/fruits_emr/test_releases.py with requirements.txt (the tests' pyspark
 pin is the default release's Spark), emr/requirements-emr.txt (the node pins) and RunConfig's
 default release_label. Spark versions: AWS "Spark release history" (docs/deploy-aws.md cites it).
 """

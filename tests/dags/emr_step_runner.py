@@ -1,7 +1,7 @@
 """Run one EMR step's Spark job on this machine: the job's own parser reads the step's arguments,
 local Spark stands in for the cluster.
 
-    python tests/dag/emr_step_runner.py featurize|pca ARG...
+    python tests/dags/emr_step_runner.py featurize|pca ARG...
 """
 
 from __future__ import annotations

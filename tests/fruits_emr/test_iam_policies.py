@@ -47,7 +47,7 @@ def test_iam_files_are_the_rendered_documents(name):
     path = REPO_ROOT / "iam" / name
     assert path.read_text() == iam.render(name), (
         f"iam/{name} is out of date: regenerate it with"
-        f" PYTHONPATH=plugins:. python -c \"from fruits_emr import iam; print(iam.render('{name}'), end='')\" > iam/{name}"
+        f" python -c \"from fruits_emr import iam; print(iam.render('{name}'), end='')\" > iam/{name}"
     )
 
 

@@ -15,7 +15,7 @@ from tests.support import REPO_ROOT
 def test_node_constraints_file_is_current():
     """emr/constraints-emr.txt = every node package and dependency, versions from constraints.txt."""
     assert (REPO_ROOT / "emr" / "constraints-emr.txt").read_text() == wheelhouse.node_constraints(REPO_ROOT), (
-        "emr/constraints-emr.txt is out of date: PYTHONPATH=plugins python -m fruits_emr.wheelhouse constraints"
+        "emr/constraints-emr.txt is out of date: python -m fruits_emr.wheelhouse constraints"
         " > emr/constraints-emr.txt")
 
 

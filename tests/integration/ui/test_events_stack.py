@@ -3,7 +3,7 @@ real triggerer runs the DAG's asset watcher on it, the scheduler starts a run on
 run (local compute mode, real Spark) commits the images the events named. Then the same messages
 are delivered again, and the run they start commits nothing.
 
-Real Airflow processes on Postgres (tests/ui/stack.py); no browser.
+Real Airflow processes on Postgres (tests/integration/ui/stack.py); no browser.
 """
 
 from __future__ import annotations
