@@ -66,6 +66,7 @@ test: setup check-java
 
 bench: jobs-setup
 	$(PY) bench/run_bench.py --sample $(BENCH_SAMPLE) --update-readme
+	PYTHONPATH=plugins:. $(PY) bench/daily_cost.py
 
 soak: jobs-setup
 	$(PY) bench/soak.py --sample $(BENCH_SAMPLE) --update-readme
