@@ -70,6 +70,7 @@ lint: $(STAMP)
 
 bench: jobs-setup
 	$(PY) -m bench.run_bench --sample $(BENCH_SAMPLE) --update-docs
+	$(PY) -m bench.daily_cost
 
 soak: jobs-setup
 	$(PY) -m bench.soak --sample $(BENCH_SAMPLE) --update-docs

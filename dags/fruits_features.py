@@ -8,7 +8,8 @@ uploads for the images its S3 events name (docs/events.md), runs the Spark jobs 
 run's `report.json`.
 
 `resolve_config` → `stage_artifacts` → `find_new_images` (no images: everything after it is
-skipped, no cluster) → `plan_pca` (fit a new PCA model version, or apply the current one) → `emr_request` → `create_cluster` → `add_steps` → `watch_featurize` →
+skipped, no cluster) → `plan_pca` (fit a new PCA model version, or apply the current one) → `emr_request`
+(the cluster's shape from the day's image count, `cluster_shape`; docs/cost.md) → `create_cluster` → `add_steps` → `watch_featurize` →
 `watch_pca` → `terminate_cluster` (teardown: runs after success, failure, timeout or kill) →
 `validate_outputs` → `commit_outputs`.
 
@@ -103,6 +104,10 @@ def _json_variable(key: str) -> Any:
         raise AirflowFailException(f"Variable {key} is not valid JSON ({exc}); fix it in Admin > Variables.") from None
 
 
+def _prices_variable() -> Any:
+    return _json_variable(PRICES_VARIABLE)
+
+
 @task
 def resolve_config(params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge Params over the defaults Variable and check them, before anything costs money."""
@@ -158,7 +163,7 @@ def emr_request(
     """The RunJobFlow body (EMR mode: the local mode starts no cluster and stages no wheelhouse)
     and the steps, built from this run's config and PCA plan."""
     cluster_for = (dag_run.dag_id, dag_run.run_id) if COMPUTE_MODE == "emr" else None
-    return tasks.build_emr_request(config, staged, run, pca, cluster_for)
+    return tasks.build_emr_request(config, staged, run, pca, cluster_for, _prices_variable, REPO_ROOT)
 
 
 @task
@@ -172,11 +177,12 @@ def run_steps_locally(config: RunConfig, steps: list[dict[str, Any]]) -> dict[st
 @task
 @with_run_config
 def validate_outputs(
-    config: RunConfig, run: dict[str, Any], pca: dict[str, Any], cluster_id: str | None = None
+    config: RunConfig, run: dict[str, Any], pca: dict[str, Any], cluster_id: str | None = None,
+    cluster_shape: str | None = None,
 ) -> dict[str, Any]:
     """Fail unless manifest images = features + quarantined, all outputs exist and the PCA step did what
     the plan said (fit: the new model folder is complete); log counts and cost."""
-    return tasks.validate_outputs(_s3(), config, run, pca, cluster_id, _emr, lambda: _json_variable(PRICES_VARIABLE))
+    return tasks.validate_outputs(_s3(), config, run, pca, cluster_id, _emr, _prices_variable, cluster_shape)
 
 
 @task
@@ -241,7 +247,7 @@ def fruits_features() -> None:
         job_flow_id=create_cluster.output,
         aws_conn_id=AWS_CONN_ID,
     ).as_teardown(setups=create_cluster)
-    validate = validate_outputs(config, run, pca, create_cluster.output)
+    validate = validate_outputs(config, run, pca, create_cluster.output, request["cluster_shape"])
 
     chain(staged, run, pca, request, create_cluster, add_steps, watch_featurize, watch_pca, terminate_cluster, validate,
           commit_outputs(config, run, pca, validate))

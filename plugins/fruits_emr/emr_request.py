@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fruits_emr.artifacts import StagedArtifacts, needs_tensorflow
+from fruits_emr.cost import CLUSTER
 from fruits_emr.layout import RunPaths
 from fruits_emr.pca_plan import pca_arguments
 from fruits_emr.settings import PROJECT_TAG, RunConfig, number_arg
@@ -107,9 +108,13 @@ def cluster_tags(dag_id: str, run_id: str, run_date: str) -> list[dict[str, str]
 
 
 def job_flow_overrides(
-    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, dag_id: str, run_id: str
+    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, dag_id: str, run_id: str, shape: str = CLUSTER
 ) -> dict[str, Any]:
-    """The RunJobFlow request of a transient cluster: Spark on instance fleets, idle-timeout backstop."""
+    """The RunJobFlow request of a transient cluster: Spark on instance fleets, idle-timeout backstop.
+
+    shape (fruits_emr.cost.choose_shape): cluster, a primary fleet and a core fleet; primary_only, the
+    primary fleet alone, whose node then runs YARN's executors as well as the driver.
+    """
     # an allocation strategy in every case: without one a fleet takes at most 5 instance types
     launch: dict[str, Any] = {"OnDemandSpecification": {"AllocationStrategy": "lowest-price"}}
     if config.use_spot:
@@ -136,7 +141,7 @@ def job_flow_overrides(
                 "TargetOnDemandCapacity": 1,
                 "InstanceTypeConfigs": [{"InstanceType": config.master_instance_type}],
             },
-            core_fleet,
+            *([core_fleet] if shape == CLUSTER else []),
         ],
         "KeepJobFlowAliveWhenNoSteps": True,
         "TerminationProtected": False,

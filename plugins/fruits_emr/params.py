@@ -7,6 +7,7 @@ from typing import Any
 
 from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK
 from fruits_emr.settings import (
+    CLUSTER_SHAPES,
     ENGINES,
     MAX_CORE_INSTANCES,
     MAX_CORE_INSTANCES_ENV,
@@ -56,6 +57,11 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
     "core_instance_count": (
         f"Number of core nodes (at most {MAX_CORE_INSTANCES_ENV}, default {MAX_CORE_INSTANCES}).",
         {"type": "integer", "minimum": 1},
+    ),
+    "cluster_shape": (
+        "auto: the primary node alone while the cost model (docs/cost.md) finds it cheaper and fast enough"
+        " for the day's new images, else core_instance_count core nodes; primary_only or cluster force a shape.",
+        {"type": "string", "enum": list(CLUSTER_SHAPES)},
     ),
     "use_spot": ("Core nodes on spot, switching to on-demand when spot is not available.", {"type": "boolean"}),
     "idle_timeout_minutes": (

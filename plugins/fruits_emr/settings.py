@@ -30,6 +30,9 @@ MODELS = ("mobilenet_v2", "resnet50", "vgg16")
 INT8_ENGINE = "onnxruntime-int8"  # a quantized ONNX model (spark_jobs.quantize), calibrated on CALIBRATION_IMAGES
 ENGINES = ("onnxruntime", INT8_ENGINE, "tensorflow")
 CALIBRATION_IMAGES = "data/sample"  # spark_jobs.quantize.CALIBRATION_ROOT, relative to the repo
+# auto: fruits_emr.cost.choose_shape from the day's image count; primary_only: the primary node runs
+# driver and executors; cluster: core_instance_count core nodes run the executors
+CLUSTER_SHAPES = ("auto", "primary_only", "cluster")
 
 # Safety rails: a typo in a Param must not start a fleet of large nodes.
 MAX_CORE_INSTANCES = 20  # raise per deployment with the environment variable FRUITS_MAX_CORE_INSTANCES
@@ -79,6 +82,7 @@ class RunConfig:
     job_flow_role: str = "EMR_EC2_DefaultRole"
     kms_key_id: str = ""
     security_configuration: str = ""
+    cluster_shape: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -181,6 +185,10 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
         raise ConfigError(f"Param 'k' = {config.k} must be a positive integer, or empty to use 'variance'.")
     if config.model not in MODELS:
         raise ConfigError(f"Param 'model' = {config.model!r} is not a known backbone; use one of {list(MODELS)}.")
+    if config.cluster_shape not in CLUSTER_SHAPES:
+        raise ConfigError(
+            f"Param 'cluster_shape' = {config.cluster_shape!r} is not a cluster shape; use one of {list(CLUSTER_SHAPES)}."
+        )
     if config.engine not in ENGINES:
         raise ConfigError(f"Param 'engine' = {config.engine!r} is not a known engine; use one of {list(ENGINES)}.")
     if weights_kind(config.weights) == "s3":

@@ -123,19 +123,27 @@ def plan_pca(s3: Any, config: RunConfig, run: Mapping[str, Any]) -> dict[str, An
 
 def build_emr_request(
     config: RunConfig, staged: Mapping[str, str], run: Mapping[str, Any], pca: Mapping[str, Any],
-    cluster_for: tuple[str, str] | None,
+    cluster_for: tuple[str, str] | None, price_overrides: Callable[[], Mapping[str, Any] | None],
+    repo_root: Path,
 ) -> dict[str, Any]:
-    """The RunJobFlow body and the steps of this run; cluster_for: (dag_id, run_id) of the cluster
-    to request, None in local mode (no cluster, no overrides)."""
+    """The RunJobFlow body, its cluster shape (chosen from the run's image count) and the steps of
+    this run; cluster_for: (dag_id, run_id) of the cluster to request, None in local mode (no
+    cluster: no overrides, no shape)."""
     paths = layout.RunPaths(**run["paths"])
     artifacts = StagedArtifacts.from_dict(staged)
-    overrides = job_flow_overrides(config, paths, artifacts, *cluster_for) if cluster_for else None
-    return {"job_flow_overrides": overrides, "steps": spark_steps(config, paths, artifacts, pca)}
+    steps = spark_steps(config, paths, artifacts, pca)
+    if cluster_for is None:
+        return {"job_flow_overrides": None, "steps": steps, "cluster_shape": None}
+    shape, reason = cost.choose_shape(config, run["images"], cost.merge_prices(price_overrides()),
+                                      lambda: cost.load_cost_model(repo_root / cost.BENCH_RESULTS))
+    print(f"cluster shape {shape}: {reason}")
+    overrides = job_flow_overrides(config, paths, artifacts, *cluster_for, shape)
+    return {"job_flow_overrides": overrides, "steps": steps, "cluster_shape": shape}
 
 
 def validate_outputs(
     s3: Any, config: RunConfig, run: Mapping[str, Any], pca: Mapping[str, Any], cluster_id: str | None,
-    emr: Callable[[], Any], price_overrides: Callable[[], Mapping[str, Any] | None],
+    emr: Callable[[], Any], price_overrides: Callable[[], Mapping[str, Any] | None], shape: str | None = None,
 ) -> dict[str, Any]:
     """The run's summary (counts, PCA model, cluster hours and cost); RunOutputError unless the
     outputs reconcile with the manifest and the PCA plan."""
@@ -150,7 +158,7 @@ def validate_outputs(
         timeline = emr().describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["Timeline"]
         ended = timeline.get("EndDateTime") or datetime.now(timezone.utc)
         prices = cost.merge_prices(price_overrides())
-        estimate = cost.estimate_cost(config, timeline["CreationDateTime"], ended, prices)
+        estimate = cost.estimate_cost(config, timeline["CreationDateTime"], ended, prices, shape or cost.CLUSTER)
     else:
         estimate = cost.CostEstimate(hours=0.0, usd=0.0, lines=["local Spark, no cluster"])
 
@@ -167,6 +175,7 @@ def validate_outputs(
         "pca_fit_rows": report.get("pca_fit_rows"),
         "pca_corpus": report.get("pca_corpus") or [],
         "cluster_id": cluster_id,
+        "cluster_shape": shape,
         "cluster_hours": round(estimate.hours, 4),
         "estimated_cost_usd": estimate.usd,
         "unpriced_instance_types": estimate.unpriced,
