@@ -103,7 +103,7 @@ def cost_model(results: Mapping[str, Any], assumptions: Mapping[str, Any]) -> Ru
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise ConfigError(
             f"bench/results.json lacks a measured figure of the cost model ({exc!r}): run `make bench` and"
-            " `python bench/bootstrap_install.py`, or set the Param cluster_shape to primary_only or cluster."
+            " `python -m bench.bootstrap_install`, or set the Param cluster_shape to primary_only or cluster."
         ) from None
     return RunCostModel(
         img_s_per_vcpu=img_s_per_vcpu,
