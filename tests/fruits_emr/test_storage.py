@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fruits_emr import artifacts, emr_request, layout, pca_plan, settings
+from fruits_emr.settings import ConfigError
 from tests.support import ACCOUNT, REPO_ROOT
 from fruits_emr import storage
 from tests.support.wheels import PROBE, PROBE_VERSION, probe_builder
@@ -127,7 +128,7 @@ def test_stage_int8_model_with_its_calibration_list(s3, tmp_path):
     featurize_args = emr_request.job_arguments(int8_config, layout.run_paths(int8_config, "2026-11-26", "a1"), "", model)["featurize"]
     assert featurize_args[featurize_args.index("--model-artifact"):][:4] == ["--model-artifact", model, "--engine", "onnxruntime-int8"]
     # a checkout without the calibration photos: one message naming the folder and the fix
-    with pytest.raises(settings.ConfigError, match="calibrates on the photos under .*data/sample, and there are none"):
+    with pytest.raises(ConfigError, match="calibrates on the photos under .*data/sample, and there are none"):
         storage.stage_artifacts(s3, int8_config, make_repo(tmp_path / "repo"), None)
 
 
