@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -122,7 +122,7 @@ def featurize_files(
     featurize_batches = make_featurize_batches(engine, artifact_name, spec, batch_size, max_image_pixels)
     featurize_udf = F.pandas_udf(featurize_batches, FEATURE_RESULT)  # scalar iterator UDF
     return (
-        files.repartition(partitions, "path")
+        files.coalesce(partitions)  # the scan's own splits, merged: no shuffle of the image bytes
         .select(
             "path",
             label_col(F.col("path")).alias("label"),
@@ -151,14 +151,14 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     results = featurize(spark, inputs, model, args, partitions)
     try:
         with timer.phase("featurize_and_write"):
-            write_features(results, model, storage.join(args.output, "features"))
+            scanned, featurized = write_features(results, model, storage.join(args.output, "features"))
         with timer.phase("quarantine"):
-            unreadable = inputs.unreadable + unscanned(spark, inputs, results)
+            unreadable = inputs.unreadable + unscanned(spark, inputs, results, scanned)
             write_quarantine(spark, results, unreadable, model, storage.join(args.output, "quarantine"))
     finally:
         results.unpersist()
     with timer.phase("verify_counts"):
-        counts = verify_counts(spark, inputs, args.output)
+        counts = verify_counts(spark, inputs, featurized, scanned - featurized + len(unreadable), args.output)
     summary = {
         **counts,
         "model": model.model_id,
@@ -182,20 +182,28 @@ def featurize(
 ) -> DataFrame:
     """One row per scanned file, features or the decode error; cached on disk: two writes read it."""
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.arrow_batch_size))
+    # At least `partitions` scan splits, which featurize_files merges into exactly that many tasks.
+    spark.conf.set("spark.sql.files.minPartitionNum", str(partitions))
     results = featurize_files(
         inputs.files, model.spec, model.engine, model.artifact.name, args.batch_size, partitions, args.max_image_pixels
     )
     return results.persist(StorageLevel.DISK_ONLY)  # one inference pass; off-heap so memory stays flat
 
 
-def write_features(results: DataFrame, model: AcquiredModel, uri: str) -> None:
-    features = results.where(F.col("error").isNull()).withColumn("model", F.lit(model.model_id))
+def write_features(results: DataFrame, model: AcquiredModel, uri: str) -> tuple[int, int]:
+    """Write the featurized rows; return (rows scanned, rows featurized), counted during the write."""
+    outcomes = Observation("featurize_outcomes")
+    counted = results.observe(
+        outcomes, F.count(F.lit(1)).alias("scanned"), F.count_if(F.col("error").isNull()).alias("featurized")
+    )
+    features = counted.where(F.col("error").isNull()).withColumn("model", F.lit(model.model_id))
     features.select(*FEATURE_COLUMNS).write.mode("overwrite").parquet(uri)
+    return outcomes.get["scanned"], outcomes.get["featurized"]
 
 
-def unscanned(spark: SparkSession, inputs: ImageInputs, results: DataFrame) -> list[Unreadable]:
+def unscanned(spark: SparkSession, inputs: ImageInputs, results: DataFrame, scanned_rows: int) -> list[Unreadable]:
     """Listed files the scan left out (empty, unopenable), with the reason."""
-    if results.count() >= len(inputs.listed):  # counted from the cache
+    if scanned_rows >= len(inputs.listed):
         return []
     scanned = {row.path for row in results.select("path").collect()}
     return unscanned_files(spark, inputs.listed, scanned)
@@ -227,24 +235,24 @@ def write_quarantine(
         .unionByName(quarantine_rows(spark, unreadable))
         .withColumn("model", F.lit(model.model_id))
     )
-    quarantine.select(*QUARANTINE_COLUMNS).coalesce(1).write.mode("overwrite").parquet(uri)
+    # One file; repartition, not coalesce(1), so that every core scans the cache, not one task.
+    quarantine.select(*QUARANTINE_COLUMNS).repartition(1).write.mode("overwrite").parquet(uri)
 
 
-def verify_counts(spark: SparkSession, inputs: ImageInputs, output: str) -> dict:
-    """Every image seen is in exactly one output: the written rows reconcile with the listing."""
-    written = spark.read.parquet(storage.join(output, "quarantine"))
-    quarantined = written.count()
-    features_rows = spark.read.parquet(storage.join(output, "features")).count()
-    if features_rows + quarantined != inputs.images_seen:
+def verify_counts(spark: SparkSession, inputs: ImageInputs, featurized: int, quarantined: int, output: str) -> dict:
+    """Every image seen lands in exactly one output, and the quarantine file holds every quarantined
+    row. The features are counted as they are written, not read back: a write is one committed job."""
+    reasons: dict[str, int] = {}
+    if quarantined:  # the quarantine is small: read back, it gives the reasons too
+        written = spark.read.parquet(storage.join(output, "quarantine"))
+        kind = F.split("reason", ":").getItem(0).alias("kind")
+        reasons = {row["kind"]: row["count"] for row in written.groupBy(kind).count().collect()}
+    if featurized + quarantined != inputs.images_seen or sum(reasons.values()) != quarantined:
         raise RuntimeError(
-            f"counts do not reconcile: {inputs.images_seen} images seen, {features_rows} featurized"
-            f" + {quarantined} quarantined"
+            f"counts do not reconcile: {inputs.images_seen} images seen, {featurized} featurized"
+            f" + {quarantined} quarantined ({sum(reasons.values())} rows in the quarantine file)"
         )
-    reasons = {
-        row["kind"]: row["count"]
-        for row in written.groupBy(F.split("reason", ":").getItem(0).alias("kind")).count().collect()
-    }
-    return {"images_seen": inputs.images_seen, "features_rows": features_rows, "quarantined": quarantined,
+    return {"images_seen": inputs.images_seen, "features_rows": featurized, "quarantined": quarantined,
             "quarantine_reasons": reasons}
 
 

@@ -63,7 +63,7 @@ def load_inputs(
         str(max(8, 4 * spark.sparkContext.defaultParallelism)),
     )
     files, unreadable = list_images(spark, images=images, manifest_entries=entries)
-    return ImageInputs(files, files.inputFiles(), unreadable, images or manifest)  # inputFiles: no Spark job
+    return ImageInputs(files, storage.input_files(spark, files), unreadable, images or manifest)  # no Spark job
 
 
 def read_manifest(spark: SparkSession, manifest: str) -> list[str]:

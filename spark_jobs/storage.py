@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 # scheme:[//authority]path; the rest of the string is the path, as for Hadoop's Path.
 URI_PARTS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?P<authority>[^/]*))?(?P<path>.*)$")
@@ -68,9 +68,22 @@ def list_files(spark: SparkSession, root: str) -> list[str]:
     statuses = jvm.org.apache.hadoop.util.functional.RemoteIterators.toList(fs.listFiles(path, True))
     if statuses.isEmpty():
         return []
-    # Paths gathered in the JVM and sent as one string: a py4j call per file would cost ~1 ms each.
     paths = jvm.org.apache.hadoop.fs.FileUtil.stat2Paths(_java_array(spark, statuses.toArray(), jvm.org.apache.hadoop.fs.FileStatus))
-    joined = jvm.org.apache.commons.lang3.StringUtils.join(_java_array(spark, paths, jvm.java.lang.Object), PATH_SEPARATOR)
+    return python_strings(spark, paths)
+
+
+def input_files(spark: SparkSession, frame: DataFrame) -> list[str]:
+    """DataFrame.inputFiles() (URI-encoded), without its py4j call per file."""
+    return python_strings(spark, frame._jdf.inputFiles())
+
+
+def python_strings(spark: SparkSession, array) -> list[str]:
+    """The toString() of each element of a Java array, sent as one string: a py4j call per
+    element costs ~0.5 ms, seconds for 10,000 files."""
+    if len(array) == 0:
+        return []
+    jvm = spark.sparkContext._jvm
+    joined = jvm.org.apache.commons.lang3.StringUtils.join(_java_array(spark, array, jvm.java.lang.Object), PATH_SEPARATOR)
     return str(joined).split(PATH_SEPARATOR)
 
 
