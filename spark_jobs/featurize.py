@@ -154,7 +154,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
             scanned, featurized = write_features(results, model, storage.join(args.output, "features"))
         with timer.phase("quarantine"):
             unreadable = inputs.unreadable + unscanned(spark, inputs, results, scanned)
-            write_quarantine(spark, results, unreadable, model, storage.join(args.output, "quarantine"))
+            write_quarantine(
+                spark, results, scanned > featurized, unreadable, model, storage.join(args.output, "quarantine")
+            )
     finally:
         results.unpersist()
     with timer.phase("verify_counts"):
@@ -226,17 +228,16 @@ def quarantine_rows(spark: SparkSession, rows: list[Unreadable]) -> DataFrame:
 
 
 def write_quarantine(
-    spark: SparkSession, results: DataFrame, unreadable: list[Unreadable], model: AcquiredModel, uri: str
+    spark: SparkSession, results: DataFrame, decode_errors: bool, unreadable: list[Unreadable], model: AcquiredModel,
+    uri: str,
 ) -> None:
-    quarantine = (
-        results.where(F.col("error").isNotNull())
-        .withColumnRenamed("error", "reason")
-        .select("path", "label", "reason", "bytes", "modification_time")
-        .unionByName(quarantine_rows(spark, unreadable))
-        .withColumn("model", F.lit(model.model_id))
-    )
+    quarantine = quarantine_rows(spark, unreadable)
+    if decode_errors:  # else the cached results need no second scan
+        failed = results.where(F.col("error").isNotNull()).withColumnRenamed("error", "reason")
+        quarantine = failed.select("path", "label", "reason", "bytes", "modification_time").unionByName(quarantine)
     # One file; repartition, not coalesce(1), so that every core scans the cache, not one task.
-    quarantine.select(*QUARANTINE_COLUMNS).repartition(1).write.mode("overwrite").parquet(uri)
+    quarantine = quarantine.withColumn("model", F.lit(model.model_id)).select(*QUARANTINE_COLUMNS)
+    quarantine.repartition(1).write.mode("overwrite").parquet(uri)
 
 
 def verify_counts(spark: SparkSession, inputs: ImageInputs, featurized: int, quarantined: int, output: str) -> dict:
