@@ -4,15 +4,17 @@ s3:// (EMRFS on EMR) and s3a:// alike, on the driver, without boto3."""
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 # scheme:[//authority]path; the rest of the string is the path, as for Hadoop's Path.
 URI_PARTS = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?://(?P<authority>[^/]*))?(?P<path>.*)$")
+PATH_SEPARATOR = "\0"  # no file name or S3 key holds it
 GLOB_CHARACTERS = re.compile(r"([{}\[\]*?\\])")  # what Spark's file sources treat as a glob
 
 # Two spellings of one file cross this module. The literal form is the name the user gave, as
@@ -53,14 +55,44 @@ def _fs_path(spark: SparkSession, uri: str):
     return path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration()), path
 
 
-def list_files(spark: SparkSession, root: str) -> list[tuple[str, int]]:
-    """Every file under root, recursively, hidden ones too: (literal path, bytes)."""
+def list_files(spark: SparkSession, root: str) -> list[str]:
+    """Every file under root, recursively, hidden ones too: literal paths."""
+    qualified = qualify(spark, root)
+    if qualified.startswith("file:/"):
+        # Hadoop's local listing forks a process per file for its permissions (without the native
+        # library): ~4 ms a file, where os.walk takes microseconds.
+        top = qualified.removeprefix("file:")
+        return [f"file:{os.path.join(folder, name)}" for folder, _, names in os.walk(top) for name in names]
     fs, path = _fs_path(spark, root)
-    found, files = [], fs.listFiles(path, True)
-    while files.hasNext():
-        status = files.next()
-        found.append((str(status.getPath().toString()), int(status.getLen())))
-    return found
+    jvm = spark.sparkContext._jvm
+    statuses = jvm.org.apache.hadoop.util.functional.RemoteIterators.toList(fs.listFiles(path, True))
+    if statuses.isEmpty():
+        return []
+    paths = jvm.org.apache.hadoop.fs.FileUtil.stat2Paths(_java_array(spark, statuses.toArray(), jvm.org.apache.hadoop.fs.FileStatus))
+    return python_strings(spark, paths)
+
+
+def input_files(spark: SparkSession, frame: DataFrame) -> list[str]:
+    """DataFrame.inputFiles() (URI-encoded), without its py4j call per file."""
+    return python_strings(spark, frame._jdf.inputFiles())
+
+
+def python_strings(spark: SparkSession, array) -> list[str]:
+    """The toString() of each element of a Java array, sent as one string: a py4j call per
+    element costs ~0.5 ms, seconds for 10,000 files."""
+    if len(array) == 0:
+        return []
+    jvm = spark.sparkContext._jvm
+    joined = jvm.org.apache.commons.lang3.StringUtils.join(_java_array(spark, array, jvm.java.lang.Object), PATH_SEPARATOR)
+    return str(joined).split(PATH_SEPARATOR)
+
+
+def _java_array(spark: SparkSession, source, element_class):
+    """A copy of a Java array as element_class[]: py4j matches an array argument by its exact type."""
+    size = len(source)
+    target = spark.sparkContext._gateway.new_array(element_class, size)
+    spark.sparkContext._jvm.java.lang.System.arraycopy(source, 0, target, 0, size)
+    return target
 
 
 def join(base: str, *parts: str) -> str:

@@ -15,8 +15,9 @@ from tests.support import REPO_ROOT
 REQUIRED = (
     "ceiling_img_s", "spark_img_s", "seed_method_img_s", "engine_max_abs_diff_rel", "incremental_ratio",
     "rss_ratio_10x", "pca_spark_s", "pca_sklearn_s", "cost_usd_per_100k_images", "machine", "versions", "date",
-    "pca_fit_seconds_by_rows", "pca_fit_peak_rss_by_rows",
+    "pca_fit_seconds_by_rows", "pca_fit_peak_rss_by_rows", "spark_over_ceiling", "incremental_over_full", "ratios",
 )
+RATIOS = ("spark_over_ceiling", "spark_over_seed", "incremental_over_full", "rss_ratio_10x", "pca_spark_over_sklearn")
 
 
 def test_smoke_benchmark_produces_every_figure(tmp_path):
@@ -30,6 +31,12 @@ def test_smoke_benchmark_produces_every_figure(tmp_path):
     assert set(REQUIRED) <= set(results)
     for key in REQUIRED[:9]:
         assert isinstance(results[key], float) and math.isfinite(results[key]) and results[key] > 0, key
+    for key in RATIOS:  # 2 rounds in smoke mode, each ratio measured in both
+        figures = results["ratios"][key]
+        assert len(figures["runs"]) == 2 and all(math.isfinite(v) and v > 0 for v in figures["runs"]), key
+        assert figures["min"] == min(figures["runs"]) and figures["max"] == max(figures["runs"]), key
+        assert figures["min"] <= results[key] == figures["median"] <= figures["max"], key
+    assert all(set(RATIOS) <= set(r["ratios"]) for r in results["rounds"]) and len(results["rounds"]) == 2
     assert results["smoke"] is True and results["images_1x"] == 24 and results["images_full"] == 48
     assert results["featurize_full"]["features_rows"] == 48 and results["featurize_1x"]["features_rows"] == 24
     assert results["featurize_incremental"]["images"] == 2  # 5 % of 48, rounded

@@ -7,9 +7,9 @@ import argparse
 import numpy as np
 import pytest
 
+from spark_jobs import featurize, image_listing, model_acquisition
 from tests.support import LABELS, SAMPLE, WEIGHTS, copy_sample
 from tests.support.images import broken_images, odd_valid_images, write_files
-from spark_jobs import featurize
 from spark_jobs.backbones import ModelConfigError, ModelSpec
 
 PHOTO = sorted((SAMPLE / "mango").iterdir())[0]
@@ -81,9 +81,9 @@ def test_feature_rows_carry_metadata(spark, mixed_run):
 def test_features_are_identical_whatever_the_partitioning(spark, tmp_path):
     copy_sample(tmp_path / "imgs", per_label=8, offset=20)
     spec = ModelSpec(alpha=0.35, weights=str(WEIGHTS))
-    artifact = featurize.model_artifact(spec, "onnxruntime")
-    featurize.ship_to_executors(spark, artifact)
-    files, _ = featurize.list_images(spark, images=str(tmp_path / "imgs"))
+    artifact = model_acquisition.model_artifact(spec, "onnxruntime")
+    model_acquisition.ship_to_executors(spark, artifact)
+    files, _ = image_listing.list_images(spark, images=str(tmp_path / "imgs"))
     by_partitions = {}
     for partitions in (1, 3, 7):
         rows = featurize.featurize_files(files, spec, "onnxruntime", artifact.name, 5, partitions, 10**8).toPandas()

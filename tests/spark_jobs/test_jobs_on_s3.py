@@ -45,6 +45,7 @@ def raw_keys(s3_server):
     keys["raw/lemon/zero bytes.jpg"] = b""
     keys["raw/fruits à l'eau/truncated #1.jpg"] = PHOTOS[0].read_bytes()[:300]
     keys["raw/lemon/not an image.png"] = b"plain text, not pixels\n" * 10
+    keys["raw/lemon/.kiwi, ripe #2.jpg"] = PHOTOS[1].read_bytes()  # hidden: Spark's listing skips it
     for key, body in keys.items():
         s3.put_object(Bucket=BUCKET, Key=key, Body=body)
     return keys
@@ -69,7 +70,9 @@ def test_featurize_and_pca_run_directly_on_s3(spark, s3_client, raw_keys, scheme
     seen = list(features.path) + list(quarantine.path)
     assert sorted(seen) == sorted(expected)  # each key once, under its own name
     assert set(quarantine.path) == {f"{scheme}://{BUCKET}/raw/{name}" for name in
-                                    ("lemon/zero bytes.jpg", "fruits à l'eau/truncated #1.jpg", "lemon/not an image.png")}
+                                    ("lemon/zero bytes.jpg", "fruits à l'eau/truncated #1.jpg", "lemon/not an image.png",
+                                     "lemon/.kiwi, ripe #2.jpg")}
+    assert summary["quarantine_reasons"]["hidden name (a file or folder name starts with '.' or '_')"] == 1
     assert set(features.label) | set(quarantine.label) == {"fruits à l'eau", "lemon"}
     assert report["k"] == 2 and len(parquet_frame(s3_client, f"out-{scheme}/pca/")) == len(features)
     written = [o["Key"] for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix=f"out-{scheme}/")["Contents"]]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from spark_jobs import featurize, input_confinement, run_local
 from tests.support import SAMPLE, WEIGHTS, copy_sample
-from spark_jobs import featurize, run_local
 
 
 def job_args(*, output: Path, allowed: list[str], images: Path | None = None, manifest: Path | None = None) -> argparse.Namespace:
@@ -102,17 +102,17 @@ def test_s3_entries_are_compared_on_normalised_uris(spark, entry, inside):
     """The DAG's case: --allowed-prefix s3://<bucket>/raw/ (a string check: S3 is never contacted)."""
     args = (spark, ["s3://fruits-data/raw"], None, "s3://fruits-data/m.txt", [entry])
     if inside:
-        featurize.confine_inputs(*args)
+        input_confinement.confine_inputs(*args)
     else:
         with pytest.raises(featurize.InputError, match="1 of 1 entries are not under --allowed-prefix s3://fruits-data/raw/"):
-            featurize.confine_inputs(*args)
+            input_confinement.confine_inputs(*args)
 
 
 def test_unusable_prefixes_are_rejected(spark):
     with pytest.raises(featurize.InputError, match="--allowed-prefix s3://b/raw/../x has a '..' segment"):
-        featurize.confine_inputs(spark, ["s3://b/raw/../x"], manifest_entries=["s3://b/x/1.jpg"])
+        input_confinement.confine_inputs(spark, ["s3://b/raw/../x"], manifest_entries=["s3://b/x/1.jpg"])
     with pytest.raises(featurize.InputError, match="--allowed-prefix is empty"):
-        featurize.confine_inputs(spark, [" "], manifest_entries=["s3://b/x/1.jpg"])
+        input_confinement.confine_inputs(spark, [" "], manifest_entries=["s3://b/x/1.jpg"])
 
 
 def test_the_job_exits_2_with_one_line(spark, tmp_path, folders, capsys):

@@ -19,8 +19,8 @@ import pandas as pd
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from spark_jobs import featurize, image_listing, storage
 from tests.support import REPO_ROOT, SAMPLE, s3_client_of
-from spark_jobs import featurize, storage
 
 PHOTO = sorted((SAMPLE / "apple").iterdir())[0]
 IMAGE_SUFFIXES = (".jpg", ".JPG", ".jpeg", ".Jpeg", ".png", ".PNG")
@@ -127,17 +127,17 @@ def check_invariant(summary: dict, features: pd.DataFrame, quarantine: pd.DataFr
     reasons = dict(zip(quarantine.path, quarantine.reason))
     for path, (folder, name, kind) in expected.items():
         if _unopenable(path) and not hidden(folder, name) and kind != "zero":
-            assert reasons[path] == featurize.UNOPENABLE_LOCAL_REASON, path
+            assert reasons[path] == image_listing.UNOPENABLE_LOCAL_REASON, path
         if hidden(folder, name) and not _unaddressable(path):
-            assert reasons[path] == featurize.HIDDEN_REASON, path
+            assert reasons[path] == image_listing.HIDDEN_REASON, path
 
 
 def _unaddressable(path: str) -> bool:
-    return featurize._readable(path) is not None
+    return image_listing.unaddressable(path) is not None
 
 
 def _unopenable(path: str) -> bool:
-    """A local name with ':' (featurize.UNOPENABLE_LOCAL_REASON); S3 keys with ':' are read."""
+    """A local name with ':' (image_listing.UNOPENABLE_LOCAL_REASON); S3 keys with ':' are read."""
     return path.startswith("file:") and ":" in path.rsplit("/", 1)[-1]
 
 

@@ -1,0 +1,180 @@
+"""The featurize job's inputs: the images to read (a root searched recursively, or the entries
+of a manifest) and the listed inputs Spark cannot read, each with its quarantine reason
+(hidden names, names Hadoop cannot address or open, missing or empty files)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from spark_jobs import storage
+from spark_jobs.images import IMAGE_EXTENSIONS, IMAGE_GLOB, has_image_extension
+from spark_jobs.input_confinement import confine_inputs
+from spark_jobs.input_errors import InputError
+from spark_jobs.run_files import parse_manifest
+
+BINARY_FILE_SCHEMA = T.StructType(
+    [
+        T.StructField("path", T.StringType()),
+        T.StructField("modificationTime", T.TimestampType()),
+        T.StructField("length", T.LongType()),
+        T.StructField("content", T.BinaryType()),
+    ]
+)
+HIDDEN_REASON = "hidden name (a file or folder name starts with '.' or '_'): Spark skips it; rename it to featurize it"
+UNADDRESSABLE_REASON = (
+    "name has ':' and one of {}[]*?\\ : Hadoop's path globbing cannot address it; rename it to featurize it"
+)
+UNOPENABLE_LOCAL_REASON = (
+    "name has ':': Hadoop's local filesystem cannot open it (it parses the name of the file's"
+    " .crc checksum sidecar as a URI); rename it to featurize it"
+)
+
+Unreadable = tuple[str, str, "int | None"]  # (path, quarantine reason, bytes)
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    """What a run reads: binaryFile rows (lazy), the listing behind them, the inputs left out."""
+
+    files: DataFrame
+    listed: list[str]  # DataFrame.inputFiles(): URI-encoded
+    unreadable: list[Unreadable]
+    source: str  # the image root or the manifest, as given
+
+    @property
+    def images_seen(self) -> int:
+        return len(self.listed) + len(self.unreadable)
+
+
+def load_inputs(
+    spark: SparkSession, images: str | None, manifest: str | None, allowed: list[str] | None = None
+) -> ImageInputs:
+    """Read the manifest, confine the inputs to the allowed prefixes (before any Spark job), list."""
+    entries = read_manifest(spark, manifest) if manifest else None
+    if allowed:
+        confine_inputs(spark, allowed, images, manifest, entries)
+    # Spark lists many paths with one task per path by default: 1,000 tiny tasks for a
+    # 1,000-image manifest. A few tasks per core list the same paths in a fraction of the time.
+    spark.conf.set(
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism",
+        str(max(8, 4 * spark.sparkContext.defaultParallelism)),
+    )
+    files, unreadable = list_images(spark, images=images, manifest_entries=entries)
+    return ImageInputs(files, storage.input_files(spark, files), unreadable, images or manifest)  # no Spark job
+
+
+def read_manifest(spark: SparkSession, manifest: str) -> list[str]:
+    """Image URIs listed in a manifest (run_files.parse_manifest: in order, without blanks, comments or repeats)."""
+    if not storage.exists(spark, manifest):
+        raise InputError(f"manifest {manifest} does not exist")
+    return parse_manifest(storage.read_bytes(spark, manifest).decode("utf-8"))
+
+
+def unaddressable(path: str) -> str | None:
+    """Why Hadoop cannot address a literal manifest entry, or None: Hadoop globs any path with
+    {}[]*?\\ in it, and its glob splits the path into names and parses a name with ':' as a URI."""
+    rest = storage.URI_PARTS.match(path)
+    body = rest["path"] if rest else path
+    if ":" in body and storage.GLOB_CHARACTERS.search(body):
+        return UNADDRESSABLE_REASON
+    return None
+
+
+def hidden_images(spark: SparkSession, root: str) -> list[Unreadable]:
+    """Images under root that Spark's listing skips because a name on their path is hidden."""
+    base = storage.qualify(spark, root).rstrip("/") + "/"
+    hidden = []
+    for path in storage.list_files(spark, root):
+        relative = path[len(base):] if path.startswith(base) else path.rsplit("/", 1)[-1]
+        if has_image_extension(path) and any(map(storage.is_hidden_name, relative.split("/"))):
+            hidden.append((path, HIDDEN_REASON, storage.size(spark, path)))
+    return hidden
+
+
+def manifest_entry_problem(entry: str) -> str | None:
+    """Why a manifest entry is quarantined before any read, or None."""
+    if not has_image_extension(entry):
+        return f"unsupported file extension (expected {', '.join(IMAGE_EXTENSIONS)})"
+    reason = unaddressable(entry)
+    if reason is None and storage.is_hidden_name(entry.rstrip("/").rsplit("/", 1)[-1]):
+        return HIDDEN_REASON
+    return reason
+
+
+def list_images(
+    spark: SparkSession, images: str | None = None, manifest_entries: list[str] | None = None
+) -> tuple[DataFrame, list[Unreadable]]:
+    """The image files to featurize (binaryFile rows, lazily) and the listed inputs that
+    cannot be read at all, as (path, reason, bytes) — from an image root or the entries of a
+    manifest (read_manifest). Paths are literal (storage.literal_path) throughout."""
+    # A file Hadoop cannot open (see unscanned_files) is left out of the scan instead of failing
+    # the job; unscanned_files then quarantines it with the reason.
+    reader = spark.read.format("binaryFile").option("ignoreCorruptFiles", "true")
+    if images is not None:
+        if not storage.is_dir(spark, images):
+            raise InputError(f"image root {images} does not exist or is not a folder")
+        files = (
+            reader.option("recursiveFileLookup", "true")
+            .option("pathGlobFilter", IMAGE_GLOB)
+            .load(storage.glob_escaped(images))
+        )
+        return files, hidden_images(spark, images)
+    problems: list[Unreadable] = []
+    wanted = []
+    for entry in manifest_entries or []:
+        reason = manifest_entry_problem(entry)
+        if reason is None:
+            wanted.append(entry)
+        else:
+            problems.append((_qualified(spark, entry), reason, None))
+
+    def load(entries: list[str]) -> DataFrame:
+        if not entries:
+            return spark.createDataFrame([], BINARY_FILE_SCHEMA)
+        return reader.load([storage.glob_escaped(entry) for entry in entries])
+
+    try:
+        files = load(wanted)
+    except AnalysisException as exc:
+        if "PATH_NOT_FOUND" not in str(exc) and "Path does not exist" not in str(exc):
+            raise
+        present = []
+        for entry in wanted:
+            if storage.exists(spark, entry):
+                present.append(entry)
+            else:
+                problems.append((_qualified(spark, entry), "listed in the manifest but not found", None))
+        files = load(present)
+    return files, problems
+
+
+def _qualified(spark: SparkSession, entry: str) -> str:
+    """The entry as Spark reports paths (file:/… for a local path); as given if Hadoop cannot parse it."""
+    if unaddressable(entry) is not None:
+        return entry
+    return storage.qualify(spark, entry)
+
+
+def unscanned_reason(uri: str, size: int) -> str:
+    """Why a listed file has no row: Spark skips zero-byte files silently, and leaves out a file
+    it cannot open (ignoreCorruptFiles), e.g. a local file whose name has ':'."""
+    if size == 0:
+        return "empty file (0 bytes)"
+    if uri.startswith("file:") and ":" in uri.rsplit("/", 1)[-1]:
+        return UNOPENABLE_LOCAL_REASON
+    return "listed but not read by Spark (unreadable: see the Spark log)"
+
+
+def unscanned_files(spark: SparkSession, listed: list[str], scanned: set[str]) -> list[Unreadable]:
+    """Listed files missing from the scan, with the reason. `listed` holds
+    DataFrame.inputFiles() (URI-encoded), `scanned` the path column (literal)."""
+    skipped = []
+    for uri in map(storage.literal_path, listed):
+        if uri not in scanned:
+            size = storage.size(spark, uri)
+            skipped.append((uri, unscanned_reason(uri, size), size))
+    return skipped
