@@ -105,7 +105,7 @@ def int8_figures(images: Path, workdir: Path, runs: int = 5, per_label: int | No
     for _ in range(runs):
         for name in ("fp32", "int8"):
             img_s[name].append(timed_img_s(sessions[name], pixels))
-    speedups = [i / f for f, i in zip(img_s["fp32"], img_s["int8"])]
+    speedups = [i / f for f, i in zip(img_s["fp32"], img_s["int8"], strict=True)]
     cos = cosines(feats["fp32"], feats["int8"])
     accuracy = {name: centroid_accuracy(f, labels, test) for name, f in feats.items()}
     return {

@@ -25,15 +25,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from dataclasses import dataclass
-from typing import Callable, Iterator
-
-from bench.int8 import int8_figures
 
 import numpy as np
 import pandas as pd
+
+from bench.int8 import int8_figures
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images; pass --images for more
@@ -106,7 +106,7 @@ class PeakRss:
                 self.peak_by_kind[kind] = max(self.peak_by_kind[kind], value)
             self._stop.wait(0.2)
 
-    def __enter__(self) -> "PeakRss":
+    def __enter__(self) -> PeakRss:
         self._thread.start()
         return self
 

@@ -25,7 +25,16 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from bench.run_bench import BUNDLED_IMAGES, REPO_ROOT, WEIGHTS_035, PeakRss, cpu_model, make_replicas, sample_files, versions
+from bench.run_bench import (
+    BUNDLED_IMAGES,
+    REPO_ROOT,
+    WEIGHTS_035,
+    PeakRss,
+    cpu_model,
+    make_replicas,
+    sample_files,
+    versions,
+)
 
 PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # the section goes between its <!-- soak:start/end --> markers
 RSS_INTERVAL_SECONDS = 0.25

@@ -29,7 +29,7 @@ Params, Variables and S3 layout: docs/dag.md in the repository; IAM: docs/securi
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +138,7 @@ def find_new_images(
     """Write the manifest of the run's new images into a new attempt folder: those its S3 events name
     (a run on the asset), else those of its data interval; images a committed run already processed
     are left out. None means the rest of the run is skipped (no cluster)."""
-    run_after = getattr(dag_run, "run_after", None) or datetime.now(timezone.utc)
+    run_after = getattr(dag_run, "run_after", None) or datetime.now(UTC)
     if not events.is_event_run(dag_run):
         return tasks.find_new_images(_s3(), config, data_interval_start, data_interval_end, run_after)
     return tasks.find_new_images(

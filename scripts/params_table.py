@@ -16,14 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from scripts.doc_blocks import read_block, write_block
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DAGS = REPO_ROOT / "dags"
 DAG_DOC = REPO_ROOT / "docs" / "dag.md"
 BLOCK = "params"
 DAG_ID = "fruits_features"
 ENV_PREFIX = "FRUITS_"
-
-from scripts.doc_blocks import read_block, write_block
 
 
 def load_params() -> Any:

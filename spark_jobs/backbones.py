@@ -41,7 +41,7 @@ class ModelSpec:
     weights: str = "imagenet"  # "imagenet", "random", or a local path (resolved by the driver)
     seed: int = 42
 
-    def validate(self) -> "ModelSpec":
+    def validate(self) -> ModelSpec:
         if self.backbone not in BACKBONES:
             raise ModelConfigError(
                 f"unknown model {self.backbone!r}; choose one of {', '.join(BACKBONES)}"
@@ -146,7 +146,7 @@ def calibrate_batchnorm(model, images: np.ndarray) -> None:
     for layer in layers:
         layer.momentum = 0.0
     model(images, training=True)
-    for layer, momentum in zip(layers, saved):
+    for layer, momentum in zip(layers, saved, strict=True):
         layer.momentum = momentum
 
 

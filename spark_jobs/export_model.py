@@ -19,7 +19,18 @@ from dataclasses import asdict
 from pathlib import Path
 
 from spark_jobs import quantize
-from spark_jobs.backbones import BACKBONES, INT8_ENGINE, NAMED_WEIGHTS, ONNX_ENGINES, POOLINGS, ModelConfigError, ModelSpec, engine_model_id, export_artifact, feature_dim
+from spark_jobs.backbones import (
+    BACKBONES,
+    INT8_ENGINE,
+    NAMED_WEIGHTS,
+    ONNX_ENGINES,
+    POOLINGS,
+    ModelConfigError,
+    ModelSpec,
+    engine_model_id,
+    export_artifact,
+    feature_dim,
+)
 
 SIDECAR_SUFFIX = ".json"
 

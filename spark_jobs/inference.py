@@ -5,7 +5,7 @@ Nothing here runs on the driver except to define the pandas UDF.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd

@@ -3,7 +3,7 @@ under an --allowed-prefix, compared as Hadoop reads the paths ('..' segments nev
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 

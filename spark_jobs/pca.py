@@ -19,7 +19,7 @@ import argparse
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -112,7 +112,7 @@ def fit_pca(
         "fit_rows": moments.n,
         "variance_target": variance if k is None else None,
         "explained_variance": [float(v) for v in spectrum.explained_variance],
-        "created_at": datetime.now(timezone.utc).isoformat(),
+        "created_at": datetime.now(UTC).isoformat(),
     }
     return pca_model.SavedPca(pca_model.build_pipeline(spark, spectrum, chosen), info)
 
@@ -188,7 +188,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     reduced_uri = storage.join(args.output, PCA)
     reduce_features(model, features).write.mode("overwrite").parquet(reduced_uri)
     reprojected = []
-    for index, (uri, frame) in enumerate(zip(corpus_uris, corpus)):
+    for index, (uri, frame) in enumerate(zip(corpus_uris, corpus, strict=True)):
         target_uri = storage.join(model_uri, PCA_CORPUS_PART.format(index=index))
         reduce_features(model, frame).write.mode("overwrite").parquet(target_uri)
         reprojected.append({"features": uri, "pca": target_uri})

@@ -109,7 +109,7 @@ def input_means(model, names: list[str], pixels: np.ndarray) -> dict[str, np.nda
     sums: dict[str, np.ndarray] = {}
     for start in range(0, len(pixels), CALIBRATION_BATCH):
         batch = pixels[start : start + CALIBRATION_BATCH]
-        for name, value in zip(names, session.run(names, {feed: batch})):
+        for name, value in zip(names, session.run(names, {feed: batch}), strict=True):
             sums[name] = sums.get(name, 0) + value.mean(axis=(2, 3), dtype=np.float64).sum(axis=0)
     return {name: total / len(pixels) for name, total in sums.items()}
 
@@ -174,7 +174,13 @@ def exact_input_grid(model) -> dict[str, list[dict]]:
 def quantize_onnx(fp32_model: Path, output: Path, pixels: np.ndarray) -> Path:
     """Write the int8 model of fp32_model to output, calibrated on `pixels`."""
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     model = onnx.load(str(fp32_model))

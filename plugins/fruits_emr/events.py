@@ -18,7 +18,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
@@ -206,7 +206,7 @@ def is_event_run(dag_run: Any) -> bool:
 
 def event_run_date(run_after: datetime) -> str:
     """An event run's partition name: its time, so it sorts after its day's daily partition."""
-    return run_after.astimezone(timezone.utc).strftime(EVENT_RUN_DATE)
+    return run_after.astimezone(UTC).strftime(EVENT_RUN_DATE)
 
 
 # --- what committed runs already processed -------------------------------------------------------
@@ -364,4 +364,4 @@ def _parse_time(value: str) -> datetime:
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)

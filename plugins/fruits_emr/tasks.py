@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,7 +100,7 @@ def find_new_images(
     if not found.images:
         print(f"No images under s3://{config.bucket}/{key_prefix(config.raw_prefix)} with {found.scope}: no cluster.")
         return None
-    paths = layout.run_paths(config, found.run_date, layout.new_attempt_id(datetime.now(timezone.utc)))
+    paths = layout.run_paths(config, found.run_date, layout.new_attempt_id(datetime.now(UTC)))
     storage.write_manifest(s3, paths, sorted(found.images), sse_arguments(config))
     events.write_images(s3, paths, found.images, sse_arguments(config))
     print(f"{len(found.images)} images with {found.scope} -> {paths.manifest_uri}")
@@ -156,7 +156,7 @@ def validate_outputs(
 
     if cluster_id:
         timeline = emr().describe_cluster(ClusterId=cluster_id)["Cluster"]["Status"]["Timeline"]
-        ended = timeline.get("EndDateTime") or datetime.now(timezone.utc)
+        ended = timeline.get("EndDateTime") or datetime.now(UTC)
         prices = cost.merge_prices(price_overrides())
         estimate = cost.estimate_cost(config, timeline["CreationDateTime"], ended, prices, shape or cost.CLUSTER)
     else:
@@ -199,7 +199,7 @@ def commit_outputs(
     """Publish the validated attempt: replace the run date's commit pointer, drop attempts nobody reads,
     then point the PCA pointer at this run's reduced rows (and, after a fit, at the new version)."""
     paths = layout.RunPaths(**run["paths"])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     record = layout.commit_record(paths, summary, run_id, now)
     sse = sse_arguments(config)
     previous, deleted = storage.commit_run(s3, paths, record, sse)

@@ -17,16 +17,15 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from spark_jobs.run_files import format_manifest, parse_manifest
 from spark_jobs.s3_uri import split_s3_uri
-from tests.support.moto import JAVA_TRUST_ANY_CERT
-
 from tests.support import ACCOUNT, REGION, REPO_ROOT
+from tests.support.moto import JAVA_TRUST_ANY_CERT
 
 BUCKET = "fruits-e2e"
 SAMPLE = REPO_ROOT / "data" / "sample"
@@ -81,7 +80,7 @@ class StepDriver(threading.Thread):
             ok, reason = False, "Step failed by the test: simulated executor loss"
         else:
             ok, reason = self.run_locally(job, args[script_at + 1:])
-        step.end_date_time = datetime.now(timezone.utc)
+        step.end_date_time = datetime.now(UTC)
         step.state = "COMPLETED" if ok else "FAILED"
         if not ok:
             step.last_state_change_reason = reason
@@ -163,7 +162,7 @@ def raw_images(s3, tmp_path):
     s3.put_object(Bucket=BUCKET, Key="raw/README.txt", Body=b"not an image")
     stamps = [obj["LastModified"] for obj in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     # the logical date whose daily data interval holds the upload times
-    return datetime.combine(max(stamps).date() + timedelta(days=1), datetime.min.time(), timezone.utc), 41
+    return datetime.combine(max(stamps).date() + timedelta(days=1), datetime.min.time(), UTC), 41
 
 
 @pytest.fixture(autouse=True)
@@ -333,7 +332,7 @@ def test_failed_step_fails_run_and_still_terminates(airflow_db, s3, emr_client, 
 
 
 def test_no_new_images_no_cluster(airflow_db, s3, emr_client, raw_images, capfd):
-    run, states = run_dag(CONF, datetime(2024, 3, 2, tzinfo=timezone.utc))  # nothing landed on 2024-03-01
+    run, states = run_dag(CONF, datetime(2024, 3, 2, tzinfo=UTC))  # nothing landed on 2024-03-01
 
     assert run.state == "success"
     assert states["find_new_images"] == "success"
@@ -345,7 +344,7 @@ def test_no_new_images_no_cluster(airflow_db, s3, emr_client, raw_images, capfd)
 
 
 def test_missing_bucket_fails_before_any_cluster(airflow_db, s3, emr_client, capfd):
-    run, states = run_dag({**CONF, "bucket": "no-such-bucket"}, datetime(2024, 6, 2, tzinfo=timezone.utc))
+    run, states = run_dag({**CONF, "bucket": "no-such-bucket"}, datetime(2024, 6, 2, tzinfo=UTC))
 
     assert run.state == "failed"
     assert states["resolve_config"] == "failed"
@@ -359,7 +358,7 @@ def test_param_outside_schema_is_rejected_at_trigger(airflow_db, moto):
     from airflow.sdk.exceptions import ParamValidationError
 
     with pytest.raises(ParamValidationError, match="core_instance_count"):
-        run_dag({**CONF, "core_instance_count": 0}, datetime(2024, 6, 2, tzinfo=timezone.utc))
+        run_dag({**CONF, "core_instance_count": 0}, datetime(2024, 6, 2, tzinfo=UTC))
 
 
 def test_sensor_timeout_fails_run_and_still_terminates(airflow_db, s3, emr_client, raw_images, monkeypatch):
@@ -390,7 +389,7 @@ def few_raw_images(s3):
         s3.upload_file(str(path), BUCKET, f"raw/{path.parent.name}/{name}")
     s3.put_object(Bucket=BUCKET, Key="raw/lemon/corrupt_7.jpg", Body=b"\xff\xd8\xff\xe0 truncated jpeg")
     stamps = [obj["LastModified"] for obj in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
-    return datetime.combine(max(stamps).date() + timedelta(days=1), datetime.min.time(), timezone.utc), 21
+    return datetime.combine(max(stamps).date() + timedelta(days=1), datetime.min.time(), UTC), 21
 
 
 def bucket_keys(s3, prefix: str) -> list[str]:
@@ -510,8 +509,7 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
 ):
     """Day 1 fits model v0001; day 2 applies it (no fit: the same image gets identical coordinates);
     a refit of day 2 makes v0002 and re-projects day 1, and the pointer switches both dates at once."""
-    from fruits_emr import settings
-    from fruits_emr import storage
+    from fruits_emr import settings, storage
 
     if mode == "local":
         monkeypatch.setenv("FRUITS_COMPUTE_MODE", "local")
@@ -521,7 +519,7 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
     else:
         driver()
     s3.create_bucket(Bucket=BUCKET)
-    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     day1, day2 = today - timedelta(days=2), today - timedelta(days=1)
     samples = sorted(SAMPLE.glob("*/*.jpg"))
     again = samples[0]  # lands on day 1 and again, under another name, on day 2

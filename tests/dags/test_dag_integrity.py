@@ -157,6 +157,7 @@ def test_cleared_optional_fields_are_valid_and_mean_the_default(dag):
     """The form sends a cleared text field as null: the Param accepts it and the run uses the same
     setting as an untouched field (so the Variable fruits_features_defaults still applies)."""
     from airflow.sdk.definitions.param import ParamsDict
+
     from fruits_emr import settings
 
     params = dag.params

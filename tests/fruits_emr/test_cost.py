@@ -7,7 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -144,7 +144,7 @@ def test_emr_request_task_picks_the_shape_from_the_days_images():
 
 
 def test_primary_only_cost_estimate_bills_no_core_nodes():
-    start = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 6, 1, tzinfo=UTC)
     estimate = cost.estimate_cost(config(), start, start + timedelta(hours=1), PRICES, PRIMARY_ONLY)
     assert estimate.usd == pytest.approx(0.24) and len(estimate.lines) == 1 and estimate.lines[0].startswith("primary")
 
@@ -152,7 +152,7 @@ def test_primary_only_cost_estimate_bills_no_core_nodes():
 def test_usd_per_daily_run_for_the_bench():
     daily = cost.usd_per_daily_run(RESULTS)
     assert sorted(daily["runs"], key=int) == ["1000", "10000", "100000"]
-    for images, run in daily["runs"].items():
+    for run in daily["runs"].values():
         assert run["auto"] in (PRIMARY_ONLY, CLUSTER)
         if run["auto"] == PRIMARY_ONLY:  # only ever for the cheaper shape
             assert run[PRIMARY_ONLY]["usd"] <= run[CLUSTER]["usd"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import botocore.session
 import pytest
@@ -12,7 +12,6 @@ from botocore.validate import ParamValidator
 from fruits_emr import artifacts, cost, emr_request, layout, local, pca_plan, reconcile, settings
 from fruits_emr.params import param_specs
 from fruits_emr.settings import ConfigError, RunConfig
-
 from tests.support import REPO_ROOT
 
 ENV = {}  # no FRUITS_* variables: code defaults
@@ -167,7 +166,7 @@ def test_kms_key_and_security_configuration_reach_the_cluster_and_the_puts():
 
 def test_attempts_are_separate_folders_and_the_commit_pointer_names_one():
     config = resolve({"bucket": "fruits-data", "output_prefix": "derived/features"})
-    first = layout.run_paths(config, "2024-06-01", layout.new_attempt_id(datetime(2024, 6, 2, 1, 2, 3, 4, timezone.utc)))
+    first = layout.run_paths(config, "2024-06-01", layout.new_attempt_id(datetime(2024, 6, 2, 1, 2, 3, 4, UTC)))
     second = layout.run_paths(config, "2024-06-01", "20240602T090000000000Z")
     assert first.attempt == ATTEMPT
     assert first.output_uri == f"s3://fruits-data/derived/features/run_date=2024-06-01/_attempts/{ATTEMPT}"
@@ -175,7 +174,7 @@ def test_attempts_are_separate_folders_and_the_commit_pointer_names_one():
         "s3://fruits-data/derived/features/run_date=2024-06-01/_COMMITTED.json")
     assert first.report_key.startswith(first.attempt_key) and first.manifest_key.startswith(first.attempt_key)
     record = layout.commit_record(first, {"images": 41, "features_rows": 40, "quarantined": 1, "k": 7},
-                               "manual__1", datetime(2024, 6, 2, 2, tzinfo=timezone.utc))
+                               "manual__1", datetime(2024, 6, 2, 2, tzinfo=UTC))
     assert (record["attempt"], record["output"], record["features"]) == (
         ATTEMPT, first.output_uri, first.output_uri + "/features")
     assert (record["images"], record["features_rows"], record["quarantined"], record["k"]) == (41, 40, 1, 7)
@@ -458,11 +457,11 @@ def test_params_cover_every_setting_with_a_description():
 # --- run window, validation, cost ---------------------------------------------------------------
 
 def test_run_window_is_the_data_interval_or_the_last_full_day():
-    start = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 6, 1, tzinfo=UTC)
     assert layout.run_window(start, start + timedelta(days=1), start) == (start, start + timedelta(days=1), "2024-06-01")
-    after = datetime(2024, 6, 3, 15, 30, tzinfo=timezone.utc)
+    after = datetime(2024, 6, 3, 15, 30, tzinfo=UTC)
     assert layout.run_window(None, None, after) == (
-        datetime(2024, 6, 2, tzinfo=timezone.utc), datetime(2024, 6, 3, tzinfo=timezone.utc), "2024-06-02")
+        datetime(2024, 6, 2, tzinfo=UTC), datetime(2024, 6, 3, tzinfo=UTC), "2024-06-02")
     assert layout.in_window(start, start, start + timedelta(days=1))
     assert not layout.in_window(start + timedelta(days=1), start, start + timedelta(days=1))
 
@@ -483,7 +482,7 @@ def test_reconcile_flags_counts_and_missing_outputs():
 
 def test_cost_estimate_from_instance_hours():
     config = resolve({"bucket": "b1x"})  # m5.xlarge primary on-demand, 2 x m5.xlarge spot core
-    start = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    start = datetime(2024, 6, 1, tzinfo=UTC)
     estimate = cost.estimate_cost(config, start, start + timedelta(hours=2), cost.PRICE_TABLE)
     # 2 h x (1 x (0.048 + 0.192) + 2 x (0.048 + 0.075))
     assert estimate.usd == pytest.approx(0.972)
@@ -597,7 +596,7 @@ def test_pca_step_arguments_follow_the_plan():
 
 def test_pca_pointer_and_problems():
     config = resolve({"bucket": "fruits-data"})
-    now = datetime(2024, 6, 4, tzinfo=timezone.utc)
+    now = datetime(2024, 6, 4, tzinfo=UTC)
     day1 = layout.run_paths(config, "2024-06-01", ATTEMPT)
     fit = pca_plan.plan_pca(config, None, {}, "2024-06-01")
     report = {"pca_fitted": True, "pca_model": "v0001", "pca_corpus": [], "k": 9}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -21,6 +21,7 @@ QUEUE = "fruits-raw-images"
 @pytest.fixture
 def sqs(moto):
     import boto3
+
     from tests.support.moto import certificate_of
 
     return boto3.client("sqs", endpoint_url=moto, region_name=REGION, verify=certificate_of(moto))
@@ -62,10 +63,10 @@ def upload(s3, per_label: int, offset: int = 0, name=lambda source: source.name)
 
 def commit(s3, run_date: str, versions: dict[str, str]) -> layout.RunPaths:
     """Commit a run date as commit_outputs does, having processed these image versions."""
-    paths = layout.run_paths(config(), run_date, layout.new_attempt_id(datetime.now(timezone.utc)))
+    paths = layout.run_paths(config(), run_date, layout.new_attempt_id(datetime.now(UTC)))
     storage.write_manifest(s3, paths, sorted(versions), {})
     events.write_images(s3, paths, versions, {})
-    storage.commit_run(s3, paths, layout.commit_record(paths, {"images": len(versions)}, "test", datetime.now(timezone.utc)), {})
+    storage.commit_run(s3, paths, layout.commit_record(paths, {"images": len(versions)}, "test", datetime.now(UTC)), {})
     return paths
 
 
@@ -136,7 +137,7 @@ class AssetEvent:
 def test_redelivered_messages_are_a_no_op_once_committed(s3, sqs, queue_url):
     uploaded = upload(s3, 2)
     bodies = drain(sqs, queue_url)
-    run_after = datetime.now(timezone.utc)
+    run_after = datetime.now(UTC)
     # at least once: the same messages twice, in two asset events
     delivered = events.message_bodies({"fruits_raw_images": [AssetEvent(bodies), AssetEvent(bodies)]})
 
@@ -153,7 +154,7 @@ def test_redelivered_messages_are_a_no_op_once_committed(s3, sqs, queue_url):
 
 def test_a_new_version_of_a_processed_image_is_processed_again(s3, sqs, queue_url):
     upload(s3, 1)
-    first = events.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(timezone.utc))
+    first = events.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
     commit(s3, first.run_date, first.images)
     apple = sorted(first.images)[0]
     key = apple.removeprefix(f"s3://{BUCKET}/")
@@ -161,7 +162,7 @@ def test_a_new_version_of_a_processed_image_is_processed_again(s3, sqs, queue_ur
     s3.upload_file(str(other), BUCKET, key)  # same name, other photo
 
     later = events.event_images(s3, config(), drain(sqs, queue_url), 100,
-                                datetime.now(timezone.utc) + timedelta(seconds=1))
+                                datetime.now(UTC) + timedelta(seconds=1))
     assert later.images == {apple: s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')}
     assert later.images[apple] != first.images[apple]
 
@@ -169,18 +170,18 @@ def test_a_new_version_of_a_processed_image_is_processed_again(s3, sqs, queue_ur
 def test_deleted_images_are_left_out(s3, sqs, queue_url):
     uploaded = upload(s3, 1)
     s3.delete_object(Bucket=BUCKET, Key=uploaded[0].removeprefix(f"s3://{BUCKET}/"))
-    found = events.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(timezone.utc))
+    found = events.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
     assert sorted(found.images) == uploaded[1:]
     assert found.skipped == {"deleted since": 1}
 
 
 def test_images_past_max_go_back_to_the_queue(s3, sqs, queue_url):
     uploaded = upload(s3, 2)
-    found = events.event_images(s3, config(), drain(sqs, queue_url), 3, datetime.now(timezone.utc))
+    found = events.event_images(s3, config(), drain(sqs, queue_url), 3, datetime.now(UTC))
     assert len(found.images) == 3 and len(found.requeue) == len(uploaded) - 3
 
     events.requeue(sqs, queue_url, found.requeue)
-    rest = events.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(timezone.utc))
+    rest = events.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
     assert sorted([*found.images, *rest.images]) == uploaded
 
 
@@ -188,9 +189,9 @@ def test_daily_backstop_takes_only_what_event_runs_missed(s3, sqs, queue_url):
     """Images of the day processed by an event run are left out of the daily run; the event
     partition and the daily commit of the same day are separate objects, neither replaces the other."""
     uploaded = upload(s3, 2)
-    day = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     bodies = drain(sqs, queue_url)
-    caught = events.event_images(s3, config(), bodies[: len(bodies) // 2], 100, datetime.now(timezone.utc))
+    caught = events.event_images(s3, config(), bodies[: len(bodies) // 2], 100, datetime.now(UTC))
     event_paths = commit(s3, caught.run_date, caught.images)
     run_date = day.date().isoformat()
 
@@ -215,7 +216,7 @@ def test_partitions_committed_before_images_json_count_by_name(s3, sqs, queue_ur
     uploaded = upload(s3, 1)
     paths = commit(s3, "2024-06-01", dict.fromkeys(uploaded, "x"))
     s3.delete_object(Bucket=BUCKET, Key=events.images_key(paths))
-    day = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    day = datetime(2024, 6, 1, tzinfo=UTC)
     covered = events.covered_images(s3, config(), day, "2024-06-02")
     assert covered == {uri: {None} for uri in uploaded}
     assert events.covered_images(s3, config(), day + timedelta(days=3), "2024-06-05") == {}

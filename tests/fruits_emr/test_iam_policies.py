@@ -19,7 +19,7 @@ import json
 import re
 import shutil
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,6 +31,7 @@ boto3 = pytest.importorskip("boto3")
 botocore_exceptions = pytest.importorskip("botocore.exceptions")
 pytest.importorskip("moto.server")
 from moto.core.authorization import enable_iam_authentication  # noqa: E402
+
 from tests.support.moto import running_moto_server  # noqa: E402
 from tests.support.wheels import probe_builder  # noqa: E402
 
@@ -282,7 +283,7 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
         staged, uploaded = storage.stage_artifacts(s3, config, repo, build)
         assert len(uploaded) == 9  # weights, 7 bundle files, 1 wheel
         assert storage.stage_artifacts(s3, config, repo, build)[1] == []  # second run: head_object finds the markers
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         images = storage.new_images(s3, config, now - timedelta(days=1), now + timedelta(days=1))
         assert images == [f"s3://{BUCKET}/raw/apple/1.jpg", f"s3://{BUCKET}/raw/lemon/2.jpg"]
         storage.write_manifest(s3, paths, images, sse)
@@ -290,7 +291,7 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
         s3.put_object(Bucket=BUCKET, Key=paths.report_key, Body=b'{"images_seen": 2}')  # as the pca step would
         assert storage.read_report(s3, paths) == {"images_seen": 2}
         assert storage.attempt_entries(s3, paths) == {"manifest.txt", "report.json"}
-        record = layout.commit_record(paths, {"images": 2}, "manual__1", datetime.now(timezone.utc))
+        record = layout.commit_record(paths, {"images": 2}, "manual__1", datetime.now(UTC))
         assert storage.commit_run(s3, paths, record, sse) == (None, 1)  # the failed attempt's file is deleted
         assert storage.committed_output(s3, config, RUN_DATE)["attempt"] == "20240602T02Z"
 
@@ -345,7 +346,7 @@ def test_commit_reports_attempts_it_could_not_delete(endpoint, airflow_key):
             {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": [f"arn:aws:s3:::{BUCKET}/features/*"]},
         ]}))
     key = iam_client.create_access_key(UserName="writer")["AccessKey"]
-    record = layout.commit_record(paths, {}, "manual__1", datetime.now(timezone.utc))
+    record = layout.commit_record(paths, {}, "manual__1", datetime.now(UTC))
     with enable_iam_authentication():
         with pytest.raises(storage.RunOutputError, match=re.escape(
                 f"Could not delete old attempts under s3://{BUCKET}/{paths.attempts_key}: 1 objects not deleted")):
@@ -358,6 +359,7 @@ def test_event_driven_calls_pass_with_only_the_airflow_policy(endpoint, monkeypa
     import asyncio
 
     import requests
+
     from fruits_emr import events
 
     requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
@@ -391,7 +393,7 @@ def test_event_driven_calls_pass_with_only_the_airflow_policy(endpoint, monkeypa
         bodies = [m["Body"] for m in asyncio.run(first_event()).payload["message_batch"]]
         s3, sqs = client("s3", endpoint, key), client("sqs", endpoint, key)
         config = settings.RunConfig(bucket=BUCKET)
-        found = events.event_images(s3, config, bodies, 2, datetime.now(timezone.utc))
+        found = events.event_images(s3, config, bodies, 2, datetime.now(UTC))
         assert len(found.images) == 2 and len(found.requeue) == 1
         events.requeue(sqs, queue_url, found.requeue)
         paths = layout.run_paths(config, found.run_date, "20240602T02Z")

@@ -8,7 +8,6 @@ from importlib.metadata import version
 from fruits_emr import params, settings
 from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK, SPARK_BOUND_PACKAGES, spark_version
 from fruits_emr.wheelhouse import read_pins
-
 from tests.support import REPO_ROOT
 
 

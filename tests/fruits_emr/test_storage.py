@@ -8,15 +8,14 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from fruits_emr import artifacts, emr_request, layout, pca_plan, settings
+from fruits_emr import artifacts, emr_request, layout, pca_plan, settings, storage
 from fruits_emr.settings import ConfigError
 from tests.support import ACCOUNT, REPO_ROOT
-from fruits_emr import storage
 from tests.support.wheels import PROBE, PROBE_VERSION, probe_builder
 
 WEIGHTS = "models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -235,7 +234,7 @@ def test_new_images_by_last_modified_window(s3):
     from moto.s3.models import s3_backends
 
     s3.create_bucket(Bucket="fruits-data")
-    day = datetime(2024, 6, 1, tzinfo=timezone.utc)
+    day = datetime(2024, 6, 1, tzinfo=UTC)
     stamped = {
         "raw/apple/before.jpg": day - timedelta(seconds=1),
         "raw/apple/first.jpg": day,
@@ -286,7 +285,7 @@ def test_commit_switches_readers_at_once_and_drops_unread_attempts(s3):
         s3.put_object(Bucket="fruits-data", Key=paths.attempt_key + "features/part-0.parquet", Body=b"rows", **sse)
     assert storage.committed_output(s3, kms, "2024-06-01") is None  # written, not committed: invisible
 
-    now = datetime(2024, 6, 2, 4, tzinfo=timezone.utc)
+    now = datetime(2024, 6, 2, 4, tzinfo=UTC)
     record = layout.commit_record(first, {"images": 2, "features_rows": 2, "quarantined": 0, "k": 1}, "r1", now)
     assert storage.commit_run(s3, first, record, sse) == (None, 2)  # the failed and the later attempts' files
     seen = storage.committed_output(s3, kms, "2024-06-01")
@@ -329,7 +328,7 @@ def test_pca_pointer_commit_and_the_reduced_corpus(s3):
     over a version another run committed in between."""
     s3.create_bucket(Bucket="fruits-data")
     cfg, sse = config(), settings.sse_arguments(config())
-    now = datetime(2024, 6, 3, tzinfo=timezone.utc)
+    now = datetime(2024, 6, 3, tzinfo=UTC)
     day1, day2 = attempt(cfg, "20240602T01Z", "2024-06-01"), attempt(cfg, "20240603T01Z", "2024-06-02")
     storage.commit_run(s3, day1, layout.commit_record(day1, {"pca_model": "v0001"}, "r1", now), sse)
     s3.put_object(Bucket="fruits-data", Key=day2.attempt_key + "features/part-0.parquet", Body=b"rows")  # not committed

@@ -8,7 +8,6 @@ import pytest
 
 from fruits_emr import wheelhouse
 from fruits_emr.wheelhouse import read_pins
-
 from tests.support import REPO_ROOT
 
 

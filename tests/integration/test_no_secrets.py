@@ -15,7 +15,6 @@ import pytest
 
 from tests.support import REPO_ROOT
 
-
 ACCESS_KEY_ID = re.compile(r"(?<![A-Z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Z0-9])")
 # aws_secret_access_key = …, AWS_SECRET_ACCESS_KEY: "…", "aws_secret_access_key": "…", secretAccessKey=…
 SECRET_ASSIGNMENT = re.compile(

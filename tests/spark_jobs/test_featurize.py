@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from spark_jobs import featurize, image_listing, model_acquisition
+from spark_jobs.backbones import ModelConfigError, ModelSpec
 from tests.support import LABELS, SAMPLE, WEIGHTS, copy_sample
 from tests.support.images import broken_images, odd_valid_images, write_files
-from spark_jobs.backbones import ModelConfigError, ModelSpec
 
 PHOTO = sorted((SAMPLE / "mango").iterdir())[0]
 
@@ -121,7 +121,7 @@ def test_manifest_missing_and_unsupported_entries_are_quarantined(spark, tmp_pat
     summary = featurize.run(spark, job_args(manifest=manifest, output=tmp_path / "out"))
     quarantine = spark.read.parquet(str(tmp_path / "out" / "quarantine")).toPandas()
     assert summary["images_seen"] == 10 and summary["features_rows"] == 8 and summary["quarantined"] == 2
-    reasons = dict(zip(quarantine.path.str.rsplit("/", n=1).str[-1], quarantine.reason))
+    reasons = dict(zip(quarantine.path.str.rsplit("/", n=1).str[-1], quarantine.reason, strict=True))
     assert reasons == {
         "gone.jpg": "listed in the manifest but not found",
         "readme.txt": "unsupported file extension (expected jpg, jpeg, png)",

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from spark_jobs.images import IMAGE_GLOB, QuarantineError, decode_image, has_image_extension, to_rgb
 from tests.support import SAMPLE
 from tests.support.images import broken_images, encode, odd_valid_images
-from spark_jobs.images import IMAGE_GLOB, QuarantineError, decode_image, has_image_extension, to_rgb
 
 PHOTO = sorted((SAMPLE / "lemon").iterdir())[0]
 

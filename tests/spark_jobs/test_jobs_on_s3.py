@@ -8,8 +8,8 @@ import unicodedata
 import pandas as pd
 import pytest
 
-from tests.support import S3_KMS_KEY, SAMPLE, s3_client_of
 from spark_jobs import featurize, pca, storage
+from tests.support import S3_KMS_KEY, SAMPLE, s3_client_of
 
 BUCKET = "fruits-s3a"
 PHOTOS = sorted((SAMPLE / "apple").iterdir())[:4] + sorted((SAMPLE / "lemon").iterdir())[:4]
@@ -39,7 +39,7 @@ def raw_keys(s3_server):
     s3 = s3_client_of(s3_server)
     s3.create_bucket(Bucket=BUCKET)
     keys = {}
-    for index, (name, photo) in enumerate(zip(ODD_NAMES, PHOTOS)):
+    for index, (name, photo) in enumerate(zip(ODD_NAMES, PHOTOS, strict=True)):
         label = ["fruits à l'eau", "lemon"][index % 2]
         keys[f"raw/{label}/{name}"] = photo.read_bytes()
     keys["raw/lemon/zero bytes.jpg"] = b""

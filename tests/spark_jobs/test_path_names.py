@@ -116,15 +116,15 @@ def check_invariant(summary: dict, features: pd.DataFrame, quarantine: pd.DataFr
     assert sorted([*features.path, *quarantine.path]) == sorted(expected)
     assert summary["images_seen"] == len(expected) == summary["features_rows"] + summary["quarantined"]
     for frame in (features, quarantine):
-        for path, label in zip(frame.path, frame.label):
+        for path, label in zip(frame.path, frame.label, strict=True):
             assert label == expected[path][0], (path, label)
     featurized = set(features.path)
-    for path, (_, name, kind) in expected.items():
+    for path, (_, _name, kind) in expected.items():
         if kind == "image" and not hidden(*expected[path][:2]):
             assert path in featurized or _unaddressable(path) or _unopenable(path), path
         elif kind != "image":
             assert path not in featurized, path
-    reasons = dict(zip(quarantine.path, quarantine.reason))
+    reasons = dict(zip(quarantine.path, quarantine.reason, strict=True))
     for path, (folder, name, kind) in expected.items():
         if _unopenable(path) and not hidden(folder, name) and kind != "zero":
             assert reasons[path] == image_listing.UNOPENABLE_LOCAL_REASON, path
@@ -237,5 +237,5 @@ def test_zero_byte_file_beside_an_accented_name_no_longer_crashes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     features, quarantine = outputs(str(out))
     assert sorted(features.path) == sorted([f"file:{images}/pêche mûre ü.jpg", f"file:{images}/plain.jpg"])
-    assert list(zip(quarantine.path, quarantine.reason)) == [(f"file:{images}/empty.jpg", "empty file (0 bytes)")]
+    assert list(zip(quarantine.path, quarantine.reason, strict=True)) == [(f"file:{images}/empty.jpg", "empty file (0 bytes)")]
     assert set(features.label) | set(quarantine.label) == {"apple"}

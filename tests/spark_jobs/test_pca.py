@@ -12,8 +12,8 @@ import pytest
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.preprocessing import StandardScaler as SkScaler
 
-from tests.support import WEIGHTS, copy_sample
 from spark_jobs import featurize, pca, pca_model
+from tests.support import WEIGHTS, copy_sample
 
 
 @pytest.fixture(scope="module")

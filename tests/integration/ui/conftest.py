@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -53,7 +53,7 @@ def _set_last_modified(key: str, when: datetime) -> None:
     from moto.s3.models import s3_backends
 
     stored = s3_backends[ACCOUNT]["aws"].buckets[BUCKET].keys[key]
-    stored.last_modified = when.astimezone(timezone.utc).replace(tzinfo=None)
+    stored.last_modified = when.astimezone(UTC).replace(tzinfo=None)
 
 
 def _upload(s3, per_label: int, offset: int, landed_at: datetime | None) -> list[str]:
@@ -88,12 +88,12 @@ def ui_stack():
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
                           aws_access_key_id="testing", aws_secret_access_key="testing")
         s3.create_bucket(Bucket=BUCKET)
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         yesterday = today - timedelta(days=1)
-        noon = time(12, tzinfo=timezone.utc)
+        noon = time(12, tzinfo=UTC)
         landed = {
             "yesterday": _upload(s3, 2, 0, datetime.combine(yesterday, noon)),
-            "before": _upload(s3, 1, 2, datetime.combine(yesterday - timedelta(days=1), time(23, 59, 59, tzinfo=timezone.utc))),
+            "before": _upload(s3, 1, 2, datetime.combine(yesterday - timedelta(days=1), time(23, 59, 59, tzinfo=UTC))),
             "today": _upload(s3, 1, 3, None),
         }
         with running_airflow({**FRUITS_ENV, **aws}) as airflow:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from datetime import datetime, time, timezone
+from datetime import UTC, datetime, time
 from pathlib import PurePosixPath
 
 import pytest
@@ -66,7 +66,7 @@ def test_scheduler_runs_yesterdays_interval_with_exactly_its_images(ui_stack):
                                    ["dag_runs"]], RUN_TIMEOUT)[0]
     run = finished(ui_stack, run_id)
 
-    start = datetime.combine(ui_stack.yesterday, time(0, tzinfo=timezone.utc))
+    start = datetime.combine(ui_stack.yesterday, time(0, tzinfo=UTC))
     assert (run["run_type"], datetime.fromisoformat(run["data_interval_start"])) == ("scheduled", start)
     pointer = committed(ui_stack.s3, ui_stack.yesterday.isoformat())
     assert pointer["dag_run_id"] == run_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -106,7 +106,7 @@ def test_a_burst_of_uploads_makes_one_run_that_commits_them(event_stack):
     assert featurized == sorted(key.rsplit("/", 1)[1] for key in keys)
     assert (record["images"], record["features_rows"], record["quarantined"]) == (8, 8, 0)
     assert record["dag_run_id"] == run["dag_run_id"]
-    assert datetime.strptime(run_date, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=timezone.utc) <= datetime.now(timezone.utc)
+    assert datetime.strptime(run_date, "%Y-%m-%dT%H%M%SZ").replace(tzinfo=UTC) <= datetime.now(UTC)
     # one run for the whole burst: the watcher waited out the debounce window
     time.sleep(DEBOUNCE_SECONDS + 5)
     assert len(runs(api, "asset_triggered")) == 1, f"one burst, several runs ({time.monotonic() - uploaded_at:.0f} s)"
