@@ -263,7 +263,7 @@ def pca_fit_scaling(source: Path, work: Path, sizes: list[int]) -> dict:
 
 def run_probe(kind: str, **options) -> dict:
     """Run one probe in a fresh Python process and return its JSON result."""
-    argv = [sys.executable, str(Path(__file__).resolve()), "--probe", kind]
+    argv = [sys.executable, "-m", "bench.run_bench", "--probe", kind]
     for name, value in options.items():
         argv += [f"--{name.replace('_', '-')}", str(value)]
     done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True)

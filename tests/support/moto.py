@@ -59,7 +59,9 @@ def running_moto_server(tls: bool = False) -> Iterator[str]:
     """A moto server on a free local port while the block runs; yields its endpoint URL.
 
     With tls=True it serves HTTPS with a self-signed certificate; `certificate_of(endpoint)`
-    gives its PEM file for boto3's `verify`.
+    gives its PEM file for boto3's `verify`. moto keeps one state per process, shared by every
+    server in it, so a new server starts by resetting it: it begins empty, as a new account would
+    (otherwise a queue or bucket an earlier test left behind, with its messages, would be reused).
     """
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     port = free_port()
@@ -69,6 +71,7 @@ def running_moto_server(tls: bool = False) -> Iterator[str]:
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         try:
+            _reset(f"http://127.0.0.1:{port}")
             yield f"http://127.0.0.1:{port}"
         finally:
             server.stop()
@@ -85,6 +88,7 @@ def running_moto_server(tls: bool = False) -> Iterator[str]:
         endpoint = f"https://127.0.0.1:{port}"
         _CERTIFICATES[endpoint] = str(cert)
         try:
+            _reset(endpoint)
             yield endpoint
         finally:
             server.shutdown()
@@ -98,3 +102,10 @@ _CERTIFICATES: dict[str, str] = {}
 def certificate_of(endpoint: str) -> str | bool:
     """The PEM file that verifies a TLS moto server (True, i.e. the system CAs, for others)."""
     return _CERTIFICATES.get(endpoint, True)
+
+
+def _reset(endpoint: str) -> None:
+    """Empty moto's state (every service, every server of this process)."""
+    import requests
+
+    requests.post(f"{endpoint}/moto-api/reset", timeout=30, verify=certificate_of(endpoint)).raise_for_status()

@@ -99,7 +99,7 @@ def test_a_burst_of_uploads_makes_one_run_that_commits_them(event_stack):
     keys = upload_burst(s3, 2)
 
     run = finished_run(airflow, api, 1)
-    assert run["tasks"]["commit_outputs"] == "success"
+    assert run["tasks"]["commit_outputs"] == "success", f"{run['tasks']}\n{airflow.logs()}"
     [(run_date, record)] = event_partitions(s3).items()
     manifest, featurized = committed_images(s3, record)
     assert manifest == [f"s3://{BUCKET}/{key}" for key in keys]
