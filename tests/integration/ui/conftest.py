@@ -68,6 +68,19 @@ def _upload(s3, per_label: int, offset: int, landed_at: datetime | None) -> list
     return sorted(keys)
 
 
+def aws_env(endpoint: str) -> dict[str, str]:
+    """The Airflow processes' AWS settings for a moto server: the aws_default connection and,
+    for Spark's own S3 client (S3A, spark_jobs/s3a.py) in the local compute mode, its endpoint."""
+    return {
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
+                                                 "extra": {"endpoint_url": endpoint, "region_name": REGION}}),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "FRUITS_S3_ENDPOINT": endpoint,
+    }
+
+
 @pytest.fixture(scope="module")
 def ui_stack():
     """moto S3 with three batches of real images: 8 that landed yesterday (UTC), 4 the day before and
@@ -76,15 +89,7 @@ def ui_stack():
 
     require_chromium()
     with running_moto_server() as endpoint:
-        aws = {
-            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
-                                                     "extra": {"endpoint_url": endpoint, "region_name": REGION}}),
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            # Spark's own S3 client (S3A, spark_jobs/s3a.py): the local compute mode reads S3 directly
-            "FRUITS_S3_ENDPOINT": endpoint,
-        }
+        aws = aws_env(endpoint)
         s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
                           aws_access_key_id="testing", aws_secret_access_key="testing")
         s3.create_bucket(Bucket=BUCKET)

@@ -18,7 +18,7 @@ from fruits_emr import iam
 from tests.support import SAMPLE
 from tests.support.moto import running_moto_server
 
-from .conftest import ACCOUNT, BUCKET, DAG_ID, FRUITS_ENV, REGION
+from .conftest import ACCOUNT, BUCKET, DAG_ID, FRUITS_ENV, REGION, aws_env
 from .stack import running_airflow, wait_for_dag
 from .test_airflow_ui import committed_images
 
@@ -43,15 +43,7 @@ def event_stack():
         queue_url = clients["sqs"].create_queue(QueueName=iam.QUEUE_NAME)["QueueUrl"]
         clients["s3"].put_bucket_notification_configuration(
             Bucket=BUCKET, NotificationConfiguration=iam.notification_configuration(iam.queue_arn(ACCOUNT, REGION)))
-        aws = {
-            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws", "login": "testing", "password": "testing",
-                                                     "extra": {"endpoint_url": endpoint, "region_name": REGION}}),
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": REGION,
-            "FRUITS_S3_ENDPOINT": endpoint,
-            "FRUITS_EVENTS_QUEUE_URL": queue_url,
-        }
+        aws = {**aws_env(endpoint), "FRUITS_EVENTS_QUEUE_URL": queue_url}
         with running_airflow({**FRUITS_ENV, **EVENT_ENV, **aws}) as airflow:
             api = wait_for_dag(airflow, DAG_ID)
             api.patch(f"dags/{DAG_ID}", {"is_paused": False})
