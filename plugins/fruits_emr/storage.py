@@ -320,13 +320,9 @@ def list_objects(s3: Any, bucket: str, key_prefix: str) -> Iterator[dict[str, An
         yield from page.get("Contents", [])
 
 
-def new_images(s3: Any, config: RunConfig, start: datetime, end: datetime) -> list[str]:
-    """URIs of raw images whose LastModified is in [start, end), or all of them on full refresh."""
-    return sorted(new_image_versions(s3, config, start, end))
-
-
 def new_image_versions(s3: Any, config: RunConfig, start: datetime, end: datetime) -> dict[str, str]:
-    """new_images with each image's ETag (which version of it the run sees)."""
+    """{URI: ETag} of the raw images whose LastModified is in [start, end), or of all of them on full
+    refresh (the ETag: which version of the image the run sees)."""
     return {
         f"s3://{config.bucket}/{obj['Key']}": str(obj.get("ETag", "")).strip('"')
         for obj in list_objects(s3, config.bucket, key_prefix(config.raw_prefix))

@@ -249,9 +249,9 @@ def test_new_images_by_last_modified_window(s3):
     for key, stamp in stamped.items():
         backend_keys[key].last_modified = stamp
 
-    found = storage.new_images(s3, config(), day, day + timedelta(days=1))
+    found = sorted(storage.new_image_versions(s3, config(), day, day + timedelta(days=1)))
     assert found == ["s3://fruits-data/raw/apple/first.jpg", "s3://fruits-data/raw/lemon/late.PNG"]
-    everything = storage.new_images(s3, config(full_refresh=True), day, day + timedelta(days=1))
+    everything = sorted(storage.new_image_versions(s3, config(full_refresh=True), day, day + timedelta(days=1)))
     assert len(everything) == 4 and "s3://fruits-data/raw/lemon/notes.txt" not in everything
 
 
