@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
@@ -154,17 +156,18 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     with timer.phase("model"):
         model = acquire_model(spark, args)
     partitions = args.partitions or auto_partitions(spark, len(inputs.listed))
-    results = featurize(spark, inputs, model, args, partitions)
-    try:
-        with timer.phase("featurize_and_write"):
-            scanned, featurized = write_features(results, model, storage.join(args.output, FEATURES))
-        with timer.phase("quarantine"):
-            unreadable = inputs.unreadable + unscanned(spark, inputs, results, scanned)
-            write_quarantine(
-                spark, results, scanned > featurized, unreadable, model, storage.join(args.output, QUARANTINE)
-            )
-    finally:
-        results.unpersist()
+    with session_settings(spark, featurize_settings(args, partitions)):
+        results = featurize(inputs, model, args, partitions)
+        try:
+            with timer.phase("featurize_and_write"):
+                scanned, featurized = write_features(results, model, storage.join(args.output, FEATURES))
+            with timer.phase("quarantine"):
+                unreadable = inputs.unreadable + unscanned(spark, inputs, results, scanned)
+                write_quarantine(
+                    spark, results, scanned > featurized, unreadable, model, storage.join(args.output, QUARANTINE)
+                )
+        finally:
+            results.unpersist()
     with timer.phase("verify_counts"):
         counts = verify_counts(spark, inputs, featurized, scanned - featurized + len(unreadable), args.output)
     summary = {
@@ -185,13 +188,37 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     return summary
 
 
-def featurize(
-    spark: SparkSession, inputs: ImageInputs, model: AcquiredModel, args: argparse.Namespace, partitions: int
-) -> DataFrame:
+def featurize_settings(args: argparse.Namespace, partitions: int) -> dict[str, str]:
+    """The Spark SQL settings of the featurize pass (session_settings)."""
+    return {
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(args.arrow_batch_size),
+        # At least `partitions` scan splits, which featurize_files merges into exactly that many tasks.
+        "spark.sql.files.minPartitionNum": str(partitions),
+        # Adaptive execution (Spark 3.5) computes a cached DataFrame in a job of its own, then the
+        # write reads every row back from the cache: without it the write's own tasks fill the cache.
+        "spark.sql.adaptive.enabled": "false",
+    }
+
+
+@contextmanager
+def session_settings(spark: SparkSession, settings: dict[str, str]) -> Iterator[None]:
+    """Spark SQL settings for the block, then the session's own values back (run_local's pca
+    runs in the same session)."""
+    before = {name: spark.conf.get(name, None) for name in settings}
+    for name, value in settings.items():
+        spark.conf.set(name, value)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                spark.conf.unset(name)
+            else:
+                spark.conf.set(name, value)
+
+
+def featurize(inputs: ImageInputs, model: AcquiredModel, args: argparse.Namespace, partitions: int) -> DataFrame:
     """One row per scanned file, features or the decode error; cached on disk: two writes read it."""
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(args.arrow_batch_size))
-    # At least `partitions` scan splits, which featurize_files merges into exactly that many tasks.
-    spark.conf.set("spark.sql.files.minPartitionNum", str(partitions))
     results = featurize_files(
         inputs.files, model.spec, model.engine, model.artifact.name, args.batch_size, partitions, args.max_image_pixels
     )
@@ -226,9 +253,12 @@ def quarantine_rows(spark: SparkSession, rows: list[Unreadable]) -> DataFrame:
             T.StructField("bytes", T.LongType()),
         ]
     )
+    if rows:
+        frame = spark.createDataFrame(rows, schema)
+    else:  # planned in the JVM: shipping no rows from Python still costs a cold run ~1 s
+        frame = spark.range(0).select(*[F.lit(None).cast(field.dataType).alias(field.name) for field in schema])
     return (
-        spark.createDataFrame(rows, schema)
-        .withColumn("label", label_col(F.col("path")))
+        frame.withColumn("label", label_col(F.col("path")))
         .withColumn("modification_time", F.lit(None).cast("timestamp"))
     )
 
@@ -241,9 +271,10 @@ def write_quarantine(
     if decode_errors:  # else the cached results need no second scan
         failed = results.where(F.col("error").isNotNull()).withColumnRenamed("error", "reason")
         quarantine = failed.select("path", "label", "reason", "bytes", "modification_time").unionByName(quarantine)
-    # One file; repartition, not coalesce(1), so that every core scans the cache, not one task.
     quarantine = quarantine.withColumn("model", F.lit(model.model_id)).select(*QUARANTINE_COLUMNS)
-    quarantine.repartition(1).write.mode("overwrite").parquet(uri)
+    # One file. Over the cache: repartition, not coalesce(1), so that every core scans it, not one
+    # task; rows from the driver alone: coalesce(1), no shuffle.
+    (quarantine.repartition(1) if decode_errors else quarantine.coalesce(1)).write.mode("overwrite").parquet(uri)
 
 
 def verify_counts(spark: SparkSession, inputs: ImageInputs, featurized: int, quarantined: int, output: str) -> dict:

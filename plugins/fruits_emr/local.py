@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fruits_emr.settings import RunConfig, sse_arguments
+from spark_jobs.run_local import LOCAL_JVM_OPTIONS
 
 
 class StepRejectedInput(ValueError):
@@ -82,6 +83,7 @@ LOCAL_SPARK_CONF = {
     "spark.ui.enabled": "false",  # no port to clash with another run on the worker
     "spark.sql.session.timeZone": "UTC",  # as on EMR nodes
     "spark.log.level": "WARN",  # the task log keeps the jobs' own lines, not Spark's INFO chatter
+    "spark.driver.extraJavaOptions": LOCAL_JVM_OPTIONS,  # as spark_jobs.run_local.local_spark runs Spark
 }
 
 
