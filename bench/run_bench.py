@@ -33,12 +33,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.bootstrap_install import KEY as BOOTSTRAP_KEY  # measured there, kept from the results file
 from bench.int8 import int8_figures
+from fruits_emr.cost import cost_model, load_prices
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images; pass --images for more
 WEIGHTS_035 = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-PRICES = REPO_ROOT / "plugins" / "fruits_emr" / "prices.json"  # the one price table (fruits_emr.cost reads it too)
 PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # the table goes between its <!-- bench:start/end --> markers
 PCA_FIT_SIZES = [20_000, 200_000, 1_000_000]  # feature rows in the corpus the pca job fits on
 PCA_FIT_SIZES_SMOKE = [100, 1_000]
@@ -326,10 +327,25 @@ def engine_difference(contents: list[bytes], workdir: Path) -> float:
 
 # ---------------------------------------------------------------- cost
 
-def cost_per_100k(per_core_img_s: float, prices: dict) -> dict:
+def cost_figures(results: dict) -> dict:
+    """cost_usd_per_100k_images and its scenarios, from this run's throughput and the daily-run
+    cost model's fixed overhead (fruits_emr.cost: provisioning + the measured bootstrap)."""
+    prices = load_prices()
+    model = cost_model(results, prices["assumptions"])
+    scenarios = cost_per_100k(model.img_s_per_vcpu, prices, model.overhead_hours)
+    headline = prices["assumptions"]["scenarios"][0]["name"]
+    return {
+        "cost_usd_per_100k_images": scenarios[headline]["best_spot"]["usd"],
+        "cost": {"scenarios": scenarios, "headline_scenario": headline, "per_core_img_s": model.img_s_per_vcpu,
+                 "overhead_minutes": round(model.overhead_hours * 60, 2),
+                 "assumptions": prices["assumptions"], "prices_as_of": prices["as_of"]},
+    }
+
+
+def cost_per_100k(per_core_img_s: float, prices: dict, overhead_hours: float) -> dict:
     """USD per 100k images for each priced instance type and market, per scenario: the
-    cluster's start-up/bootstrap minutes and the on-demand master node are billed too, and
-    amortised over the scenario's run size."""
+    cluster's fixed overhead and the on-demand master node are billed too, and amortised over
+    the scenario's run size."""
     assumptions = prices["assumptions"]
     master = prices["instances"][assumptions["master_instance"]]
     master_hourly = master[assumptions["master_market"]] + master["emr"]
@@ -340,7 +356,7 @@ def cost_per_100k(per_core_img_s: float, prices: dict) -> dict:
         for name, instance in prices["instances"].items():
             img_s_per_node = per_core_img_s * instance["vcpu"] * assumptions["vcpu_efficiency"]
             compute_hours = run_images / (img_s_per_node * nodes) / 3600
-            cluster_hours = compute_hours + assumptions["startup_minutes"] / 60
+            cluster_hours = compute_hours + overhead_hours
             for market in ("spot", "on_demand"):
                 run_cost = cluster_hours * (nodes * (instance[market] + instance["emr"]) + master_hourly)
                 table[f"{name}/{market}"] = round(run_cost / run_images * 100_000, 4)
@@ -550,13 +566,6 @@ def bench(args: argparse.Namespace) -> dict:
     run_035 = run_probe("featurize", images=load.full, output=work / "out-035", artifact=load.artifacts[0.35], batch_size=args.batch_size)
     results["alpha_0_35"] = {"ceiling_img_s": top_035["img_s"], "spark_img_s": run_035["images"] / run_035["seconds"]}
 
-    prices = json.loads(PRICES.read_text())
-    per_core = results["spark_img_s"] / (os.cpu_count() or 1)
-    scenarios = cost_per_100k(per_core, prices)
-    headline = prices["assumptions"]["scenarios"][0]["name"]
-    results["cost_usd_per_100k_images"] = scenarios[headline]["best_spot"]["usd"]
-    results["cost"] = {"scenarios": scenarios, "headline_scenario": headline, "per_core_img_s": per_core,
-                       "assumptions": prices["assumptions"], "prices_as_of": prices["as_of"]}
     results["machine"] = {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)}
     results["versions"] = versions()
     return results
@@ -619,11 +628,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     previous = json.loads(Path(args.results).read_text()) if Path(args.results).is_file() else {}
+    if BOOTSTRAP_KEY not in previous:  # before the measurements: the cost figures need it
+        print(f"bench: error: {args.results} has no {BOOTSTRAP_KEY} (the cost model's bootstrap time):"
+              " run `python -m bench.bootstrap_install` first", file=sys.stderr)
+        return 2
     results = bench(args)
-    kept = ["bootstrap_install_seconds"]  # measured by bench/bootstrap_install.py, not here
+    kept = [BOOTSTRAP_KEY]
     if args.skip_pca_fit:
         kept += ["pca_fit_seconds_by_rows", "pca_fit_peak_rss_by_rows", "pca_fit_runs"]
     results.update({key: previous[key] for key in kept if key in previous})
+    results.update(cost_figures(results))
     Path(args.results).parent.mkdir(parents=True, exist_ok=True)
     Path(args.results).write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(readme_table(results))

@@ -22,6 +22,9 @@ RATIOS = ("spark_over_ceiling", "spark_over_seed", "incremental_over_full", "rss
 
 def test_smoke_benchmark_produces_every_figure(tmp_path):
     results_path = tmp_path / "results.json"
+    # as `make bench` finds it: the bootstrap time measured by bench/bootstrap_install.py
+    bootstrap = json.loads((REPO_ROOT / "bench" / "results.json").read_text())["bootstrap_install_seconds"]
+    results_path.write_text(json.dumps({"bootstrap_install_seconds": bootstrap}))
     done = subprocess.run(
         [sys.executable, "-m", "bench.run_bench", "--smoke", "--results", str(results_path), "--workdir", str(tmp_path / "work")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=1800,
@@ -44,6 +47,10 @@ def test_smoke_benchmark_produces_every_figure(tmp_path):
     assert results["engine_max_abs_diff_rel"] <= 1e-4  # agreement, not speed
     assert results["pca"]["rows"] == 48 and results["pca"]["spectrum_max_abs_diff"] < 1e-6
     assert set(results["cost"]["scenarios"]) == {"large run", "daily run"}
+    # the daily-run cost model's fixed overhead: provisioning + the measured bootstrap
+    provisioning = results["cost"]["assumptions"]["provisioning_minutes"]
+    assert results["cost"]["overhead_minutes"] == round(provisioning + bootstrap["wheelhouse"]["median"] / 60, 2)
+    assert results["bootstrap_install_seconds"] == bootstrap
     # the PCA fit path at growing corpus sizes (tiny in smoke mode): every row counted, all fitted on
     assert set(results["pca_fit_seconds_by_rows"]) == set(results["pca_fit_peak_rss_by_rows"]) == {"100", "1000"}
     assert [results["pca_fit_runs"][n]["rows"] for n in ("100", "1000")] == [100, 1000]
@@ -51,3 +58,14 @@ def test_smoke_benchmark_produces_every_figure(tmp_path):
     assert all(v > 0 for v in results["pca_fit_peak_rss_by_rows"].values())
     assert results["machine"]["cores"] >= 1 and results["versions"]["pyspark"] == pyspark.__version__
     assert "| spark_img_s / ceiling_img_s |" in done.stdout and "SMOKE RUN" in done.stdout
+
+
+def test_the_benchmark_stops_before_measuring_without_the_bootstrap_time(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.run_bench", "--smoke", "--results", str(tmp_path / "results.json"),
+         "--workdir", str(tmp_path / "work")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 2
+    assert "has no bootstrap_install_seconds" in done.stderr and "bench.bootstrap_install" in done.stderr
+    assert not (tmp_path / "work").exists()
