@@ -237,7 +237,14 @@ def fit_or_load(
                 f"features of length {feature_dim(features)} cannot be reduced by {args.pca_model}, fitted on"
                 f" length {model.info['feature_dim']}: same CNN settings, or refit"
             )
+        check_feature_model(feature_models(spark, inputs), model.info.get("feature_model"), args.pca_model)
         return args.pca_model, model, {}
+    models = feature_models(spark, inputs)
+    if len(models) > 1:
+        raise PcaInputError(
+            f"{', '.join(inputs)} hold features of {len(models)} CNN models ({', '.join(models)}): a PCA model"
+            " reduces one model's features; featurize them all with one model and engine (DAG Param full_refresh)"
+        )
     fit_on = features
     for frame in corpus:
         fit_on = fit_on.unionByName(frame)
@@ -247,9 +254,29 @@ def fit_or_load(
     target = None if args.k is not None else args.variance
     model = fit_pca(spark, fit_sample(fit_on, corpus_rows, args.max_fit_rows), target, args.k,
                     getattr(args, "model_version", None))
-    model.info.update({"corpus_rows": corpus_rows, "fitted_on": inputs})
+    model.info.update({"corpus_rows": corpus_rows, "fitted_on": inputs, "feature_model": models[0] if models else None})
     model_uri = getattr(args, "model_output", None) or storage.join(args.output, PCA_MODEL)
     return model_uri, model, {"pca_fit_rows": model.info["fit_rows"], "pca_corpus_rows": corpus_rows}
+
+
+def feature_models(spark: SparkSession, uris: list[str]) -> list[str]:
+    """The CNN model ids (featurize's `model` column: backbone, weights, engine) of the feature
+    rows under uris, sorted; none for features written without that column."""
+    frame = spark.read.parquet(*uris)
+    if "model" not in frame.columns:
+        return []
+    return sorted(row["model"] for row in frame.select("model").distinct().collect() if row["model"] is not None)
+
+
+def check_feature_model(models: list[str], fitted_on: str | None, model_uri: str) -> None:
+    """A saved PCA model reduces only features of the CNN model it was fitted on: the int8 engine's
+    features, or another backbone's, have the same length but other coordinates."""
+    if fitted_on is None or models in ([], [fitted_on]):  # a model saved before feature_model was recorded
+        return
+    raise PcaInputError(
+        f"features of {', '.join(models)} cannot be reduced by {model_uri}, fitted on features of {fitted_on}:"
+        " featurize with the model and engine it was fitted on, or start over with them (DAG Param full_refresh)"
+    )
 
 
 def check_arguments(args: argparse.Namespace) -> None:

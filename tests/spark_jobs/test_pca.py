@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
 import numpy as np
 import pytest
+from pyspark.sql import functions as F
 from sklearn.decomposition import PCA as SkPCA
 from sklearn.preprocessing import StandardScaler as SkScaler
 
@@ -161,6 +163,30 @@ def test_fixed_k_and_report(spark, features_out, tmp_path):
     written = json.loads((tmp_path / "report.json").read_text())
     assert written["k"] == 7 and "images_seen" not in written  # no featurize.json in this folder
     assert written["pca_model"] == report["pca_model"] and written["pca_fitted"] is True
+
+
+def relabelled_features(spark, source, target, suffix: str):
+    """The same feature rows under another CNN model id, as the int8 engine labels its features
+    (`<model>+int8`): same length, other coordinates."""
+    frame = spark.read.parquet(str(source))
+    frame.withColumn("model", F.concat("model", F.lit(suffix))).write.parquet(str(target))
+    return target
+
+
+def test_a_saved_model_reduces_only_the_cnn_models_features_it_was_fitted_on(spark, variance_run, features_out, tmp_path):
+    out, _ = variance_run
+    fitted_on = {row["model"] for row in spark.read.parquet(str(out / "features")).select("model").collect()}
+    assert len(fitted_on) == 1 and pca_model.load(spark, str(out / "pca_model")).info["feature_model"] in fitted_on
+    other = relabelled_features(spark, features_out / "new_out" / "features", tmp_path / "int8", "+int8")
+    [model_id] = fitted_on
+    message = (f"features of {model_id}+int8 cannot be reduced by {out / 'pca_model'}, fitted on features of"
+               f" {model_id}: featurize with the model and engine it was fitted on, or start over with them")
+    with pytest.raises(pca.PcaInputError, match=re.escape(message)):
+        pca.run(spark, pca_args(tmp_path / "out", features=other, model=out / "pca_model"))
+    assert not (tmp_path / "out" / "pca").exists()
+    # a fit on features of two models is refused too
+    with pytest.raises(pca.PcaInputError, match=re.escape(f"hold features of 2 CNN models ({model_id}, {model_id}+int8)")):
+        pca.run(spark, pca_args(tmp_path / "fit", features=out / "features", corpus=other))
 
 
 def test_bad_requests_are_clear(spark, features_out, tmp_path):
