@@ -180,3 +180,13 @@ def test_exported_model_matches_the_in_job_export(spark, tmp_path):
         featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "c", model_artifact=artifact, engine="tensorflow"))
     with pytest.raises(featurize.InputError, match="model artifact .*nothing.onnx does not exist"):
         featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "c", model_artifact=tmp_path / "nothing.onnx"))
+
+
+def test_the_featurize_pass_settings_end_with_the_run(spark, tmp_path):
+    """Adaptive execution is off for the featurize pass only: run_local's pca shares the session."""
+    copy_sample(tmp_path / "imgs", per_label=1)
+    before = spark.conf.get("spark.sql.adaptive.enabled")
+    summary = featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "out"))
+    assert summary["features_rows"] == summary["images_seen"] > 0
+    assert spark.conf.get("spark.sql.adaptive.enabled") == before == "true"
+    assert spark.conf.get("spark.sql.files.minPartitionNum", None) is None
