@@ -20,8 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MASTER = "local[2,4]"
 # Local Spark's one JVM (driver and executor): C1 JIT only. Tiered compilation's C2 compiler
 # takes cores from the tasks for the first seconds of every run (the JVM itself only moves bytes
-# to Python and Parquet): a 5 % incremental run took 1.9 s less, the full run was no slower
-# (docs/performance.md). Not set on EMR, whose own extraJavaOptions this would replace.
+# to Python and Parquet): a 5 % incremental run took ~1-2 s less, the full run no clear
+# difference (docs/performance.md). Not set on EMR, whose own extraJavaOptions this would replace.
 LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
