@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import reduce
 from pathlib import Path
 
 import numpy as np
@@ -127,7 +128,8 @@ def read_features(spark: SparkSession, uris: list[str]) -> DataFrame:
         features = spark.read.parquet(*uris)
     except Exception as exc:  # AnalysisException for a missing path or a glob matching nothing
         raise PcaInputError(f"cannot read features at {', '.join(uris)}: {str(exc).splitlines()[0]}") from None
-    return features.where(F.col("features").isNotNull()).select("path", "label", "features")
+    columns = ["path", "label", "features", *(["model"] if "model" in features.columns else [])]
+    return features.where(F.col("features").isNotNull()).select(*columns)
 
 
 def plot_explained_variance(spectrum: np.ndarray, k: int, variance: float | None, path: Path) -> None:
@@ -237,9 +239,9 @@ def fit_or_load(
                 f"features of length {feature_dim(features)} cannot be reduced by {args.pca_model}, fitted on"
                 f" length {model.info['feature_dim']}: same CNN settings, or refit"
             )
-        check_feature_model(feature_models(spark, inputs), model.info.get("feature_model"), args.pca_model)
+        check_feature_model(feature_models([features]), model.info.get("feature_model"), args.pca_model)
         return args.pca_model, model, {}
-    models = feature_models(spark, inputs)
+    models = feature_models([features, *corpus])
     if len(models) > 1:
         raise PcaInputError(
             f"{', '.join(inputs)} hold features of {len(models)} CNN models ({', '.join(models)}): a PCA model"
@@ -247,7 +249,7 @@ def fit_or_load(
         )
     fit_on = features
     for frame in corpus:
-        fit_on = fit_on.unionByName(frame)
+        fit_on = fit_on.unionByName(frame, allowMissingColumns=True)  # `model` may be absent in old features
     corpus_rows = fit_on.count()
     if corpus_rows < 2:
         raise PcaInputError(f"PCA needs at least 2 feature rows, {', '.join(inputs)} hold {corpus_rows}")
@@ -259,13 +261,14 @@ def fit_or_load(
     return model_uri, model, {"pca_fit_rows": model.info["fit_rows"], "pca_corpus_rows": corpus_rows}
 
 
-def feature_models(spark: SparkSession, uris: list[str]) -> list[str]:
+def feature_models(frames: list[DataFrame]) -> list[str]:
     """The CNN model ids (featurize's `model` column: backbone, weights, engine) of the feature
-    rows under uris, sorted; none for features written without that column."""
-    frame = spark.read.parquet(*uris)
-    if "model" not in frame.columns:
+    rows, sorted, in one job; none for features written without that column."""
+    ids = [frame.select("model") for frame in frames if "model" in frame.columns]
+    if not ids:
         return []
-    return sorted(row["model"] for row in frame.select("model").distinct().collect() if row["model"] is not None)
+    distinct = reduce(DataFrame.unionByName, ids).distinct().collect()
+    return sorted(row["model"] for row in distinct if row["model"] is not None)
 
 
 def check_feature_model(models: list[str], fitted_on: str | None, model_uri: str) -> None:
