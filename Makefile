@@ -29,12 +29,12 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(K),--k $(K),--variance $(VARIANCE)) \
 	$(if $(PCA_MODEL),--pca-model $(PCA_MODEL))
 
-.PHONY: lint setup jobs-setup system-packages jars check-java demo run test bench soak docs clean up down trigger logs
+.PHONY: lint setup jobs-setup system-packages jars check-java class-archive demo run test bench soak docs clean up down trigger logs
 
 # everything `make test` needs; the jobs alone (demo, run, bench, soak) need only jobs-setup
 setup: system-packages jobs-setup
 
-jobs-setup: $(STAMP) jars check-java
+jobs-setup: $(STAMP) jars check-java class-archive
 
 # Debian packages (Java, chromium, postgresql): installed when root, else the exact apt-get command
 system-packages:
@@ -50,6 +50,10 @@ $(STAMP): pyproject.toml requirements.txt constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e . -c constraints.txt
 	@touch $(STAMP)
+
+# local Spark's JVM starts from an archive of the classes the jobs load (once, ~45 s; spark_jobs/local_jvm.py)
+class-archive: $(STAMP) jars check-java
+	$(PY) -m spark_jobs.local_jvm
 
 check-java:
 	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || { \

@@ -380,6 +380,14 @@ def versions() -> dict:
     return found
 
 
+def local_jvm_options_in_use() -> str:
+    """The JVM options every local Spark of the bench runs with, its class archive built first."""
+    from spark_jobs.local_jvm import ensure_archive, local_jvm_options
+
+    ensure_archive()
+    return local_jvm_options()
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -526,10 +534,11 @@ def bench(args: argparse.Namespace) -> dict:
     work.mkdir(parents=True, exist_ok=True)
     load = prepare(args, work)
     images_full = sum(1 for _ in load.full.rglob("*.jpg"))
+    log = lambda message: print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)  # noqa: E731
+    log("local Spark's class archive (built once, as make setup does)")
     results: dict = {"smoke": args.smoke, "date": dt.date.today().isoformat(), "alpha": args.alpha,
                      "images_1x": len(load.contents), "replicas": images_full // len(load.contents),
-                     "images_full": images_full}
-    log = lambda message: print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)  # noqa: E731
+                     "images_full": images_full, "local_jvm_options": local_jvm_options_in_use()}
 
     log("ceiling by batch size")
     sweep = ceiling(load.artifacts[args.alpha], load.contents, [8, 32] if args.smoke else [8, 16, 32, 64])

@@ -18,11 +18,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # local[N] gives a failed task no second attempt; local[N,F] allows F attempts per task, so a
 # crashed Python worker costs one retried task instead of the whole run, as on a cluster.
 DEFAULT_MASTER = "local[2,4]"
-# Local Spark's one JVM (driver and executor): C1 JIT only. Tiered compilation's C2 compiler
-# takes cores from the tasks for the first seconds of every run (the JVM itself only moves bytes
-# to Python and Parquet): a 5 % incremental run took ~1-2 s less, the full run no clear
-# difference (docs/performance.md). Not set on EMR, whose own extraJavaOptions this would replace.
-LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,11 +38,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def with_local_jvm_options(options: str | None) -> str:
-    """LOCAL_JVM_OPTIONS, then the caller's own JVM options."""
-    return " ".join(filter(None, [LOCAL_JVM_OPTIONS, options]))
-
-
 def local_spark(master: str = DEFAULT_MASTER, driver_memory: str = "4g", conf: dict[str, str] | None = None):
     """A local SparkSession whose Python workers use this interpreter and see this repo (plus `conf`)."""
     os.environ["PYSPARK_PYTHON"] = sys.executable
@@ -57,12 +47,13 @@ def local_spark(master: str = DEFAULT_MASTER, driver_memory: str = "4g", conf: d
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pyspark.sql import SparkSession
 
+    from spark_jobs.local_jvm import local_jvm_options
     from spark_jobs.s3a import s3a_conf
 
     builder = SparkSession.builder
     # s3:// and s3a:// through S3A (server from the environment), then the caller's settings
     settings = {**s3a_conf(), **(conf or {})}
-    settings["spark.driver.extraJavaOptions"] = with_local_jvm_options(settings.get("spark.driver.extraJavaOptions"))
+    settings["spark.driver.extraJavaOptions"] = local_jvm_options(settings.get("spark.driver.extraJavaOptions"))
     for name, value in settings.items():
         builder = builder.config(name, value)
     spark = (
@@ -98,6 +89,14 @@ def summary_text(report: dict, output: str) -> str:
     return "\n".join(lines)
 
 
+def run_pipeline(spark, args: argparse.Namespace) -> dict:
+    """featurize, then pca on its output; the pca report."""
+    from spark_jobs import featurize, pca
+
+    featurize.run(spark, args)
+    return pca.run(spark, args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
@@ -117,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_local: error: {exc}", file=sys.stderr)
         return 2
     try:
-        featurize.run(spark, args)
-        report = pca.run(spark, args)
+        report = run_pipeline(spark, args)
     except (featurize.InputError, ModelConfigError, pca.PcaInputError) as exc:
         print(f"run_local: error: {exc}", file=sys.stderr)
         return 2

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fruits_emr.settings import RunConfig, sse_arguments
-from spark_jobs.run_local import LOCAL_JVM_OPTIONS
+from spark_jobs.local_jvm import local_jvm_options
 
 
 class StepRejectedInput(ValueError):
@@ -83,7 +83,6 @@ LOCAL_SPARK_CONF = {
     "spark.ui.enabled": "false",  # no port to clash with another run on the worker
     "spark.sql.session.timeZone": "UTC",  # as on EMR nodes
     "spark.log.level": "WARN",  # the task log keeps the jobs' own lines, not Spark's INFO chatter
-    "spark.driver.extraJavaOptions": LOCAL_JVM_OPTIONS,  # as spark_jobs.run_local.local_spark runs Spark
 }
 
 
@@ -102,7 +101,9 @@ def local_step_command(
     if not args or args[0] != "spark-submit":
         raise ValueError(f"not a spark-submit step: {args[:3]}")
     command = [spark_submit, "--master", master, "--driver-memory", driver_memory]
-    for name, value in {**LOCAL_SPARK_CONF, **s3_conf}.items():
+    # the JVM as spark_jobs.run_local.local_spark runs it (C1 only, the class archive once built)
+    jvm = {"spark.driver.extraJavaOptions": local_jvm_options()}
+    for name, value in {**LOCAL_SPARK_CONF, **jvm, **s3_conf}.items():
         command += ["--conf", f"{name}={value}"]
     rest = args[1:]
     index = 0

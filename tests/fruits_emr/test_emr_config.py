@@ -12,7 +12,7 @@ from botocore.validate import ParamValidator
 from fruits_emr import artifacts, cost, emr_request, layout, local, pca_plan, reconcile, settings
 from fruits_emr.params import param_specs
 from fruits_emr.settings import ConfigError, RunConfig
-from spark_jobs.run_local import LOCAL_JVM_OPTIONS
+from spark_jobs.local_jvm import local_jvm_options
 from tests.support import REPO_ROOT
 
 ENV = {}  # no FRUITS_* variables: code defaults
@@ -297,7 +297,7 @@ def test_local_step_command_runs_the_emr_step_itself_against_s3():
     assert command[:5] == ["/venv/bin/spark-submit", "--master", "local[2]", "--driver-memory", "3g"]
     assert "--deploy-mode" not in command and "client" not in command
     assert "spark.hadoop.fs.s3.impl=org.apache.hadoop.fs.s3a.S3AFileSystem" in command
-    assert f"spark.driver.extraJavaOptions={LOCAL_JVM_OPTIONS}" in command  # local Spark's JVM, as run_local's
+    assert f"spark.driver.extraJavaOptions={local_jvm_options()}" in command  # local Spark's JVM, as run_local's
     script_at = command.index(staged.featurize_py)
     assert staged.featurize_py.startswith("s3://fruits-local/artifacts/code/")
     assert command[script_at - 2:script_at] == ["--py-files", staged.py_files]

@@ -128,13 +128,3 @@ def test_exported_model_run_never_imports_tensorflow(local_run, tmp_path):
     assert (report["pca_fitted"], report["pca_model"], report["k"]) == (False, fitted["pca_model"], fitted["k"])
     assert f"PCA model        {fitted['pca_model']}  (applied from {first / 'pca_model'})" in result.stdout
     assert not (tmp_path / "out" / "pca_model").exists()
-
-
-def test_local_spark_runs_its_jvm_with_c1_only_and_keeps_the_callers_jvm_options(spark):
-    """The session fixture passes its own JVM option (F2J LAPACK): both are in effect."""
-    from spark_jobs.run_local import LOCAL_JVM_OPTIONS
-
-    jvm = spark.sparkContext._jvm
-    arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
-    assert LOCAL_JVM_OPTIONS in arguments
-    assert "-Ddev.ludovic.netlib.lapack.nativeLib=none-such.so" in arguments

@@ -1,0 +1,66 @@
+"""Local Spark's JVM options: C1 only, the caller's options, and the class archive once built."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from spark_jobs import local_jvm
+from tests.support import FORCE_F2J_LAPACK, REPO_ROOT
+
+F2J_OPTION = FORCE_F2J_LAPACK["spark.driver.extraJavaOptions"]
+
+
+def test_the_session_jvm_runs_c1_only_with_the_archive_when_built_and_the_callers_options(spark):
+    """The session fixture passes its own JVM option (F2J LAPACK): every option is in effect."""
+    jvm = spark.sparkContext._jvm
+    arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+    expected = local_jvm.local_jvm_options(F2J_OPTION).split()
+    assert local_jvm.LOCAL_JVM_OPTIONS in expected and F2J_OPTION in expected
+    assert set(expected) <= set(arguments)
+
+
+def test_the_archive_is_used_only_once_it_is_there(tmp_path, monkeypatch):
+    monkeypatch.setenv(local_jvm.CACHE_ENV, str(tmp_path))
+    archive = local_jvm.archive_path()
+    assert archive is not None and archive.parent == tmp_path
+    assert local_jvm.local_jvm_options("-Dx=1") == f"{local_jvm.LOCAL_JVM_OPTIONS} -Dx=1"
+    archive.write_bytes(b"")
+    assert local_jvm.local_jvm_options("-Dx=1") == f"{local_jvm.LOCAL_JVM_OPTIONS} -XX:SharedArchiveFile={archive} -Dx=1"
+
+
+def test_archives_of_a_class_path_that_is_gone_are_removed(tmp_path):
+    kept, gone = (tmp_path / f"{name}.jsa" for name in ("kept", "gone"))
+    for archive, jar in ((kept, tmp_path / "spark-core.jar"), (gone, tmp_path / "deleted-venv" / "spark-core.jar")):
+        archive.write_bytes(b"archive")
+        archive.with_suffix(".json").write_text(json.dumps({"class_path": [str(jar)]}))
+    (tmp_path / "spark-core.jar").write_bytes(b"jar")
+    local_jvm.remove_stale_archives(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept.jsa", "kept.json", "spark-core.jar"]
+
+
+def test_a_built_archive_is_mapped_by_the_next_local_spark(tmp_path, monkeypatch):
+    """`python -m spark_jobs.local_jvm` (what make setup runs) builds the archive; a local Spark
+    started with -Xshare:on (the JVM refuses to start unless it maps the archive) then runs a job."""
+    monkeypatch.setenv(local_jvm.CACHE_ENV, str(tmp_path))
+    env = {**os.environ, local_jvm.CACHE_ENV: str(tmp_path)}
+    built = subprocess.run([sys.executable, "-m", "spark_jobs.local_jvm"], cwd=REPO_ROOT, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-3000:]
+    archive = local_jvm.archive_path()
+    assert f"local Spark class archive: {archive}" in built.stdout
+    assert archive.is_file() and archive.stat().st_size > 0
+    assert sorted(path.name for path in archive.parent.iterdir()) == [archive.name, archive.with_suffix(".json").name]
+    job = textwrap.dedent(f"""
+        from spark_jobs.run_local import local_spark
+        spark = local_spark("local[1]", "1g", {{"spark.driver.extraJavaOptions": "-Xshare:on"}})
+        arguments = list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
+        assert "-XX:SharedArchiveFile={archive}" in arguments, arguments
+        print("rows", spark.range(5).count())
+    """)
+    started = subprocess.run([sys.executable, "-c", job], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert started.returncode == 0, started.stderr[-3000:]
+    assert "rows 5" in started.stdout
