@@ -177,26 +177,37 @@ def export_artifact(spec: ModelSpec, engine: str, out_dir: Path, calibration: Pa
     if engine == INT8_ENGINE:
         return _export_int8(spec, out_dir, calibration)
     model = build_model(spec)
-    model(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32), training=False)  # export needs a built graph
     out_dir.mkdir(parents=True, exist_ok=True)
     if engine == "onnxruntime":
-        path = out_dir / "model.onnx"
-        model.export(str(path), format="onnx", verbose=False)
-    else:
-        path = out_dir / "model.weights.h5"
-        model.save_weights(str(path))
+        return write_onnx(model, spec, out_dir / "model.onnx")
+    path = out_dir / "model.weights.h5"
+    model.save_weights(str(path))
+    return path
+
+
+def write_onnx(model, spec: ModelSpec, path: Path) -> Path:
+    model(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32), training=False)  # export needs a built graph
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.export(str(path), format="onnx", verbose=False)
     return path
 
 
 def _export_int8(spec: ModelSpec, out_dir: Path, calibration: Path | None) -> Path:
-    from spark_jobs import quantize
+    """Quantization-aware fine-tuning (MobileNetV2: spark_jobs.quantization_training), then the
+    static quantization (spark_jobs.quantize), both on the calibration images."""
+    from spark_jobs import quantization_training, quantize
 
     try:
         files = quantize.calibration_files(calibration or quantize.CALIBRATION_ROOT)
     except quantize.CalibrationError as exc:
         raise ModelConfigError(str(exc)) from None
-    fp32 = export_artifact(spec, "onnxruntime", out_dir / "fp32")
-    path = quantize.quantize_onnx(fp32, out_dir / "model.onnx", quantize.calibration_pixels(files, spec.image_size))
+    pixels = quantize.calibration_pixels(files, spec.image_size)
+    trained = quantization_training.applies_to(spec.backbone)
+    model = build_model(spec)
+    if trained:  # the weights learn to tolerate int8 first; bias correction would then count twice
+        quantization_training.fine_tune(model, build_model(spec), pixels, quantize.CALIBRATION_PERCENTILE)
+    fp32 = write_onnx(model, spec, out_dir / "fp32" / "model.onnx")
+    path = quantize.quantize_onnx(fp32, out_dir / "model.onnx", pixels, bias_correction=not trained)
     fp32.unlink()
     return path
 

@@ -1,8 +1,9 @@
 """The int8 engine's model: the exported ONNX backbone statically quantized by ONNX Runtime
 (QDQ format, int8 per-channel weights, uint8 activations, ranges at the 99.99th percentile, the
 normalised pixels on the uint8 grid: exact_input_grid), calibrated on
-real photos decoded exactly as the featurize job decodes them (images.decode_image), with the
-convolutions' biases corrected for the rounding of their weights (correct_biases).
+real photos decoded exactly as the featurize job decodes them (images.decode_image). MobileNetV2
+comes fine-tuned for int8 first (spark_jobs.quantization_training); other backbones get their
+convolutions' biases corrected for the rounding of their weights instead (correct_biases).
 
 The calibration set is every image under a folder (default: the repo's data/sample, 40 photos,
 10 per fruit), sorted by relative path; the same images and model give the same bytes.
@@ -171,8 +172,10 @@ def exact_input_grid(model) -> dict[str, list[dict]]:
     }
 
 
-def quantize_onnx(fp32_model: Path, output: Path, pixels: np.ndarray) -> Path:
-    """Write the int8 model of fp32_model to output, calibrated on `pixels`."""
+def quantize_onnx(fp32_model: Path, output: Path, pixels: np.ndarray, bias_correction: bool = True) -> Path:
+    """Write the int8 model of fp32_model to output, calibrated on `pixels`; bias_correction off
+    for weights fine-tuned for int8 (spark_jobs.quantization_training), which already account for
+    their rounding."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -201,7 +204,8 @@ def quantize_onnx(fp32_model: Path, output: Path, pixels: np.ndarray) -> Path:
         quant_pre_process(model, str(prepared))
         folded = onnx.load(str(prepared))
         overrides = exact_input_grid(folded)
-        correct_biases(folded, pixels)
+        if bias_correction:
+            correct_biases(folded, pixels)
         onnx.save(folded, str(prepared))
         output.parent.mkdir(parents=True, exist_ok=True)
         quantize_static(

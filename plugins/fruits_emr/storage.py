@@ -51,7 +51,7 @@ PACKAGE = "spark_jobs"
 # the code an exported model depends on besides its settings and weights (int8: and the calibration images)
 EXPORT_SOURCES = (
     Path("spark_jobs/backbones.py"), Path("spark_jobs/export_model.py"), Path("spark_jobs/quantize.py"),
-    Path("spark_jobs/images.py"),
+    Path("spark_jobs/quantization_training.py"), Path("spark_jobs/images.py"),
 )
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
