@@ -139,7 +139,8 @@ def augmented(pixels, seed: int):
 def fine_tune(model, teacher, pixels: np.ndarray, percentile: float, steps: int = STEPS) -> None:
     """Fine-tune `model` (build_model's: preprocessing layer, then the backbone) in place so that
     its fake-quantized self reproduces `teacher`'s features (the same model, untouched) on
-    augmented `pixels` (n, size, size, 3 RGB 0..255)."""
+    augmented `pixels` (n, size, size, 3 RGB 0..255). Turns on TensorFlow's deterministic ops for
+    the process (the driver's export only: executors run ONNX Runtime)."""
     import keras
     import tensorflow as tf
 

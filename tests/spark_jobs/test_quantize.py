@@ -90,9 +90,27 @@ def test_normalised_pixels_fall_on_the_uint8_grid(exported, tmp_path):
     probe = ort.InferenceSession(str(tmp_path / "probe.onnx"), providers=["CPUExecutionProvider"])
     levels = probe.run([conv_input], {probe.get_inputs()[0].name: pixels})[0] / grid[0]["scale"] + grid[0]["zero_point"]
     assert np.abs(levels - np.rint(levels)).max() < 1e-3 and levels.min() >= 0 and levels.max() <= 255
+    assert np.array_equal(np.rint(levels), pixels.transpose(0, 3, 1, 2))  # the codes are the pixels (direct_pixel_input)
     # the same features: only the border padding moves, by 1/255
     before, after = (run_model(tmp_path / name, pixels) for name in ("prepared.onnx", "shifted.onnx"))
     assert cosines(before, after).min() > 0.9999
+
+
+def test_the_first_convolution_reads_the_pixels_codes_without_float_preprocessing(exported):
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(exported / "a" / "model.onnx")).graph
+    producer = {name: node for node in graph.node for name in node.output}
+    weights = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    conv = next(node for node in graph.node if node.op_type == "Conv")
+    dequantize = producer[conv.input[0]]
+    transpose = producer[dequantize.input[0]]
+    quantize_pixels = producer[transpose.input[0]]
+    assert [node.op_type for node in (dequantize, transpose, quantize_pixels)] == ["DequantizeLinear", "Transpose", "QuantizeLinear"]
+    assert quantize_pixels.input[0] == graph.input[0].name
+    assert (float(weights[dequantize.input[1]]), int(weights[dequantize.input[2]])) == (float(np.float32(2 / 255)), 127)
+    assert not {node.op_type for node in graph.node} & {"Mul", "Sub"}
 
 
 def test_sidecar_lists_the_calibration_images(exported):
