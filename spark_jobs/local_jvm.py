@@ -54,6 +54,11 @@ def class_path_files() -> list[Path]:
     return [*sorted((Path(pyspark.__file__).parent / "jars").glob("*.jar")), *s3a_jars()]
 
 
+def file_identities(paths: list[Path]) -> list[list]:
+    """Path, size and modification time of each file: what the JVM checks an archive's class path by."""
+    return [[str(path), path.stat().st_size, path.stat().st_mtime_ns] for path in paths]
+
+
 def archive_path() -> Path | None:
     """Where the archive for this Java runtime and Spark class path is (or would be); None
     without Java. The name changes with either, so a stale archive is never used."""
@@ -61,8 +66,7 @@ def archive_path() -> Path | None:
     if java is None:
         return None
     libjvm = next(iter(sorted(java.parent.parent.glob("lib/server/libjvm.so"))), java)
-    identity = [(str(path), path.stat().st_size, path.stat().st_mtime_ns) for path in (java, libjvm, *class_path_files())]
-    digest = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(json.dumps(file_identities([java, libjvm, *class_path_files()])).encode()).hexdigest()[:16]
     cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "fruits" / "spark-classes")
     return cache / f"{digest}.jsa"
 
@@ -121,14 +125,15 @@ def build_archive(archive: Path) -> None:
         os.replace(partial, archive)
     finally:
         partial.unlink(missing_ok=True)
-    archive.with_suffix(".json").write_text(json.dumps({"class_path": [str(path) for path in class_path_files()]}))
+    archive.with_suffix(".json").write_text(json.dumps({"class_path": file_identities(class_path_files())}))
 
 
 def remove_stale_archives(cache: Path) -> None:
-    """Archives built for a class path that is gone (a deleted checkout's virtualenv, an upgraded
-    pyspark): ~150 MB each, no JVM can use them any more."""
+    """Archives built for a class path whose jars are gone or changed (a deleted or re-created
+    virtualenv, an upgraded pyspark): ~150 MB each, no JVM can use them any more."""
     for note in cache.glob("*.json"):
-        if not all(Path(jar).is_file() for jar in json.loads(note.read_text())["class_path"]):
+        built_for = json.loads(note.read_text())["class_path"]
+        if not all(Path(path).is_file() for path, *_ in built_for) or file_identities([Path(p) for p, *_ in built_for]) != built_for:
             note.with_suffix(".jsa").unlink(missing_ok=True)
             note.unlink()
 

@@ -32,14 +32,17 @@ def test_the_archive_is_used_only_once_it_is_there(tmp_path, monkeypatch):
     assert local_jvm.local_jvm_options("-Dx=1") == f"{local_jvm.LOCAL_JVM_OPTIONS} -XX:SharedArchiveFile={archive} -Dx=1"
 
 
-def test_archives_of_a_class_path_that_is_gone_are_removed(tmp_path):
-    kept, gone = (tmp_path / f"{name}.jsa" for name in ("kept", "gone"))
-    for archive, jar in ((kept, tmp_path / "spark-core.jar"), (gone, tmp_path / "deleted-venv" / "spark-core.jar")):
-        archive.write_bytes(b"archive")
-        archive.with_suffix(".json").write_text(json.dumps({"class_path": [str(jar)]}))
-    (tmp_path / "spark-core.jar").write_bytes(b"jar")
+def test_archives_of_a_class_path_that_is_gone_or_changed_are_removed(tmp_path):
+    jars = {name: tmp_path / name / "spark-core.jar" for name in ("kept", "gone", "changed")}
+    for name, jar in jars.items():
+        jar.parent.mkdir()
+        jar.write_bytes(b"jar")
+        (tmp_path / f"{name}.jsa").write_bytes(b"archive")
+        (tmp_path / f"{name}.json").write_text(json.dumps({"class_path": local_jvm.file_identities([jar])}))
+    jars["gone"].unlink()
+    jars["changed"].write_bytes(b"another jar")  # a re-created virtualenv: same path, other file
     local_jvm.remove_stale_archives(tmp_path)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["kept.jsa", "kept.json", "spark-core.jar"]
+    assert sorted(path.name for path in tmp_path.glob("*.js*")) == ["kept.jsa", "kept.json"]
 
 
 def test_a_built_archive_is_mapped_by_the_next_local_spark(tmp_path, monkeypatch):
