@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
+from spark_jobs.backbones import BUNDLED_WEIGHTS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"
-WEIGHTS_035 = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 BATCH = 32  # featurize's default --batch-size
 TEST_EVERY = 4
 THREADS = 1  # featurize gives each task's engine the task's cores: 1 by default
@@ -82,7 +83,7 @@ def export_models(workdir: Path) -> dict[str, Path]:
     from spark_jobs.backbones import INT8_ENGINE, ModelSpec
     from spark_jobs.export_model import export_onnx
 
-    spec = ModelSpec(alpha=0.35, weights=str(WEIGHTS_035))
+    spec = ModelSpec(alpha=0.35, weights=str(BUNDLED_WEIGHTS))
     models = {"fp32": workdir / "int8-bench-fp32.onnx", "int8": workdir / "int8-bench-int8.onnx"}
     export_onnx(spec, models["fp32"])
     export_onnx(spec, models["int8"], engine=INT8_ENGINE)

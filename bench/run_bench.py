@@ -36,10 +36,10 @@ import pandas as pd
 from bench.bootstrap_install import KEY as BOOTSTRAP_KEY  # measured there, kept from the results file
 from bench.int8 import int8_figures
 from fruits_emr.cost import cost_model, load_prices
+from spark_jobs.backbones import BUNDLED_WEIGHTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images; pass --images for more
-WEIGHTS_035 = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # the table goes between its <!-- bench:start/end --> markers
 PCA_FIT_SIZES = [20_000, 200_000, 1_000_000]  # feature rows in the corpus the pca job fits on
 PCA_FIT_SIZES_SMOKE = [100, 1_000]
@@ -311,7 +311,7 @@ def engine_difference(contents: list[bytes], workdir: Path) -> float:
 
     from spark_jobs.backbones import ModelSpec, build_model, export_artifact
 
-    spec = ModelSpec(alpha=0.35, weights=str(WEIGHTS_035))
+    spec = ModelSpec(alpha=0.35, weights=str(BUNDLED_WEIGHTS))
     artifact = export_artifact(spec, "onnxruntime", workdir / "diff")
     model = build_model(spec)
     session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
@@ -522,7 +522,7 @@ def prepare(args: argparse.Namespace, work: Path) -> Workload:
     chosen = random.Random(7).sample(full, max(1, round(0.05 * len(full))))
     manifest.write_text("\n".join(map(str, chosen)) + "\n")
     artifacts = {}
-    for alpha, weights in ((args.alpha, "random"), (0.35, str(WEIGHTS_035))):
+    for alpha, weights in ((args.alpha, "random"), (0.35, str(BUNDLED_WEIGHTS))):
         artifacts[alpha] = work / f"model-a{alpha}.onnx"
         export_onnx(ModelSpec(alpha=alpha, weights=weights), artifacts[alpha])
     return Workload(work, [p.read_bytes() for p in sources], work / f"replicas-{len(sources)}" / "rep00",
@@ -588,7 +588,7 @@ def pca_fit_only(args: argparse.Namespace) -> int:
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     artifact = work / "model-a0.35.onnx"
-    export_onnx(ModelSpec(alpha=0.35, weights=str(WEIGHTS_035)), artifact)
+    export_onnx(ModelSpec(alpha=0.35, weights=str(BUNDLED_WEIGHTS)), artifact)
     source = work / "out-pca-source"
     run_probe("featurize", images=args.sample, output=source, artifact=artifact, batch_size=args.batch_size)
     figures = pca_fit_scaling(source / "features", work, PCA_FIT_SIZES_SMOKE if args.smoke else PCA_FIT_SIZES)

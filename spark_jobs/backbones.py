@@ -26,6 +26,8 @@ ENGINES = (*ONNX_ENGINES, "tensorflow")
 NAMED_WEIGHTS = ("imagenet", "random")  # any other --weights value is a file
 POOLINGS = ("avg", "max")
 CALIBRATION_IMAGES = 32
+# the repository's real ImageNet MobileNetV2 alpha 0.35 weights (make demo's)
+BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
 
 class ModelConfigError(ValueError):

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from spark_jobs.backbones import BUNDLED_WEIGHTS
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # Local Spark's one JVM (driver and executor): C1 JIT only. Tiered compilation's C2 compiler
 # takes cores from the tasks for the first seconds of every run (the JVM itself only moves bytes
@@ -31,8 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 LOCAL_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 # What the archive's run works on: the demo's images and model (the Makefile's `make demo`)
 EXERCISE_IMAGES = REPO_ROOT / "data" / "sample"
-EXERCISE_MODEL = ("--weights", str(REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"),
-                  "--alpha", "0.35")
+EXERCISE_MODEL = ("--weights", str(BUNDLED_WEIGHTS), "--alpha", "0.35")
 CACHE_ENV = "FRUITS_CLASS_ARCHIVE_CACHE"  # the archives' folder (default ~/.cache/fruits/spark-classes)
 # The dump's warnings list every class it cannot archive (signed jars, old class files): noise
 QUIET_DUMP = "-Xlog:cds*=off"
@@ -132,10 +133,15 @@ def remove_stale_archives(cache: Path) -> None:
     """Archives built for a class path whose jars are gone or changed (a deleted or re-created
     virtualenv, an upgraded pyspark): ~150 MB each, no JVM can use them any more."""
     for note in cache.glob("*.json"):
-        built_for = json.loads(note.read_text())["class_path"]
-        if not all(Path(path).is_file() for path, *_ in built_for) or file_identities([Path(p) for p, *_ in built_for]) != built_for:
+        if not unchanged(json.loads(note.read_text())["class_path"]):
             note.with_suffix(".jsa").unlink(missing_ok=True)
             note.unlink()
+
+
+def unchanged(identities: list[list]) -> bool:
+    """Every file of file_identities' list still there, same size and time."""
+    paths = [Path(path) for path, *_ in identities]
+    return all(path.is_file() for path in paths) and file_identities(paths) == identities
 
 
 def ensure_archive() -> Path | None:

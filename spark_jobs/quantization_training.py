@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from spark_jobs.quantize import WEIGHT_LEVELS
+
 STEPS = 400
 BATCH = 8
 LEARNING_RATE = 3e-5  # cosine decay to 0 over STEPS
 WEIGHTS_AVERAGE = 0.98  # the weights' moving average (momentum) replaces the last step's weights
 SEED = 0
-ACTIVATION_LEVELS = 255  # uint8
 
 
 def applies_to(backbone: str) -> bool:
@@ -83,7 +84,7 @@ def fake_quantized_student(backbone, ranges: dict[str, tuple[float, float]]):
             scale = norm.gamma / tf.sqrt(norm.moving_variance + norm.epsilon)
             scale = tf.reshape(scale, [1, 1, -1, 1] if self.depthwise else [1, 1, 1, -1])
             folded = kernel * scale
-            step = tf.reduce_max(tf.abs(folded), axis=[0, 1, 3] if self.depthwise else [0, 1, 2], keepdims=True) / 127.0
+            step = tf.reduce_max(tf.abs(folded), axis=[0, 1, 3] if self.depthwise else [0, 1, 2], keepdims=True) / WEIGHT_LEVELS
             step = tf.where(step == 0, tf.ones_like(step), step)
             rounded = kernel + tf.stop_gradient(tf.round(folded / step) * step / scale - kernel)
             strides = [1, *self.conv.strides, 1]

@@ -239,13 +239,16 @@ def direct_pixel_input(model) -> None:
     from onnx import numpy_helper
 
     graph = model.graph
-    values = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
-    producer = {name: node for node in graph.node for name in node.output}
-    consumers = {name: [node for node in graph.node if name in node.input] for name in producer}
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
     pixels_q = next(node for node in graph.node if node.op_type == "QuantizeLinear" and node.input[0] == graph.input[0].name)
     transpose = next(node for node in graph.node if node.op_type == "Transpose")
     conv_dq = consumers[consumers[transpose.output[0]][0].output[0]][0]  # Transpose -> Q -> DQ
-    codes = [(float(values[node.input[1]]), int(values[node.input[2]])) for node in (pixels_q, conv_dq)]
+    codes = [(float(numpy_helper.to_array(initializers[node.input[1]])), int(numpy_helper.to_array(initializers[node.input[2]])))
+             for node in (pixels_q, conv_dq)]
     if codes != [(1.0, 0), (float(np.float32(2 / 255)), 127)] or conv_dq.op_type != "DequantizeLinear":
         raise ValueError(f"unexpected input quantization {codes} before {conv_dq.op_type}")
     transpose.input[0] = pixels_q.output[0]
