@@ -28,13 +28,13 @@ from urllib.parse import urlparse
 from bench.run_bench import (
     BUNDLED_IMAGES,
     REPO_ROOT,
-    WEIGHTS_035,
     PeakRss,
     cpu_model,
     make_replicas,
     sample_files,
     versions,
 )
+from spark_jobs.backbones import BUNDLED_WEIGHTS
 
 PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # the section goes between its <!-- soak:start/end --> markers
 RSS_INTERVAL_SECONDS = 0.25
@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=10, help="the soak runs on this many perturbed copies of the sample")
     parser.add_argument("--smoke", action="store_true", help="12 images x 2 replicas, no baseline: checks the harness only")
     parser.add_argument("--skip-baseline", action="store_true", help="no 1x run (and so no memory ratio)")
-    parser.add_argument("--weights", default=str(WEIGHTS_035), help="weights passed to run_local (default: the bundled ImageNet file)")
+    parser.add_argument("--weights", default=str(BUNDLED_WEIGHTS), help="weights passed to run_local (default: the bundled ImageNet file)")
     parser.add_argument("--alpha", type=float, default=0.35, help="MobileNetV2 alpha; must match --weights")
     parser.add_argument("--max-rss-ratio", type=float, default=DEFAULT_MAX_RSS_RATIO,
                         help="fail when the full run's peak RSS exceeds this multiple of the 1x run's")
