@@ -113,7 +113,7 @@ def resolve_config(params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge Params over the defaults Variable and check them, before anything costs money."""
     with user_errors_fail_the_task():
         return tasks.resolve_config(params or {}, PARSE_DEFAULTS, _json_variable(settings.DEFAULTS_VARIABLE), _s3(),
-                                    _emr if COMPUTE_MODE == "emr" else None)
+                                    _emr if COMPUTE_MODE == "emr" else None, REPO_ROOT)
 
 
 @task

@@ -39,6 +39,7 @@ from fruits_emr.artifacts import (
 )
 from fruits_emr.layout import RunPaths, commit_key, in_window, is_image_key, pca_pointer_key
 from fruits_emr.settings import CALIBRATION_IMAGES, INT8_ENGINE, ConfigError, RunConfig, sse_arguments, weights_kind
+from fruits_emr.weights_files import confined_weights_file
 from spark_jobs.run_files import PCA_MODEL_INFO, format_manifest, parse_manifest
 from spark_jobs.s3_uri import is_not_found, key_prefix, split_s3_uri
 
@@ -166,25 +167,13 @@ def stage_weights(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, boo
         if not key or not object_exists(s3, bucket, key):
             raise ConfigError(f"Param 'weights' = {config.weights!r}: no such S3 object. Upload it or fix the URI.")
         return config.weights, False
-    path = local_weights_file(config, repo_root)
+    path = confined_weights_file(config.weights, repo_root)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     key = weights_key(config.artifacts_prefix, digest, path.name)
     uploaded = not object_exists(s3, config.bucket, key)
     if uploaded:
         s3.upload_file(str(path), config.bucket, key, ExtraArgs=sse_arguments(config))
     return f"s3://{config.bucket}/{key}", uploaded
-
-
-def local_weights_file(config: RunConfig, repo_root: Path) -> Path:
-    """The weights file a repo-path Param names, or one clear message."""
-    path = Path(config.weights)
-    path = path if path.is_absolute() else repo_root / path
-    if not path.is_file():
-        raise ConfigError(
-            f"Param 'weights' = {config.weights!r} is not 'imagenet', 'random', an s3:// URI or a file"
-            f" (looked for {path})."
-        )
-    return path
 
 
 def export_model(config: RunConfig, weights: str, output: Path, repo_root: Path) -> None:
@@ -234,7 +223,7 @@ def stage_model(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]
             s3.download_file(bucket, key, str(local))
             weights, content = str(local), local.read_bytes()
         else:
-            local = local_weights_file(config, repo_root)
+            local = confined_weights_file(config.weights, repo_root)
             weights, content = str(local), local.read_bytes()
         digest = hashlib.sha256(json.dumps(model_settings(config), sort_keys=True).encode() + b"\0" + content)
         for relative in EXPORT_SOURCES:

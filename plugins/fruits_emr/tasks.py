@@ -20,7 +20,8 @@ from fruits_emr import cost, events, layout, pca_plan, reconcile, storage
 from fruits_emr.artifacts import StagedArtifacts
 from fruits_emr.emr_request import job_flow_overrides, spark_steps
 from fruits_emr.local import StepRejectedInput
-from fruits_emr.settings import ConfigError, RunConfig, resolve_run_config, sse_arguments
+from fruits_emr.settings import ConfigError, RunConfig, resolve_run_config, sse_arguments, weights_kind
+from fruits_emr.weights_files import confined_weights_file
 from spark_jobs.run_files import PCA_MODEL_INFO
 from spark_jobs.s3_uri import key_prefix
 from spark_jobs.s3a import S3ConfigError
@@ -57,11 +58,15 @@ def resolve_config(
     variable_defaults: Mapping[str, Any] | None,
     s3: Any,
     emr: Callable[[], Any] | None,
+    repo_root: Path,
 ) -> dict[str, Any]:
     """Merge Params over the defaults Variable and check them, before anything costs money.
 
-    emr: makes an EMR client to check the security configuration (None: local mode, no cluster)."""
+    emr: makes an EMR client to check the security configuration (None: local mode, no cluster);
+    repo_root: the checkout whose models/ folder alone a local `weights` file may come from."""
     config, sources = resolve_run_config(params, parse_defaults, variable_defaults)
+    if weights_kind(config.weights) == "file":
+        confined_weights_file(config.weights, repo_root)  # before any upload: staging reads the file
     storage.check_bucket(s3, config.bucket)
     if config.security_configuration and emr is not None:
         storage.check_security_configuration(emr(), config.security_configuration)

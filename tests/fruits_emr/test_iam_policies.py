@@ -231,7 +231,8 @@ def make_repo(root: Path) -> Path:
     (root / "emr").mkdir()
     for name in ("bootstrap.sh", "requirements-emr.txt", "requirements-emr-tensorflow.txt", "constraints-emr.txt"):
         shutil.copy(REPO_ROOT / "emr" / name, root / "emr" / name)
-    (root / "w.h5").write_bytes(b"weights")
+    (root / "models").mkdir()
+    (root / "models" / "w.h5").write_bytes(b"weights")
     return root
 
 
@@ -264,7 +265,7 @@ def denied(call, *args, **kwargs) -> str:
 
 
 def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflow_key, tmp_path):
-    config = settings.RunConfig(bucket=BUCKET, weights="w.h5", engine="tensorflow", full_refresh=True,
+    config = settings.RunConfig(bucket=BUCKET, weights="models/w.h5", engine="tensorflow", full_refresh=True,
                            security_configuration="fruits-at-rest")
     paths = layout.run_paths(config, RUN_DATE, "20240602T02Z")
     failed = layout.run_paths(config, RUN_DATE, "20240602T01Z")

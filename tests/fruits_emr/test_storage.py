@@ -36,7 +36,8 @@ def make_repo(root: Path) -> Path:
     shutil.copy(REPO_ROOT / "emr" / "requirements-emr.txt", root / "emr" / "requirements-emr.txt")
     shutil.copy(REPO_ROOT / "emr" / "requirements-emr-tensorflow.txt", root / "emr" / "requirements-emr-tensorflow.txt")
     shutil.copy(REPO_ROOT / "emr" / "constraints-emr.txt", root / "emr" / "constraints-emr.txt")
-    (root / "w.h5").write_bytes(b"weights-v1")
+    (root / "models").mkdir()
+    (root / "models" / "w.h5").write_bytes(b"weights-v1")
     return root
 
 
@@ -53,7 +54,7 @@ def test_stage_uploads_once_per_content_hash(s3, tmp_path):
     (the wheelhouse has its own test below)."""
     repo = make_repo(tmp_path)
     s3.create_bucket(Bucket="fruits-data")
-    tf_config = config(weights="w.h5", engine="tensorflow")
+    tf_config = config(weights="models/w.h5", engine="tensorflow")
     staged, uploaded = storage.stage_artifacts(s3, tf_config, repo, None)
     code_prefix = staged.code_uri.removeprefix("s3://fruits-data/")
     assert keys(s3, "fruits-data", code_prefix) == sorted(
@@ -72,7 +73,7 @@ def test_stage_uploads_once_per_content_hash(s3, tmp_path):
     assert (again, uploaded_again) == (staged, [])
 
     (repo / "spark_jobs" / "pca.py").write_text("print('pca v2')\n")
-    (repo / "w.h5").write_bytes(b"weights-v2")
+    (repo / "models" / "w.h5").write_bytes(b"weights-v2")
     changed, uploaded_changed = storage.stage_artifacts(s3, tf_config, repo, None)
     assert changed.code_uri != staged.code_uri and changed.weights != staged.weights
     assert len(uploaded_changed) == 8
@@ -175,7 +176,7 @@ def test_stage_artifacts_stages_a_wheelhouse_for_the_cluster(s3, tmp_path):
     repo = make_repo(tmp_path / "repo")
     s3.create_bucket(Bucket="fruits-data")
     build, builds = probe_builder(tmp_path / "cache")
-    tf_config = config(weights="w.h5", engine="tensorflow")
+    tf_config = config(weights="models/w.h5", engine="tensorflow")
     staged, uploaded = storage.stage_artifacts(s3, tf_config, repo, build)
     assert staged.wheelhouse.startswith("s3://fruits-data/artifacts/wheelhouse/") and len(uploaded) == 9
     assert builds == [[repo / "emr" / "requirements-emr.txt", repo / "emr" / "requirements-emr-tensorflow.txt"]]
@@ -215,7 +216,7 @@ def test_real_repo_bundle_holds_the_job_entry_points():
 
 @pytest.mark.parametrize(
     ("weights", "message"),
-    [("models/nope.h5", "is not 'imagenet', 'random', an s3:// URI or a file"),
+    [("models/nope.h5", "is not 'imagenet', 'random', an s3:// object under the artifacts prefix, or a file inside"),
      ("s3://fruits-data/missing.h5", "no such S3 object")],
 )
 def test_bad_weights_fail_with_one_message(s3, tmp_path, weights, message):
