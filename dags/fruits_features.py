@@ -143,7 +143,7 @@ def find_new_images(
         return tasks.find_new_images(_s3(), config, data_interval_start, data_interval_end, run_after)
     return tasks.find_new_images(
         _s3(), config, data_interval_start, data_interval_end, run_after,
-        events.EventBatch(events.message_bodies(triggering_asset_events), int((params or {})["event_max_images"]),
+        events.EventBatch(events.message_bodies(triggering_asset_events), events.event_max_images(params),
                           lambda records: events.requeue(_sqs(), EVENTS.queue_url, records)),
     )
 
