@@ -24,9 +24,7 @@ from botocore.exceptions import ClientError
 
 from fruits_emr import wheelhouse
 from fruits_emr.artifacts import (
-    CONSTRAINTS_FILE,
-    REQUIREMENTS_FILE,
-    REQUIREMENTS_TENSORFLOW_FILE,
+    HASHED_REQUIREMENTS_FILE,
     SIDECAR_SUFFIX,
     StagedArtifacts,
     code_layout,
@@ -45,9 +43,6 @@ from spark_jobs.s3_uri import is_not_found, key_prefix, split_s3_uri
 
 STAGED_MARKER = "_STAGED"
 BOOTSTRAP = Path("emr/bootstrap.sh")
-REQUIREMENTS = Path("emr") / REQUIREMENTS_FILE
-REQUIREMENTS_TENSORFLOW = Path("emr") / REQUIREMENTS_TENSORFLOW_FILE
-CONSTRAINTS = Path("emr") / CONSTRAINTS_FILE
 PACKAGE = "spark_jobs"
 # the code an exported model depends on besides its settings and weights (int8: and the calibration images)
 EXPORT_SOURCES = (
@@ -127,22 +122,19 @@ def package_zip(repo_root: Path, sources: list[Path]) -> bytes:
 
 
 def code_bundle(repo_root: Path) -> tuple[str, dict[str, bytes]]:
-    """Content hash and files of the code bundle: entry points, package zip, bootstrap, EMR requirements."""
+    """Content hash and files of the code bundle: entry points, package zip, bootstrap (the node
+    packages and their hashes travel in the wheelhouse, stage_wheelhouse)."""
     sources = package_sources(repo_root)
-    for extra in (BOOTSTRAP, REQUIREMENTS, REQUIREMENTS_TENSORFLOW, CONSTRAINTS):
-        if not (repo_root / extra).is_file():
-            raise ConfigError(f"{repo_root / extra} is missing: deploy the repo's emr/ folder next to dags/.")
+    if not (repo_root / BOOTSTRAP).is_file():
+        raise ConfigError(f"{repo_root / BOOTSTRAP} is missing: deploy the repo's emr/ folder next to dags/.")
     digest = hashlib.sha256()
-    for relative in [*sources, BOOTSTRAP, REQUIREMENTS, REQUIREMENTS_TENSORFLOW, CONSTRAINTS]:
+    for relative in [*sources, BOOTSTRAP]:
         digest.update(relative.as_posix().encode() + b"\0" + (repo_root / relative).read_bytes() + b"\0")
     files = {
         "featurize.py": (repo_root / PACKAGE / "featurize.py").read_bytes(),
         "pca.py": (repo_root / PACKAGE / "pca.py").read_bytes(),
         "spark_jobs.zip": package_zip(repo_root, sources),
         "bootstrap.sh": (repo_root / BOOTSTRAP).read_bytes(),
-        REQUIREMENTS_FILE: (repo_root / REQUIREMENTS).read_bytes(),
-        REQUIREMENTS_TENSORFLOW_FILE: (repo_root / REQUIREMENTS_TENSORFLOW).read_bytes(),
-        CONSTRAINTS_FILE: (repo_root / CONSTRAINTS).read_bytes(),
     }
     return digest.hexdigest()[:16], files
 
@@ -243,31 +235,36 @@ def stage_model(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]
         return uri, True
 
 
-Builder = Callable[[list[Path], Path], Path]
+Builder = Callable[[Path], Path]  # a hash file -> the folder of its wheels (wheelhouse.build_wheelhouse)
 
 
 def stage_wheelhouse(
     s3: Any, config: RunConfig, repo_root: Path, tensorflow: bool, build: Builder = wheelhouse.build_wheelhouse
 ) -> tuple[str, list[str]]:
-    """Stage the wheels of the node packages (the TensorFlow add-on too when the cluster needs it)
-    under artifacts/wheelhouse/<content hash>/; skipped when its marker exists. The local build is
-    cached per hash as well (wheelhouse.build_wheelhouse), so it is downloaded once per worker."""
-    requirements = [repo_root / REQUIREMENTS, *([repo_root / REQUIREMENTS_TENSORFLOW] if tensorflow else [])]
-    constraints = repo_root / CONSTRAINTS
-    uri = wheelhouse_uri(config.bucket, config.artifacts_prefix, wheelhouse.wheelhouse_hash([*requirements, constraints]))
+    """Stage the wheels of the node packages (the TensorFlow add-on too when the cluster needs it) and
+    their hash file under artifacts/wheelhouse/<hash of that file>/, so the key changes with any
+    wheel's sha256; skipped when its marker exists. The local build is cached per hash as well
+    (wheelhouse.build_wheelhouse, which downloads with pip --require-hashes), so it is downloaded
+    once per worker and a wheel changed upstream is refused."""
+    hashed = repo_root / wheelhouse.HASHED_REQUIREMENTS[tensorflow]
+    if not hashed.is_file():
+        raise ConfigError(f"{hashed} is missing: deploy the repo's emr/ folder next to dags/.")
+    uri = wheelhouse_uri(config.bucket, config.artifacts_prefix, wheelhouse.wheelhouse_hash([hashed]))
     _, key = split_s3_uri(uri)
     if object_exists(s3, config.bucket, key + STAGED_MARKER):
         return uri, []
-    local = build(requirements, constraints)
+    local = build(hashed)
     wheels = sorted(local.glob("*.whl"))
     if not wheels:
         raise RuntimeError(f"the wheelhouse {local} holds no wheels")
     for wheel in wheels:
         s3.upload_file(str(wheel), config.bucket, key + wheel.name, ExtraArgs=sse_arguments(config))
+    s3.put_object(Bucket=config.bucket, Key=key + HASHED_REQUIREMENTS_FILE, Body=hashed.read_bytes(),
+                  ContentType="text/plain", **sse_arguments(config))
     # written last, with the wheel list: a wheelhouse interrupted half-way is uploaded again next time
     listing = "".join(f"{wheel.name}\n" for wheel in wheels).encode()
     s3.put_object(Bucket=config.bucket, Key=key + STAGED_MARKER, Body=listing, **sse_arguments(config))
-    return uri, [uri + wheel.name for wheel in wheels]
+    return uri, [uri + wheel.name for wheel in wheels] + [uri + HASHED_REQUIREMENTS_FILE]
 
 
 def stage_artifacts(
