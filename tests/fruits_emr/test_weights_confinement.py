@@ -123,3 +123,12 @@ def test_a_symlink_swapped_after_resolve_config_is_refused_at_staging(s3, repo):
     with pytest.raises(ConfigError, match="through a symlink, outside models/"):
         storage.stage_artifacts(s3, settings.RunConfig.from_dict(resolved), repo, None)
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
+
+
+def test_the_defaults_variable_is_confined_too(s3, repo):
+    """A user who may edit Variables sets weights for every later run: same check, same message."""
+    s3.create_bucket(Bucket=BUCKET)
+    with pytest.raises(ConfigError, match=REFUSED):
+        tasks.resolve_config({}, settings.parse_time_defaults({}), {"bucket": BUCKET, "weights": "/etc/passwd"}, s3,
+                             None, repo)
+    assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
