@@ -25,7 +25,7 @@ from typing import Any
 from fruits_emr import layout
 from fruits_emr.emr_actions import emr_statements
 from fruits_emr.settings import DAG_ID, RunConfig
-from spark_jobs.s3_uri import key_prefix
+from spark_jobs.contract.s3_uri import key_prefix
 
 VERSION = "2012-10-17"
 PLACEHOLDER_KMS_KEY = "arn:aws:kms:<region>:<account>:key/<key-id>"

@@ -8,7 +8,6 @@ from typing import Any
 from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK
 from fruits_emr.settings import (
     CLUSTER_SHAPES,
-    ENGINES,
     MAX_ALPHA,
     MAX_ARROW_BATCH_SIZE,
     MAX_CORE_INSTANCES,
@@ -20,9 +19,9 @@ from fruits_emr.settings import (
     MAX_PREFIX_LENGTH,
     MAX_WEIGHTS_LENGTH,
     MIN_IMAGE_SIZE,
-    MODELS,
     max_core_instances,
 )
+from spark_jobs.contract.model_choices import BACKBONES, ENGINES
 
 # A setting that may stay empty. Airflow's trigger form marks a Param required unless its schema's
 # type list includes "null" (and clears a text field to null), so "empty" must be nullable there.
@@ -49,7 +48,7 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
         "Fixed number of PCA components; empty = use variance.",
         {"type": ["null", "integer"], "minimum": 1, "maximum": MAX_PCA_COMPONENTS},
     ),
-    "model": ("CNN backbone.", {"type": "string", "enum": list(MODELS)}),
+    "model": ("CNN backbone.", {"type": "string", "enum": list(BACKBONES)}),
     "alpha": ("MobileNetV2 width multiplier.", {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_ALPHA}),
     "image_size": (
         "Square input size in pixels.",

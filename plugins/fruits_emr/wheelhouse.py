@@ -13,7 +13,7 @@ nodes check every wheel again. tests/fruits_emr/test_wheelhouse.py checks both g
 are current (the hash files list exactly the pins of their set, offline).
 
 A wheelhouse is built once per content hash (its hash file, which names every wheel's sha256, and
-the platform) into a local cache, and staged to S3 under the same hash by storage.stage_wheelhouse.
+the platform) into a local cache, and staged to S3 under the same hash by staging.stage_wheelhouse.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fruits_emr import settings, storage, tasks
+from fruits_emr import preflight, settings, staging
 from fruits_emr.settings import ConfigError
 from fruits_emr.weights_files import confined_weights_file
 from tests.support import REPO_ROOT
@@ -91,20 +91,20 @@ def test_resolve_config_refuses_before_anything_is_uploaded(s3, repo, weights):
     s3.create_bucket(Bucket=BUCKET)
     defaults = settings.parse_time_defaults({})
     with pytest.raises(ConfigError, match=REFUSED):
-        tasks.resolve_config({"bucket": BUCKET, "weights": weights, "engine": "tensorflow"}, defaults, None, s3,
+        preflight.checked_run_config({"bucket": BUCKET, "weights": weights, "engine": "tensorflow"}, defaults, None, s3,
                              None, repo)
     config = settings.RunConfig(bucket=BUCKET, weights=weights, engine="tensorflow")
     with pytest.raises(ConfigError, match=REFUSED):
-        storage.stage_artifacts(s3, config, repo, None)
+        staging.stage_artifacts(s3, config, repo, None)
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
 
 
 def test_resolve_config_accepts_a_models_file_and_staging_uploads_only_it(s3, repo):
     s3.create_bucket(Bucket=BUCKET)
     defaults = settings.parse_time_defaults({})
-    resolved = tasks.resolve_config({"bucket": BUCKET, "weights": "models/w.h5", "engine": "tensorflow"}, defaults,
+    resolved = preflight.checked_run_config({"bucket": BUCKET, "weights": "models/w.h5", "engine": "tensorflow"}, defaults,
                                     None, s3, None, repo)
-    staged, _ = storage.stage_artifacts(s3, settings.RunConfig.from_dict(resolved), repo, None)
+    staged, _ = staging.stage_artifacts(s3, resolved, repo, None)
     key = staged.weights.removeprefix(f"s3://{BUCKET}/")
     assert key.startswith("artifacts/weights/") and key.endswith("/w.h5")
     assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == b"weights"
@@ -116,12 +116,12 @@ def test_a_symlink_swapped_after_resolve_config_is_refused_at_staging(s3, repo):
     s3.create_bucket(Bucket=BUCKET)
     swap = repo / "models" / "swap.h5"
     swap.symlink_to(repo / "models" / "w.h5")
-    resolved = tasks.resolve_config({"bucket": BUCKET, "weights": "models/swap.h5", "engine": "tensorflow"},
+    resolved = preflight.checked_run_config({"bucket": BUCKET, "weights": "models/swap.h5", "engine": "tensorflow"},
                                     settings.parse_time_defaults({}), None, s3, None, repo)
     os.remove(swap)
     swap.symlink_to("/etc/passwd")
     with pytest.raises(ConfigError, match="through a symlink, outside models/"):
-        storage.stage_artifacts(s3, settings.RunConfig.from_dict(resolved), repo, None)
+        staging.stage_artifacts(s3, resolved, repo, None)
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
 
 
@@ -129,6 +129,6 @@ def test_the_defaults_variable_is_confined_too(s3, repo):
     """A user who may edit Variables sets weights for every later run: same check, same message."""
     s3.create_bucket(Bucket=BUCKET)
     with pytest.raises(ConfigError, match=REFUSED):
-        tasks.resolve_config({}, settings.parse_time_defaults({}), {"bucket": BUCKET, "weights": "/etc/passwd"}, s3,
+        preflight.checked_run_config({}, settings.parse_time_defaults({}), {"bucket": BUCKET, "weights": "/etc/passwd"}, s3,
                              None, repo)
     assert s3.list_objects_v2(Bucket=BUCKET).get("KeyCount") == 0
