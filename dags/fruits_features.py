@@ -127,7 +127,8 @@ def _prices_variable() -> Any:
 def resolve_config(params: dict[str, Any] | None = None) -> RunConfig:
     """Merge Params over the defaults Variable and check them, before anything costs money."""
     return preflight.checked_run_config(params or {}, PARSE_DEFAULTS, _json_variable(settings.DEFAULTS_VARIABLE),
-                                        _s3(), _emr() if COMPUTE_MODE == "emr" else None)
+                                        _s3(), _emr() if COMPUTE_MODE == "emr" else None,
+                                        REPO_ROOT)
 
 
 @task
@@ -156,7 +157,7 @@ def find_new_images(
     run_after = getattr(dag_run, "run_after", None) or datetime.now(UTC)
     batch = None
     if events.is_event_run(dag_run):
-        batch = events.EventBatch(events.message_bodies(triggering_asset_events), int((params or {})["event_max_images"]),
+        batch = events.EventBatch(events.message_bodies(triggering_asset_events), events.event_max_images(params),
                                   EVENTS.queue_url)
     return selection.find_new_images(_s3(), config, data_interval_start, data_interval_end, run_after, batch,
                                      _sqs() if batch else None)

@@ -39,7 +39,8 @@ JVM_OVERHEAD_MB = 384  # Spark's own minimum overhead, for the JVM's off-heap us
 EXECUTOR_MEMORY_OVERHEAD_MB = EXECUTOR_CORES * PYTHON_WORKER_MEMORY_MB + JVM_OVERHEAD_MB
 
 ACTIVE_CLUSTER_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
-DEPLOY_MODE = "client"  # the driver runs in the step's process on the on-demand primary node
+DEPLOY_MODE = "client"
+TENSORFLOW_ADD_ON = "tensorflow"  # emr/bootstrap.sh's second argument: also check that TensorFlow imports  # the driver runs in the step's process on the on-demand primary node
 
 
 def job_arguments(
@@ -200,14 +201,11 @@ def job_flow_overrides(
 
 
 def bootstrap_args(config: RunConfig, staged: StagedArtifacts) -> list[str]:
-    """The wheelhouse and the node constraints, the light requirements always, the TensorFlow
-    add-on only when the cluster builds the model."""
+    """The wheelhouse (its hash file names every wheel the nodes install) and `tensorflow` when the
+    cluster builds the model itself (then the wheelhouse holds the TensorFlow add-on too)."""
     if not staged.wheelhouse:
         raise ValueError("no wheelhouse staged: stage_artifacts stages one for every EMR run")
-    requirements = [staged.requirements]
-    if needs_tensorflow(config, staged.model_artifact):
-        requirements.append(staged.requirements_tensorflow)
-    return [staged.wheelhouse, staged.constraints, *requirements]
+    return [staged.wheelhouse, *([TENSORFLOW_ADD_ON] if needs_tensorflow(config, staged.model_artifact) else [])]
 
 
 def step_log_uris(log_uri: str, cluster_id: str, step_id: str) -> dict[str, str]:

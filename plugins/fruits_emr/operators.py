@@ -13,6 +13,7 @@ from typing import Any
 from airflow.providers.amazon.aws.operators.emr import EmrTerminateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk.exceptions import AirflowFailException
+from botocore.exceptions import ClientError
 
 from fruits_emr.emr_request import ACTIVE_CLUSTER_STATES, step_log_uris, tag_value
 from fruits_emr.settings import PROJECT_TAG
@@ -80,10 +81,15 @@ class EmrTerminateRunClusters(EmrTerminateJobFlowOperator):
             for summary in page.get("Clusters", []):
                 if summary["Id"] == self.job_flow_id or not summary.get("Name", "").startswith(PROJECT_TAG):
                     continue
-                tags = {
-                    tag["Key"]: tag["Value"]
-                    for tag in self.hook.conn.describe_cluster(ClusterId=summary["Id"])["Cluster"].get("Tags", [])
-                }
+                try:
+                    described = self.hook.conn.describe_cluster(ClusterId=summary["Id"])["Cluster"]
+                except ClientError as exc:
+                    # the Airflow policy allows DescribeCluster on the DAG's clusters only: one it may not
+                    # describe is not this run's
+                    if exc.response.get("Error", {}).get("Code") not in ("AccessDenied", "AccessDeniedException"):
+                        raise
+                    continue
+                tags = {tag["Key"]: tag["Value"] for tag in described.get("Tags", [])}
                 if tags.get("dag_id") == dag_id and tags.get("run_id") == run_id:
                     self.log.warning("Terminating %s, left by an earlier attempt of run %s", summary["Id"], run_id)
                     self.hook.conn.terminate_job_flows(JobFlowIds=[summary["Id"]])

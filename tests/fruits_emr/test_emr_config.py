@@ -139,7 +139,7 @@ def test_default_cluster_shape():
     code = "s3://fruits-data/artifacts/code/0123456789abcdef/"
     assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"] == {
         "Path": f"{code}bootstrap.sh",
-        "Args": [WHEELHOUSE, f"{code}constraints-emr.txt", f"{code}requirements-emr.txt"],
+        "Args": [WHEELHOUSE],
     }
     by_class = {c["Classification"]: c for c in overrides["Configurations"]}
     assert by_class["spark-env"]["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == "/usr/bin/python3.11"
@@ -274,15 +274,14 @@ def test_onnx_steps_pass_the_exported_model_and_parse_with_featurize():
     # the settings live in the model's sidecar only; the cluster gets the light requirements only
     assert "--weights" not in args and "--model" not in args
     assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [
-        WHEELHOUSE, staged.constraints, staged.requirements]
+        WHEELHOUSE]
 
 
 def test_tensorflow_engine_adds_the_tensorflow_requirements():
     config = resolve(NON_DEFAULT)
     _, staged, overrides, steps = build(config)
     assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [
-        WHEELHOUSE, staged.constraints, staged.requirements, staged.requirements_tensorflow]
-    assert staged.requirements_tensorflow.endswith("/requirements-emr-tensorflow.txt")
+        WHEELHOUSE, "tensorflow"]
     assert "--model-artifact" not in steps[0]["HadoopJarStep"]["Args"]
 
 
