@@ -38,7 +38,7 @@ from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrC
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, Variable, chain, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from fruits_emr import events, local, settings, storage, tasks
+from fruits_emr import alerts, events, local, settings, storage, tasks
 from fruits_emr.cost import PRICES_VARIABLE
 from fruits_emr.operators import EmrStepSensorWithLogs, EmrTerminateRunClusters
 from fruits_emr.params import param_specs
@@ -68,6 +68,7 @@ DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": RETRY_DELAY,
     "retry_exponential_backoff": True,
+    "on_failure_callback": alerts.record_failure_reason,  # the reason the run's failure alert names
 }
 STEP_SENSOR_ARGS = {
     "aws_conn_id": AWS_CONN_ID,
@@ -202,6 +203,7 @@ def commit_outputs(
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=alerts.RunFailureAlert(AWS_CONN_ID),  # one SNS message per failed run (docs/dag.md)
     tags=["fruits", "emr", "spark", "features"],
     doc_md=__doc__,
     params={name: Param(**spec) for name, spec in {**param_specs(PARSE_DEFAULTS), **events.param_specs(EVENTS)}.items()},

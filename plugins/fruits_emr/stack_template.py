@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from fruits_emr import iam
+from fruits_emr.alerts import ALERTS_VARIABLE
 from fruits_emr.settings import DEFAULTS_VARIABLE, RunConfig
 
 TEMPLATE_FILE = Path("cloudformation") / "fruits-features.json"
-ALERTS_VARIABLE = "fruits_features_alerts_topic"  # fruits_emr.alerts reads it; the stack outputs its value
 
 BUCKET, ACCOUNT = "${BucketName}", "${AWS::AccountId}"
 QUEUE_ARN, TOPIC_ARN, KMS_KEY = "${RawImagesQueue.Arn}", "${AlertsTopic}", "${KmsKeyArn}"
