@@ -21,7 +21,9 @@ Outputs: each attempt writes to `s3://<bucket>/<output_prefix>run_date=YYYY-MM-D
 which no reader looks at; `commit_outputs` then points `run_date=YYYY-MM-DD/_COMMITTED.json` at it
 (one PUT: the run date's outputs change at once, and a failed run changes nothing readers see),
 then the PCA pointer `<output_prefix>_pca_models/_CURRENT.json` (current model version, and per run
-date its reduced rows in that model's space; docs/pca.md).
+date its reduced rows in that model's space; docs/pca.md). Its success is an event of the asset
+`fruits_reduced_corpus`, which downstream DAGs are scheduled on (docs/downstream.md; example:
+`fruits_corpus_check`). A failed run sends one alert (docs/dag.md#failure-alerts).
 Every object is written with server-side encryption (SSE-S3, or SSE-KMS with `kms_key_id`).
 Params, Variables and S3 layout: docs/dag.md in the repository; IAM: docs/security.md.
 """
@@ -34,13 +36,22 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrCreateJobFlowOperator
-from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, Variable, chain, dag, task
+from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
+from airflow.sdk import (
+    AssetOrTimeSchedule,
+    CronDataIntervalTimetable,
+    Param,
+    Variable,
+    chain,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
 
-from fruits_emr import alerts, events, local, settings, storage, tasks
+from fruits_emr import alerts, corpus, events, lineage, local, settings, storage, tasks
 from fruits_emr.cost import PRICES_VARIABLE
-from fruits_emr.operators import EmrStepSensorWithLogs, EmrTerminateRunClusters
+from fruits_emr.operators import EmrAddStepsWithLineage, EmrStepSensorWithLogs, EmrTerminateRunClusters
 from fruits_emr.params import param_specs
 from fruits_emr.settings import RunConfig
 from fruits_emr.tasks import user_errors_fail_the_task, with_run_config
@@ -61,6 +72,7 @@ STEP_TIMEOUT = timedelta(hours=float(os.environ.get("FRUITS_STEP_TIMEOUT_HOURS",
 RETRY_DELAY = timedelta(minutes=float(os.environ.get("FRUITS_RETRY_DELAY_MINUTES", "5")))
 PARSE_DEFAULTS = settings.parse_time_defaults(os.environ)
 EVENTS = events.EventSettings.from_environ(os.environ, AWS_CONN_ID)  # None: daily schedule only
+LINEAGE = lineage.enabled()  # the openlineage provider has a transport (docs/lineage.md)
 DAILY = CronDataIntervalTimetable("@daily", timezone="UTC")
 
 DEFAULT_ARGS = {
@@ -123,7 +135,7 @@ def stage_artifacts(config: RunConfig) -> dict[str, str]:
     """Job code, bootstrap and weights in S3 under content hashes; unchanged content is not uploaded again."""
     # the local compute mode installs nothing on nodes: no wheelhouse
     wheels = storage.wheelhouse.build_wheelhouse if COMPUTE_MODE == "emr" else None
-    return tasks.stage_artifacts(_s3(), config, REPO_ROOT, wheels)
+    return tasks.stage_artifacts(_s3(), config, REPO_ROOT, wheels, lineage.listener_jar(REPO_ROOT) if LINEAGE else None)
 
 
 @task.short_circuit
@@ -164,15 +176,22 @@ def emr_request(
     """The RunJobFlow body (EMR mode: the local mode starts no cluster and stages no wheelhouse)
     and the steps, built from this run's config and PCA plan."""
     cluster_for = (dag_run.dag_id, dag_run.run_id) if COMPUTE_MODE == "emr" else None
-    return tasks.build_emr_request(config, staged, run, pca, cluster_for, _prices_variable, REPO_ROOT)
+    return tasks.build_emr_request(config, staged, run, pca, cluster_for, _prices_variable, REPO_ROOT,
+                                   lineage.spark_settings(get_current_context()))
 
 
 @task
 @with_run_config
-def run_steps_locally(config: RunConfig, steps: list[dict[str, Any]]) -> dict[str, Any]:
+def run_steps_locally(config: RunConfig, steps: list[dict[str, Any]], datasets: dict[str, list[str]]) -> dict[str, Any]:
     """Local compute mode: the EMR steps themselves, arguments unchanged, by spark-submit
-    --master local[*,4] on this worker; Spark reads and writes S3 itself (S3A, FRUITS_S3_ENDPOINT)."""
-    return local.run_steps_locally(config, steps, LOCAL_MASTER, LOCAL_DRIVER_MEMORY, LOCAL_WORKDIR)
+    --master local[*,4] on this worker; Spark reads and writes S3 itself (S3A, FRUITS_S3_ENDPOINT).
+    With lineage on, this task is the Spark applications' parent job and reports the run's datasets."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    steps = lineage.with_parent_job(steps, get_current_context())
+    done = local.run_steps_locally(config, steps, LOCAL_MASTER, LOCAL_DRIVER_MEMORY, LOCAL_WORKDIR)
+    lineage.report_datasets(datasets, S3Hook(aws_conn_id=AWS_CONN_ID))
+    return done
 
 
 @task
@@ -186,14 +205,19 @@ def validate_outputs(
     return tasks.validate_outputs(_s3(), config, run, pca, cluster_id, _emr, _prices_variable, cluster_shape)
 
 
-@task
+@task(outlets=[corpus.REDUCED_CORPUS])
 @with_run_config
 def commit_outputs(
-    config: RunConfig, run: dict[str, Any], pca: dict[str, Any], summary: dict[str, Any], dag_run: Any = None
+    config: RunConfig, run: dict[str, Any], pca: dict[str, Any], summary: dict[str, Any], dag_run: Any = None,
+    outlet_events: Any = None,
 ) -> dict[str, Any]:
     """Publish the validated attempt: replace the run date's commit pointer, drop attempts nobody reads,
-    then point the PCA pointer at this run's reduced rows (and, after a fit, at the new version)."""
-    return tasks.commit_outputs(_s3(), config, run, pca, summary, dag_run.run_id if dag_run else "")
+    then point the PCA pointer at this run's reduced rows (and, after a fit, at the new version).
+    Its success is an event of the asset fruits_reduced_corpus: DAGs scheduled on it start now."""
+    record = tasks.commit_outputs(_s3(), config, run, pca, summary, dag_run.run_id if dag_run else "")
+    # only reached after both pointers were written; a failed commit emits no event
+    outlet_events[corpus.REDUCED_CORPUS].extra = corpus.event_extra(config, record, pca)
+    return record
 
 
 @dag(
@@ -216,7 +240,7 @@ def fruits_features() -> None:
     request = emr_request(config, staged, run, pca)
     if COMPUTE_MODE == "local":
         validate = validate_outputs(config, run, pca)
-        chain(staged, run, pca, request, run_steps_locally(config, request["steps"]), validate,
+        chain(staged, run, pca, request, run_steps_locally(config, request["steps"], request["lineage"]), validate,
               commit_outputs(config, run, pca, validate))
         return
 
@@ -226,11 +250,13 @@ def fruits_features() -> None:
         aws_conn_id=AWS_CONN_ID,
         emr_conn_id=None,
     )
-    add_steps = EmrAddStepsOperator(
+    add_steps = EmrAddStepsWithLineage(
         task_id="add_steps",
         job_flow_id=create_cluster.output,
         steps=request["steps"],
+        datasets=request["lineage"],
         aws_conn_id=AWS_CONN_ID,
+        openlineage_inject_parent_job_info=LINEAGE,  # the Spark applications' parent job: this task
     )
     watch_featurize = EmrStepSensorWithLogs(
         task_id="watch_featurize",

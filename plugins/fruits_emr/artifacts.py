@@ -26,6 +26,7 @@ class StagedArtifacts:
     model_artifact: str = ""  # exported ONNX model (engine onnxruntime); empty: the driver builds the model
     constraints: str = ""  # emr/constraints-emr.txt: every node package pinned, transitive ones included
     wheelhouse: str = ""  # s3://.../wheelhouse/<hash>/: the wheels bootstrap.sh installs (no PyPI on the nodes)
+    lineage_jar: str = ""  # the OpenLineage Spark listener the steps load (fruits_emr.lineage); empty: lineage off
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -63,6 +64,10 @@ def code_layout(
 def wheelhouse_uri(bucket: str, artifacts_prefix: str, wheelhouse_hash: str) -> str:
     """Where the wheels of one node package set (by content hash) live in S3."""
     return f"s3://{bucket}/{key_prefix(artifacts_prefix)}wheelhouse/{wheelhouse_hash}/"
+
+
+def jar_key(artifacts_prefix: str, jar_hash: str, filename: str) -> str:
+    return f"{key_prefix(artifacts_prefix)}jars/{jar_hash}/{filename}"
 
 
 def weights_key(artifacts_prefix: str, weights_hash: str, filename: str) -> str:

@@ -67,16 +67,22 @@ def job_arguments(
 
 
 def spark_steps(
-    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, pca_plan: Mapping[str, Any] | None = None
+    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, pca_plan: Mapping[str, Any] | None = None,
+    lineage_settings: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """EMR steps: featurize then pca, each a command-runner.jar spark-submit of the staged code.
 
     Client deploy mode: the driver runs in the step's own process on the primary node, which is
     always on-demand, so a spot reclaim cannot take the driver, and its stderr (the Python
     traceback) is the step's stderr log. CANCEL_AND_WAIT: a failed featurize cancels pca and
-    leaves the cluster to the teardown task.
+    leaves the cluster to the teardown task. lineage_settings (fruits_emr.lineage.spark_settings): the
+    OpenLineage Spark listener, loaded from the staged jar, and its transport; none: no listener.
     """
     arguments = job_arguments(config, paths, staged.weights, staged.model_artifact, pca_plan)
+    listener = []
+    if lineage_settings and staged.lineage_jar:
+        listener = ["--jars", staged.lineage_jar,
+                    *[arg for name, value in lineage_settings.items() for arg in ("--conf", f"{name}={value}")]]
     scripts = {"featurize": staged.featurize_py, "pca": staged.pca_py}
     return [
         {
@@ -87,6 +93,7 @@ def spark_steps(
                 "Args": [
                     "spark-submit",
                     "--deploy-mode", DEPLOY_MODE,
+                    *listener,
                     "--py-files", staged.py_files,
                     scripts[job],
                     *arguments[job],

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from airflow.sdk.exceptions import AirflowFailException
 
-from fruits_emr import cost, events, layout, pca_plan, reconcile, storage
+from fruits_emr import cost, events, layout, lineage, pca_plan, reconcile, storage
 from fruits_emr.artifacts import StagedArtifacts
 from fruits_emr.emr_request import job_flow_overrides, spark_steps
 from fruits_emr.local import StepRejectedInput
@@ -71,10 +71,11 @@ def resolve_config(
 
 
 def stage_artifacts(
-    s3: Any, config: RunConfig, repo_root: Path, build_wheelhouse: storage.Builder | None
+    s3: Any, config: RunConfig, repo_root: Path, build_wheelhouse: storage.Builder | None,
+    lineage_jar: Path | None = None,
 ) -> dict[str, str]:
-    """Job code, bootstrap, model or weights and node wheels in S3 under content hashes."""
-    staged, uploaded = storage.stage_artifacts(s3, config, repo_root, build_wheelhouse)
+    """Job code, bootstrap, model or weights, node wheels (and the lineage listener) in S3 under content hashes."""
+    staged, uploaded = storage.stage_artifacts(s3, config, repo_root, build_wheelhouse, lineage_jar)
     print(f"code bundle {staged.code_uri}; model {staged.model_artifact or staged.weights}: "
           + (f"uploaded {uploaded}" if uploaded else "already staged"))
     return staged.to_dict()
@@ -124,21 +125,22 @@ def plan_pca(s3: Any, config: RunConfig, run: Mapping[str, Any]) -> dict[str, An
 def build_emr_request(
     config: RunConfig, staged: Mapping[str, str], run: Mapping[str, Any], pca: Mapping[str, Any],
     cluster_for: tuple[str, str] | None, price_overrides: Callable[[], Mapping[str, Any] | None],
-    repo_root: Path,
+    repo_root: Path, lineage_settings: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The RunJobFlow body, its cluster shape (chosen from the run's image count) and the steps of
-    this run; cluster_for: (dag_id, run_id) of the cluster to request, None in local mode (no
-    cluster: no overrides, no shape)."""
+    """The RunJobFlow body, its cluster shape (chosen from the run's image count), the steps of
+    this run and its datasets (lineage); cluster_for: (dag_id, run_id) of the cluster to request,
+    None in local mode (no cluster: no overrides, no shape)."""
     paths = layout.RunPaths(**run["paths"])
     artifacts = StagedArtifacts.from_dict(staged)
-    steps = spark_steps(config, paths, artifacts, pca)
+    steps = spark_steps(config, paths, artifacts, pca, lineage_settings)
+    datasets = lineage.run_datasets(config, paths, pca)
     if cluster_for is None:
-        return {"job_flow_overrides": None, "steps": steps, "cluster_shape": None}
+        return {"job_flow_overrides": None, "steps": steps, "cluster_shape": None, "lineage": datasets}
     shape, reason = cost.choose_shape(config, run["images"], cost.merge_prices(price_overrides()),
                                       lambda: cost.load_cost_model(repo_root / cost.BENCH_RESULTS))
     print(f"cluster shape {shape}: {reason}")
     overrides = job_flow_overrides(config, paths, artifacts, *cluster_for, shape)
-    return {"job_flow_overrides": overrides, "steps": steps, "cluster_shape": shape}
+    return {"job_flow_overrides": overrides, "steps": steps, "cluster_shape": shape, "lineage": datasets}
 
 
 def validate_outputs(
