@@ -29,10 +29,10 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(K),--k $(K),--variance $(VARIANCE)) \
 	$(if $(PCA_MODEL),--pca-model $(PCA_MODEL))
 
-.PHONY: lint setup jobs-setup system-packages jars check-java class-archive demo run test bench soak docs clean up down trigger logs
+.PHONY: lint setup jobs-setup system-packages jars check-java class-archive iam-simulator demo run test bench soak docs clean up down trigger logs
 
 # everything `make test` needs; the jobs alone (demo, run, bench, soak) need only jobs-setup
-setup: system-packages jobs-setup
+setup: system-packages jobs-setup iam-simulator
 
 jobs-setup: $(STAMP) jars check-java class-archive
 
@@ -50,6 +50,14 @@ $(STAMP): pyproject.toml requirements.txt constraints.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e . -c constraints.txt
 	@touch $(STAMP)
+
+# the offline IAM policy simulator the IAM tests run (Node.js; npm ci checks the lock file's integrity hashes)
+IAM_SIMULATOR := tests/support/iam_simulator
+iam-simulator: $(IAM_SIMULATOR)/node_modules/.package-lock.json
+
+$(IAM_SIMULATOR)/node_modules/.package-lock.json: $(IAM_SIMULATOR)/package.json $(IAM_SIMULATOR)/package-lock.json
+	@command -v npm >/dev/null || { echo "error: npm not found: apt-get install nodejs npm"; exit 1; }
+	npm ci --prefix $(IAM_SIMULATOR) --no-audit --no-fund --loglevel=error
 
 # local Spark's JVM starts from an archive of the classes the jobs load (once, ~45-70 s; local_spark/class_archive.py)
 class-archive: $(STAMP) jars check-java
@@ -82,6 +90,7 @@ soak: jobs-setup
 # regenerate docs/dag.md's Params table from the DAG's Params (a test fails while it is stale)
 docs: $(STAMP)
 	$(PY) -m scripts.params_table
+	$(PY) -m fruits_emr.stack_template > cloudformation/fruits-features.json
 
 clean:
 	rm -rf out .pytest_cache bench/work

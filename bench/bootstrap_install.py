@@ -1,7 +1,7 @@
 """Measure what the EMR bootstrap spends installing the node packages: from the staged wheelhouse
-(pip --no-index --find-links, as emr/bootstrap.sh does) against from PyPI.
+(pip --no-index --find-links --require-hashes, as emr/bootstrap.sh does) against from PyPI.
 
-Each run installs emr/requirements-emr.txt with emr/constraints-emr.txt into a fresh venv (venv
+Each run installs emr/hashed-requirements-emr.txt (every wheel pinned by sha256) into a fresh venv (venv
 creation not timed); the PyPI runs use --no-cache-dir, so every run downloads, as a new node would.
 Writes the figures to bench/results.json under `bootstrap_install_seconds` (other keys untouched).
 
@@ -28,12 +28,12 @@ RESULTS = REPO_ROOT / "bench" / "results.json"
 KEY = "bootstrap_install_seconds"
 
 
-def timed_install(python: str, source: list[str], requirements: Path, constraints: Path) -> float:
+def timed_install(python: str, source: list[str], hashed_requirements: Path) -> float:
     """Seconds of one pip install into a fresh venv."""
     with tempfile.TemporaryDirectory(prefix="fruits-bootstrap-bench-") as tmp:
         subprocess.run([python, "-m", "venv", f"{tmp}/venv"], check=True)
         command = [f"{tmp}/venv/bin/python", "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                   *source, "-c", str(constraints), "-r", str(requirements)]
+                   *source, "--require-hashes", "-r", str(hashed_requirements)]
         started = time.perf_counter()
         subprocess.run(command, check=True)
         return time.perf_counter() - started
@@ -49,21 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--python", default="python3.11", help="interpreter of the fresh venvs (the nodes run 3.11)")
     args = parser.parse_args(argv)
-    requirements = REPO_ROOT / wheelhouse.REQUIREMENTS[0]
-    constraints = REPO_ROOT / wheelhouse.CONSTRAINTS
+    hashed = REPO_ROOT / wheelhouse.HASHED_REQUIREMENTS[False]
 
     started = time.perf_counter()
-    local = wheelhouse.build_wheelhouse([requirements], constraints)
+    local = wheelhouse.build_wheelhouse(hashed)
     build_seconds = time.perf_counter() - started
     wheels = sorted(local.glob("*.whl"))
     from_wheelhouse, from_pypi = [], []
     for _ in range(args.runs):  # interleaved, so a busy spell on the machine hits both alike
-        from_wheelhouse.append(timed_install(args.python, ["--no-index", "--find-links", str(local)],
-                                             requirements, constraints))
-        from_pypi.append(timed_install(args.python, ["--no-cache-dir"], requirements, constraints))
+        from_wheelhouse.append(timed_install(args.python, ["--no-index", "--find-links", str(local)], hashed))
+        from_pypi.append(timed_install(args.python, ["--no-cache-dir"], hashed))
     figures = {
         "date": date.today().isoformat(),
-        "packages": f"{requirements.relative_to(REPO_ROOT)} with {constraints.relative_to(REPO_ROOT)}"
+        "packages": f"{hashed.relative_to(REPO_ROOT)}"
                     f" ({len(wheels)} wheels, {sum(w.stat().st_size for w in wheels) / 2**20:.0f} MB)",
         "python": subprocess.run([args.python, "-c", "import platform; print(platform.python_version())"],
                                  capture_output=True, text=True, check=True).stdout.strip(),

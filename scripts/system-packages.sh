@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Debian packages the tests and jobs need beyond Python: installs the missing ones when run as root
 # with apt-get, otherwise stops naming the exact command to run. Called by `make setup` and .ci/run.
-#   Java 17 (Spark), chromium (the UI tests' browser) and postgresql (the UI tests' Airflow metadata DB).
+#   Java 17 (Spark), chromium (the UI tests' browser), postgresql (the UI tests' Airflow metadata DB)
+#   and Node.js with npm (the IAM policy simulator of tests/fruits_emr/test_iam_conditions.py).
 #   No native BLAS/LAPACK: the PCA fit never uses Spark's LAPACK (docs/pca.md).
 set -euo pipefail
 missing=()
 command -v java >/dev/null || [ -n "${JAVA_HOME:-}" ] || missing+=(openjdk-17-jre-headless)
 dpkg -s chromium >/dev/null 2>&1 || missing+=(chromium)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
   echo "installing system packages: ${missing[*]}"

@@ -90,8 +90,7 @@ def test_only_the_cluster_package_is_staged():
     assert names and all(name.startswith("spark_jobs/") for name in names)
     staged = {Path(name).with_suffix("").as_posix().replace("/", ".").removesuffix(".__init__") for name in names}
     assert staged == {name for name in module_files() if name.startswith("spark_jobs")}
-    assert set(files) == {"featurize.py", "pca.py", "spark_jobs.zip", "bootstrap.sh", "requirements-emr.txt",
-                          "requirements-emr-tensorflow.txt", "constraints-emr.txt"}
+    assert set(files) == {"featurize.py", "pca.py", "spark_jobs.zip", "bootstrap.sh"}
 
 
 def source_files() -> list[Path]:

@@ -20,17 +20,17 @@ class StagedArtifacts:
     pca_py: str
     py_files: str
     bootstrap: str
-    requirements: str
-    requirements_tensorflow: str
     weights: str
     model_artifact: str = ""  # exported ONNX model (engine onnxruntime); empty: the driver builds the model
-    constraints: str = ""  # emr/constraints-emr.txt: every node package pinned, transitive ones included
-    wheelhouse: str = ""  # s3://.../wheelhouse/<hash>/: the wheels bootstrap.sh installs (no PyPI on the nodes)
+    # s3://.../wheelhouse/<hash>/: the wheels bootstrap.sh installs (no PyPI on the nodes) and their
+    # hash file (HASHED_REQUIREMENTS_FILE), which pins every wheel by sha256
+    wheelhouse: str = ""
+    lineage_jar: str = ""  # the OpenLineage Spark listener the steps load (fruits_emr.lineage); empty: lineage off
 
 
-REQUIREMENTS_FILE = "requirements-emr.txt"
-REQUIREMENTS_TENSORFLOW_FILE = "requirements-emr-tensorflow.txt"
-CONSTRAINTS_FILE = "constraints-emr.txt"
+# In each staged wheelhouse: the hash file it was built from (emr/hashed-requirements-emr*.txt);
+# emr/bootstrap.sh installs exactly it, with pip --require-hashes.
+HASHED_REQUIREMENTS_FILE = "requirements-hashed.txt"
 
 
 def code_layout(
@@ -44,11 +44,8 @@ def code_layout(
         pca_py=f"{base}pca.py",
         py_files=f"{base}spark_jobs.zip",
         bootstrap=f"{base}bootstrap.sh",
-        requirements=f"{base}{REQUIREMENTS_FILE}",
-        requirements_tensorflow=f"{base}{REQUIREMENTS_TENSORFLOW_FILE}",
         weights=weights,
         model_artifact=model_artifact,
-        constraints=f"{base}{CONSTRAINTS_FILE}",
         wheelhouse=wheelhouse,
     )
 
@@ -56,6 +53,10 @@ def code_layout(
 def wheelhouse_uri(bucket: str, artifacts_prefix: str, wheelhouse_hash: str) -> str:
     """Where the wheels of one node package set (by content hash) live in S3."""
     return f"s3://{bucket}/{key_prefix(artifacts_prefix)}wheelhouse/{wheelhouse_hash}/"
+
+
+def jar_key(artifacts_prefix: str, jar_hash: str, filename: str) -> str:
+    return f"{key_prefix(artifacts_prefix)}jars/{jar_hash}/{filename}"
 
 
 def weights_key(artifacts_prefix: str, weights_hash: str, filename: str) -> str:

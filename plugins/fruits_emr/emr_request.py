@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fruits_emr import cost
+from fruits_emr import cost, lineage
 from fruits_emr.artifacts import StagedArtifacts, needs_tensorflow
 from fruits_emr.cost import CLUSTER
 from fruits_emr.layout import RunPaths
@@ -39,7 +39,8 @@ JVM_OVERHEAD_MB = 384  # Spark's own minimum overhead, for the JVM's off-heap us
 EXECUTOR_MEMORY_OVERHEAD_MB = EXECUTOR_CORES * PYTHON_WORKER_MEMORY_MB + JVM_OVERHEAD_MB
 
 ACTIVE_CLUSTER_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
-DEPLOY_MODE = "client"  # the driver runs in the step's process on the on-demand primary node
+DEPLOY_MODE = "client"
+TENSORFLOW_ADD_ON = "tensorflow"  # emr/bootstrap.sh's second argument: also check that TensorFlow imports  # the driver runs in the step's process on the on-demand primary node
 
 
 def job_arguments(
@@ -73,16 +74,22 @@ def job_arguments(
 
 
 def spark_steps(
-    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, pca_plan: PcaPlan | None = None
+    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, pca_plan: PcaPlan | None = None,
+    lineage_settings: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """EMR steps: featurize then pca, each a command-runner.jar spark-submit of the staged code.
 
     Client deploy mode: the driver runs in the step's own process on the primary node, which is
     always on-demand, so a spot reclaim cannot take the driver, and its stderr (the Python
     traceback) is the step's stderr log. CANCEL_AND_WAIT: a failed featurize cancels pca and
-    leaves the cluster to the teardown task.
+    leaves the cluster to the teardown task. lineage_settings (fruits_emr.lineage.spark_settings): the
+    OpenLineage Spark listener, loaded from the staged jar, and its transport; none: no listener.
     """
     arguments = job_arguments(config, paths, staged.weights, staged.model_artifact, pca_plan)
+    listener = []
+    if lineage_settings and staged.lineage_jar:
+        listener = ["--jars", staged.lineage_jar,
+                    *[arg for name, value in lineage_settings.items() for arg in ("--conf", f"{name}={value}")]]
     scripts = {"featurize": staged.featurize_py, "pca": staged.pca_py}
     return [
         {
@@ -93,6 +100,7 @@ def spark_steps(
                 "Args": [
                     "spark-submit",
                     "--deploy-mode", DEPLOY_MODE,
+                    *listener,
                     "--py-files", staged.py_files,
                     scripts[job],
                     *arguments[job],
@@ -200,14 +208,11 @@ def job_flow_overrides(
 
 
 def bootstrap_args(config: RunConfig, staged: StagedArtifacts) -> list[str]:
-    """The wheelhouse and the node constraints, the light requirements always, the TensorFlow
-    add-on only when the cluster builds the model."""
+    """The wheelhouse (its hash file names every wheel the nodes install) and `tensorflow` when the
+    cluster builds the model itself (then the wheelhouse holds the TensorFlow add-on too)."""
     if not staged.wheelhouse:
         raise ValueError("no wheelhouse staged: stage_artifacts stages one for every EMR run")
-    requirements = [staged.requirements]
-    if needs_tensorflow(config, staged.model_artifact):
-        requirements.append(staged.requirements_tensorflow)
-    return [staged.wheelhouse, staged.constraints, *requirements]
+    return [staged.wheelhouse, *([TENSORFLOW_ADD_ON] if needs_tensorflow(config, staged.model_artifact) else [])]
 
 
 def step_log_uris(log_uri: str, cluster_id: str, step_id: str) -> dict[str, str]:
@@ -247,14 +252,17 @@ def tag_value(value: str) -> str:
 def build_request(
     config: RunConfig, staged: StagedArtifacts, run: RunSelection, plan: PcaPlan,
     cluster_for: tuple[str, str] | None, prices: Mapping[str, Any] | None, repo_root: Path,
+    lineage_settings: Mapping[str, str] | None = None,
 ) -> EmrRequest:
-    """The emr_request task: the steps of this run and, for a cluster (cluster_for: its DAG id and run
-    id; None in local mode), the RunJobFlow body and the shape chosen from the run's image count."""
-    steps = spark_steps(config, run.paths, staged, plan)
+    """The emr_request task: the steps of this run and its datasets (lineage) and, for a cluster
+    (cluster_for: its DAG id and run id; None in local mode), the RunJobFlow body and the shape
+    chosen from the run's image count. lineage_settings: fruits_emr.lineage.spark_settings."""
+    steps = spark_steps(config, run.paths, staged, plan, lineage_settings)
+    datasets = lineage.run_datasets(config, run.paths, plan)
     if cluster_for is None:
-        return EmrRequest(steps=steps)
+        return EmrRequest(steps=steps, lineage=datasets)
     shape, reason = cost.choose_shape(config, run.images, cost.merge_prices(prices),
                                       lambda: cost.load_cost_model(repo_root / cost.BENCH_RESULTS))
     log.info("cluster shape %s: %s", shape, reason)
     overrides = job_flow_overrides(config, run.paths, staged, *cluster_for, shape)
-    return EmrRequest(steps=steps, job_flow_overrides=overrides, cluster_shape=shape)
+    return EmrRequest(steps=steps, job_flow_overrides=overrides, cluster_shape=shape, lineage=datasets)

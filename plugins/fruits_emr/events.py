@@ -22,6 +22,8 @@ from urllib.parse import quote_plus, unquote_plus
 from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
 from airflow.triggers.base import TriggerEvent
 
+from fruits_emr.settings import ConfigError
+
 ASSET_NAME = "fruits_raw_images"
 WATCHER_NAME = "fruits_raw_images_sqs"
 QUEUE_ENV = "FRUITS_EVENTS_QUEUE_URL"  # set: the DAG also runs on S3 events from this queue
@@ -57,6 +59,11 @@ class EventSettings:
         return cls(queue_url=queue_url, aws_conn_id=aws_conn_id, **numbers)
 
 
+# One event run's manifest at most: a day's uploads of the biggest deployment seen so far fit ten
+# times over, and the backlog goes back to the queue for the next run anyway.
+MAX_EVENT_IMAGES = 100_000
+
+
 def param_specs(settings: EventSettings | None) -> dict[str, dict[str, Any]]:
     """The Param of event runs (a default, so the manual trigger form accepts it as is)."""
     default = settings.max_images if settings else EventSettings.max_images
@@ -65,11 +72,22 @@ def param_specs(settings: EventSettings | None) -> dict[str, dict[str, Any]]:
             "default": default,
             "type": "integer",
             "minimum": 1,
+            "maximum": MAX_EVENT_IMAGES,
             "title": "event max images",
             "description": "Most images one S3-event run processes; the rest go back to the queue for the next"
                            " run. The burst window is the watcher's FRUITS_EVENTS_DEBOUNCE_SECONDS.",
         }
     }
+
+
+def event_max_images(params: Mapping[str, Any] | None) -> int:
+    """The run's Param event_max_images, or ConfigError naming its range (the trigger form checks the
+    same bounds; a trigger through the API or CLI with a bad value ends here)."""
+    raw = (params or {}).get("event_max_images", EventSettings.max_images)
+    text = str(raw).strip()
+    if isinstance(raw, bool) or not text.isdigit() or not 1 <= int(text) <= MAX_EVENT_IMAGES:
+        raise ConfigError(f"Param 'event_max_images' = {raw!r} must be a whole number 1..{MAX_EVENT_IMAGES}, e.g. 500.")
+    return int(text)
 
 
 # --- the watcher ---------------------------------------------------------------------------------

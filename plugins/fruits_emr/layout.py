@@ -108,6 +108,7 @@ def pca_pointer_key(config: RunConfig) -> str:
     return f"{pca_models_key(config)}{PCA_POINTER_FILE}"
 
 
-def pca_version_uri(config: RunConfig, number: int) -> str:
-    """The folder of model version `number` (v0001, v0002, ...): written once, by the run that fits it."""
-    return f"s3://{config.bucket}/{pca_models_key(config)}v{number:04d}"
+def pca_fit_uri(config: RunConfig, attempt: str) -> str:
+    """The folder a fit of this attempt writes its model into, whatever version it is planned to be: no
+    two attempts share one, so two fits at once never mix their files; the pointer names the winner's."""
+    return f"s3://{config.bucket}/{pca_models_key(config)}{ATTEMPTS_FOLDER}/{attempt}"

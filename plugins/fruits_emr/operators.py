@@ -1,5 +1,6 @@
-"""Two small subclasses of the amazon provider's EMR operators.
+"""Three small subclasses of the amazon provider's EMR operators.
 
+- EmrAddStepsWithLineage: also reports the run's datasets to the openlineage provider (fruits_emr.lineage).
 - EmrStepSensorWithLogs: a failed step fails the task once (no retries) with the step's name,
   failure reason and the S3 location of its stderr/stdout.
 - EmrTerminateRunClusters: the teardown also ends clusters an earlier, cleared attempt of the
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.providers.amazon.aws.operators.emr import EmrTerminateJobFlowOperator
+from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrTerminateJobFlowOperator
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk.exceptions import AirflowFailException
+from botocore.exceptions import ClientError
 
+from fruits_emr import lineage
 from fruits_emr.emr_request import ACTIVE_CLUSTER_STATES, step_log_uris, tag_value
 from fruits_emr.settings import PROJECT_TAG
 
@@ -69,6 +72,22 @@ class EmrStepSensorWithLogs(EmrStepSensor):
         return super().execute_complete(context, event)
 
 
+class EmrAddStepsWithLineage(EmrAddStepsOperator):
+    """EmrAddStepsOperator that reports `datasets` ({"inputs": [...], "outputs": [...]} S3 URIs, from
+    emr_request) as the task's OpenLineage inputs and outputs."""
+
+    template_fields = (*EmrAddStepsOperator.template_fields, "datasets")
+
+    def __init__(self, *, datasets: Any, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.datasets = datasets
+
+    def execute(self, context: Any) -> list[str]:
+        step_ids = super().execute(context)
+        lineage.report_datasets(self.datasets, self.hook)
+        return step_ids
+
+
 class EmrTerminateRunClusters(EmrTerminateJobFlowOperator):
     """Terminate the run's cluster and any other active cluster tagged with this dag_id and run_id."""
 
@@ -80,10 +99,15 @@ class EmrTerminateRunClusters(EmrTerminateJobFlowOperator):
             for summary in page.get("Clusters", []):
                 if summary["Id"] == self.job_flow_id or not summary.get("Name", "").startswith(PROJECT_TAG):
                     continue
-                tags = {
-                    tag["Key"]: tag["Value"]
-                    for tag in self.hook.conn.describe_cluster(ClusterId=summary["Id"])["Cluster"].get("Tags", [])
-                }
+                try:
+                    described = self.hook.conn.describe_cluster(ClusterId=summary["Id"])["Cluster"]
+                except ClientError as exc:
+                    # the Airflow policy allows DescribeCluster on the DAG's clusters only: one it may not
+                    # describe is not this run's
+                    if exc.response.get("Error", {}).get("Code") not in ("AccessDenied", "AccessDeniedException"):
+                        raise
+                    continue
+                tags = {tag["Key"]: tag["Value"] for tag in described.get("Tags", [])}
                 if tags.get("dag_id") == dag_id and tags.get("run_id") == run_id:
                     self.log.warning("Terminating %s, left by an earlier attempt of run %s", summary["Id"], run_id)
                     self.hook.conn.terminate_job_flows(JobFlowIds=[summary["Id"]])

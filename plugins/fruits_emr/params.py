@@ -8,9 +8,17 @@ from typing import Any
 from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK
 from fruits_emr.settings import (
     CLUSTER_SHAPES,
+    MAX_ALPHA,
+    MAX_ARROW_BATCH_SIZE,
     MAX_CORE_INSTANCES,
     MAX_CORE_INSTANCES_ENV,
     MAX_FLEET_INSTANCE_TYPES,
+    MAX_IDLE_TIMEOUT_MINUTES,
+    MAX_IMAGE_SIZE,
+    MAX_PCA_COMPONENTS,
+    MAX_PREFIX_LENGTH,
+    MAX_WEIGHTS_LENGTH,
+    MIN_IMAGE_SIZE,
     max_core_instances,
 )
 from spark_jobs.contract.model_choices import BACKBONES, ENGINES
@@ -18,40 +26,53 @@ from spark_jobs.contract.model_choices import BACKBONES, ENGINES
 # A setting that may stay empty. Airflow's trigger form marks a Param required unless its schema's
 # type list includes "null" (and clears a text field to null), so "empty" must be nullable there.
 OPTIONAL_STRING: dict[str, Any] = {"type": ["null", "string"]}
+PREFIX: dict[str, Any] = {"type": "string", "maxLength": MAX_PREFIX_LENGTH}
+INSTANCE_TYPE: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 32}
+IAM_NAME: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": 64}
 
 PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
     "bucket": (
         "S3 bucket holding raw images, outputs, staged code and EMR logs. Required: here, in the Variable"
         " fruits_features_defaults or in the environment variable FRUITS_BUCKET.",
-        OPTIONAL_STRING,
+        {**OPTIONAL_STRING, "maxLength": 63},
     ),
-    "raw_prefix": ("Key prefix of the raw images, laid out <label>/<file>.", {"type": "string"}),
-    "output_prefix": ("Key prefix of the outputs; one run_date=YYYY-MM-DD partition per run.", {"type": "string"}),
-    "artifacts_prefix": ("Key prefix where job code, bootstrap and weights are staged.", {"type": "string"}),
-    "logs_prefix": ("Key prefix of the EMR LogUri (cluster and step logs).", {"type": "string"}),
+    "raw_prefix": ("Key prefix of the raw images, laid out <label>/<file>.", PREFIX),
+    "output_prefix": ("Key prefix of the outputs; one run_date=YYYY-MM-DD partition per run.", PREFIX),
+    "artifacts_prefix": ("Key prefix where job code, bootstrap and weights are staged.", PREFIX),
+    "logs_prefix": ("Key prefix of the EMR LogUri (cluster and step logs).", PREFIX),
     "variance": (
         "PCA keeps the smallest k reaching this cumulative explained variance (ignored when k is set).",
         {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
     ),
-    "k": ("Fixed number of PCA components; empty = use variance.", {"type": ["null", "integer"], "minimum": 1}),
+    "k": (
+        "Fixed number of PCA components; empty = use variance.",
+        {"type": ["null", "integer"], "minimum": 1, "maximum": MAX_PCA_COMPONENTS},
+    ),
     "model": ("CNN backbone.", {"type": "string", "enum": list(BACKBONES)}),
-    "alpha": ("MobileNetV2 width multiplier.", {"type": "number", "exclusiveMinimum": 0}),
-    "image_size": ("Square input size in pixels.", {"type": "integer", "minimum": 32, "maximum": 1024}),
+    "alpha": ("MobileNetV2 width multiplier.", {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_ALPHA}),
+    "image_size": (
+        "Square input size in pixels.",
+        {"type": "integer", "minimum": MIN_IMAGE_SIZE, "maximum": MAX_IMAGE_SIZE},
+    ),
     "weights": (
-        "imagenet, random, an s3:// URI, or a weights file path in the repo (staged to S3 by the DAG).",
-        {"type": "string", "minLength": 1},
+        "imagenet, random, an s3:// object under the artifacts prefix, or a weights file in the repo's models/"
+        " folder, e.g. models/<file>.h5 (staged to S3 by the DAG; any other path is refused).",
+        {"type": "string", "minLength": 1, "maxLength": MAX_WEIGHTS_LENGTH},
     ),
     "engine": ("Inference engine on the executors.", {"type": "string", "enum": list(ENGINES)}),
-    "arrow_batch_size": ("Rows per Arrow batch sent to a Python worker.", {"type": "integer", "minimum": 1}),
+    "arrow_batch_size": (
+        "Rows per Arrow batch sent to a Python worker.",
+        {"type": "integer", "minimum": 1, "maximum": MAX_ARROW_BATCH_SIZE},
+    ),
     "release_label": (
         f"EMR release (Spark 3.5); the default {DEFAULT_RELEASE} runs the Spark the tests run"
         " (plugins/fruits_emr/releases.py).",
         {"type": "string", "enum": list(EMR_SPARK)},
     ),
-    "master_instance_type": ("EC2 type of the primary node (always on-demand).", {"type": "string"}),
+    "master_instance_type": ("EC2 type of the primary node (always on-demand).", INSTANCE_TYPE),
     "core_instance_types": (
         "EC2 types the core fleet may use, preferred first.",
-        {"type": "array", "items": {"type": "string"}, "minItems": 1, "maxItems": MAX_FLEET_INSTANCE_TYPES},
+        {"type": "array", "items": INSTANCE_TYPE, "minItems": 1, "maxItems": MAX_FLEET_INSTANCE_TYPES},
     ),
     "core_instance_count": (
         f"Number of core nodes (at most {MAX_CORE_INSTANCES_ENV}, default {MAX_CORE_INSTANCES}).",
@@ -65,7 +86,7 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
     "use_spot": ("Core nodes on spot, switching to on-demand when spot is not available.", {"type": "boolean"}),
     "idle_timeout_minutes": (
         "AutoTerminationPolicy backstop: EMR ends the cluster after this long idle.",
-        {"type": "integer", "minimum": 1, "maximum": 10080},
+        {"type": "integer", "minimum": 1, "maximum": MAX_IDLE_TIMEOUT_MINUTES},
     ),
     "full_refresh": (
         "Process every raw image, not only the images that landed in the run's interval; also refits the PCA"
@@ -77,12 +98,12 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
         " the corpus into it; off = apply the current model (a model is fitted anyway when none exists).",
         {"type": "boolean"},
     ),
-    "subnet_id": ("EC2 subnet of the cluster; empty = the account's default VPC.", OPTIONAL_STRING),
-    "service_role": (
-        "EMR service role (AWS's default EMR_DefaultRole_V2 with AmazonEMRServicePolicy_v2).",
-        {"type": "string", "minLength": 1},
+    "subnet_id": (
+        "EC2 subnet of the cluster; empty = the account's default VPC.",
+        {**OPTIONAL_STRING, "maxLength": 24},
     ),
-    "job_flow_role": ("EC2 instance profile of the cluster nodes.", {"type": "string", "minLength": 1}),
+    "service_role": ("EMR service role (AWS's default EMR_DefaultRole_V2 with AmazonEMRServicePolicy_v2).", IAM_NAME),
+    "job_flow_role": ("EC2 instance profile of the cluster nodes.", IAM_NAME),
     "kms_key_id": (
         "KMS key (ARN, key id or alias/...) encrypting every object the pipeline writes (SSE-KMS);"
         " empty = SSE-S3 (AES256).",

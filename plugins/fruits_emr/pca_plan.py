@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fruits_emr import commits
-from fruits_emr.layout import RunPaths, pca_version_uri
+from fruits_emr.layout import RunPaths, pca_fit_uri
 from fruits_emr.settings import RunConfig, number_arg
 from fruits_emr.task_records import CorpusDate, PcaPlan, RunSelection
 
@@ -15,13 +15,14 @@ log = logging.getLogger(__name__)
 
 
 def plan_pca(
-    config: RunConfig, pointer: Mapping[str, Any] | None, committed_features: Mapping[str, str], run_date: str
+    config: RunConfig, pointer: Mapping[str, Any] | None, committed_features: Mapping[str, str], paths: RunPaths
 ) -> PcaPlan:
     """Fit a new model version or apply the current one, and on what.
 
     A fit happens when asked (refit_pca), on full_refresh, or when no model exists yet. It fits on
     every other committed run date's features plus this run's (full_refresh: this run's alone, since it
-    holds every image) and re-projects those dates into the new version's space.
+    holds every image) and re-projects those dates into the new version's space, in the attempt's own
+    model folder (layout.pca_fit_uri); the version number is the pointer's next.
     """
     pointer_number = int(pointer["number"]) if pointer else None
     reason = ("refit_pca" if config.refit_pca else "full_refresh" if config.full_refresh
@@ -31,17 +32,17 @@ def plan_pca(
                        model=pointer["model"], pointer_number=pointer_number)
     number = pointer_number + 1 if pointer_number is not None else 1
     corpus = () if config.full_refresh else tuple(
-        CorpusDate(date, uri) for date, uri in sorted(committed_features.items()) if date != run_date
+        CorpusDate(date, uri) for date, uri in sorted(committed_features.items()) if date != paths.run_date
     )
     return PcaPlan(fit=True, reason=reason, number=number, version=f"v{number:04d}",
-                   model=pca_version_uri(config, number), pointer_number=pointer_number, corpus=corpus)
+                   model=pca_fit_uri(config, paths.attempt), pointer_number=pointer_number, corpus=corpus)
 
 
 def plan_run_pca(s3: Any, config: RunConfig, run: RunSelection) -> PcaPlan:
     """The plan of this run, from the committed PCA pointer (and, for a fit, every committed date's features)."""
     pointer = commits.read_pca_pointer(s3, config)
     committed = commits.committed_features(s3, config) if (config.refit_pca or not pointer) else {}
-    plan = plan_pca(config, pointer, committed, run.paths.run_date)
+    plan = plan_pca(config, pointer, committed, run.paths)
     if plan.fit:
         log.info("PCA: fit version %s (%s) on this run's features and %d committed run dates -> %s",
                  plan.version, plan.reason, len(plan.corpus), plan.model)

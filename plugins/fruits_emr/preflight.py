@@ -1,16 +1,19 @@
 """The checks of the resolve_config task, before anything costs money: the run's settings merged and
-validated, the bucket reachable, the EMR security configuration usable."""
+validated, a local weights file inside the repo's models/ folder, the bucket reachable, the EMR
+security configuration usable."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from fruits_emr.settings import ConfigError, RunConfig, resolve_run_config
+from fruits_emr.settings import ConfigError, RunConfig, resolve_run_config, weights_kind
+from fruits_emr.weights_files import confined_weights_file
 from spark_jobs.contract.s3_uri import is_not_found
 
 log = logging.getLogger(__name__)
@@ -22,12 +25,16 @@ def checked_run_config(
     variable_defaults: Mapping[str, Any] | None,
     s3: Any,
     emr: Any | None,
+    repo_root: Path,
 ) -> RunConfig:
     """Params merged over the defaults Variable, validated, the bucket and security configuration
     checked; each setting logged with where its value came from.
 
-    emr: an EMR client to check the security configuration (None: local mode, no cluster)."""
+    emr: an EMR client to check the security configuration (None: local mode, no cluster);
+    repo_root: the checkout whose models/ folder alone a local `weights` file may come from."""
     config, sources = resolve_run_config(params, parse_defaults, variable_defaults)
+    if weights_kind(config.weights) == "file":
+        confined_weights_file(config.weights, repo_root)  # before any upload: staging reads the file
     check_bucket(s3, config.bucket)
     if config.security_configuration and emr is not None:
         check_security_configuration(emr, config.security_configuration)

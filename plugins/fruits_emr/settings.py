@@ -46,6 +46,20 @@ KMS_KEY = re.compile(
     r"|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key/(mrk-)?[0-9a-f-]{32,36}|alias/[A-Za-z0-9/_-]{1,250})"
 )
 SECURITY_CONFIGURATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,255}")
+# IAM role and instance profile names (the IAM policies let Airflow pass only the two configured ones)
+IAM_NAME = re.compile(r"[A-Za-z0-9+=,.@_-]{1,64}")
+SUBNET_ID = re.compile(r"subnet-[0-9a-f]{8,17}")
+
+# Upper bounds of the Params that had none: every value a trigger form or the Variable can set is bounded.
+MAX_PREFIX_LENGTH = 512  # S3 keys end at 1,024 bytes; the run layout under a prefix needs the rest
+MAX_WEIGHTS_LENGTH = 1024  # an s3:// URI of a key of up to 1,024 bytes, or a path under models/
+MAX_PCA_COMPONENTS = 2048  # the widest feature vector of the backbones (ResNet50's 2,048; MobileNetV2 1.4: 1,792)
+MAX_ALPHA = max(MOBILENET_ALPHAS)
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
+# Rows per Arrow batch: a batch's decoded float32 images at 224 px take ~0.6 MB a row in the Python
+# worker, whose budget is 1.5 GB (emr_request.PYTHON_WORKER_MEMORY_MB): 1,024 rows stay within it.
+MAX_ARROW_BATCH_SIZE = 1024
+MAX_IDLE_TIMEOUT_MINUTES = 7 * 24 * 60
 
 
 class ConfigError(ValueError):
@@ -168,6 +182,8 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
         raise ConfigError(f"Param 'bucket' = {config.bucket!r} is not an S3 bucket name (no s3://, no slash).")
     for name in ("raw_prefix", "output_prefix", "artifacts_prefix", "logs_prefix"):
         value = getattr(config, name)
+        if len(value) > MAX_PREFIX_LENGTH:
+            raise ConfigError(f"Param {name!r} is {len(value)} characters long; use at most {MAX_PREFIX_LENGTH}.")
         if "://" in value or value.startswith("/") or "\\" in value or {".", ".."} & set(value.split("/")):
             raise ConfigError(
                 f"Param {name!r} = {value!r} must be a key prefix inside the bucket, like 'raw/'"
@@ -181,8 +197,27 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
         )
     if not 0 < config.variance <= 1:
         raise ConfigError(f"Param 'variance' = {config.variance} must be in (0, 1], e.g. 0.95.")
-    if config.k is not None and config.k < 1:
-        raise ConfigError(f"Param 'k' = {config.k} must be a positive integer, or empty to use 'variance'.")
+    if config.k is not None and not 1 <= config.k <= MAX_PCA_COMPONENTS:
+        raise ConfigError(
+            f"Param 'k' = {config.k} must be 1..{MAX_PCA_COMPONENTS} (no backbone has more features),"
+            " or empty to use 'variance'."
+        )
+    if not 0 < config.alpha <= MAX_ALPHA:
+        raise ConfigError(f"Param 'alpha' = {config.alpha} must be in (0, {MAX_ALPHA}], e.g. 1.0.")
+    if not MIN_IMAGE_SIZE <= config.image_size <= MAX_IMAGE_SIZE:
+        raise ConfigError(
+            f"Param 'image_size' = {config.image_size} must be {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} pixels, e.g. 224."
+        )
+    if not 1 <= config.arrow_batch_size <= MAX_ARROW_BATCH_SIZE:
+        raise ConfigError(
+            f"Param 'arrow_batch_size' = {config.arrow_batch_size} must be 1..{MAX_ARROW_BATCH_SIZE} rows, e.g. 128"
+            " (a larger batch would not fit the Python worker's memory on the nodes)."
+        )
+    if not config.weights or len(config.weights) > MAX_WEIGHTS_LENGTH:
+        raise ConfigError(
+            f"Param 'weights' must be 1..{MAX_WEIGHTS_LENGTH} characters: 'imagenet', 'random', an s3:// URI or"
+            " 'models/<file>'."
+        )
     if config.model not in BACKBONES:
         raise ConfigError(f"Param 'model' = {config.model!r} is not a known backbone; use one of {list(BACKBONES)}.")
     if config.cluster_shape not in CLUSTER_SHAPES:
@@ -236,15 +271,23 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
             f"Param 'core_instance_count' = {config.core_instance_count} is above the cap of {cap} core nodes;"
             f" use at most {cap}, or raise the cap with the environment variable {MAX_CORE_INSTANCES_ENV}."
         )
-    if not 1 <= config.idle_timeout_minutes <= 7 * 24 * 60:
-        raise ConfigError(f"Param 'idle_timeout_minutes' = {config.idle_timeout_minutes} must be 1..10080 (7 days).")
+    if not 1 <= config.idle_timeout_minutes <= MAX_IDLE_TIMEOUT_MINUTES:
+        raise ConfigError(
+            f"Param 'idle_timeout_minutes' = {config.idle_timeout_minutes} must be 1..{MAX_IDLE_TIMEOUT_MINUTES} (7 days)."
+        )
     if config.release_label not in EMR_SPARK:
         raise ConfigError(
             f"Param 'release_label' = {config.release_label!r} is not a release the pipeline was checked on;"
             f" use one of {list(EMR_SPARK)} (default {DEFAULT_RELEASE}), or add it to plugins/fruits_emr/releases.py."
         )
-    if config.subnet_id and not config.subnet_id.startswith("subnet-"):
+    if config.subnet_id and not SUBNET_ID.fullmatch(config.subnet_id):
         raise ConfigError(f"Param 'subnet_id' = {config.subnet_id!r} must look like 'subnet-0123abcd' or be empty.")
+    for name in ("service_role", "job_flow_role"):
+        if not IAM_NAME.fullmatch(getattr(config, name)):
+            raise ConfigError(
+                f"Param {name!r} = {getattr(config, name)!r} is not an IAM role / instance profile name"
+                " (1..64 letters, digits and +=,.@_-)."
+            )
     if config.kms_key_id and not KMS_KEY.fullmatch(config.kms_key_id):
         raise ConfigError(
             f"Param 'kms_key_id' = {config.kms_key_id!r} is not a KMS key: use a key ARN"

@@ -12,17 +12,17 @@ import logging
 import tempfile
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from fruits_emr import wheelhouse
 from fruits_emr.artifacts import (
-    CONSTRAINTS_FILE,
-    REQUIREMENTS_FILE,
-    REQUIREMENTS_TENSORFLOW_FILE,
+    HASHED_REQUIREMENTS_FILE,
     StagedArtifacts,
     code_layout,
     export_settings,
+    jar_key,
     model_key,
     needs_tensorflow,
     weights_key,
@@ -30,6 +30,7 @@ from fruits_emr.artifacts import (
 )
 from fruits_emr.s3_objects import object_exists
 from fruits_emr.settings import ConfigError, RunConfig, sse_arguments, weights_kind
+from fruits_emr.weights_files import confined_weights_file
 from model_export.model_cache import ModelExportRefused, exported_model
 from model_export.model_identity import CALIBRATION_FOLDER, CalibrationError, calibration_files
 from spark_jobs.cnn.exported_model import sidecar_path
@@ -40,14 +41,11 @@ log = logging.getLogger(__name__)
 
 STAGED_MARKER = "_STAGED"
 BOOTSTRAP = Path("emr/bootstrap.sh")
-REQUIREMENTS = Path("emr") / REQUIREMENTS_FILE
-REQUIREMENTS_TENSORFLOW = Path("emr") / REQUIREMENTS_TENSORFLOW_FILE
-CONSTRAINTS = Path("emr") / CONSTRAINTS_FILE
 CLUSTER_PACKAGE = "spark_jobs"  # what runs on the cluster: the only package zipped and staged
 ENTRY_POINTS = ("featurize.py", "pca.py")  # the steps' scripts, staged beside the zip
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
-Builder = Callable[[list[Path], Path], Path]
+Builder = Callable[[Path], Path]  # a hash file -> the folder of its wheels (wheelhouse.build_wheelhouse)
 
 
 # --- the code bundle ---------------------------------------------------------------------------
@@ -79,38 +77,23 @@ def package_zip(repo_root: Path, sources: list[Path]) -> bytes:
 
 
 def code_bundle(repo_root: Path) -> tuple[str, dict[str, bytes]]:
-    """Content hash and files of the code bundle: entry points, package zip, bootstrap, EMR requirements."""
+    """Content hash and files of the code bundle: entry points, package zip, bootstrap (the node
+    packages and their hashes travel in the wheelhouse, stage_wheelhouse)."""
     sources = package_sources(repo_root)
-    for extra in (BOOTSTRAP, REQUIREMENTS, REQUIREMENTS_TENSORFLOW, CONSTRAINTS):
-        if not (repo_root / extra).is_file():
-            raise ConfigError(f"{repo_root / extra} is missing: deploy the repo's emr/ folder next to dags/.")
+    if not (repo_root / BOOTSTRAP).is_file():
+        raise ConfigError(f"{repo_root / BOOTSTRAP} is missing: deploy the repo's emr/ folder next to dags/.")
     digest = hashlib.sha256()
-    for relative in [*sources, BOOTSTRAP, REQUIREMENTS, REQUIREMENTS_TENSORFLOW, CONSTRAINTS]:
+    for relative in [*sources, BOOTSTRAP]:
         digest.update(relative.as_posix().encode() + b"\0" + (repo_root / relative).read_bytes() + b"\0")
     files = {
         **{name: (repo_root / CLUSTER_PACKAGE / name).read_bytes() for name in ENTRY_POINTS},
         "spark_jobs.zip": package_zip(repo_root, sources),
         "bootstrap.sh": (repo_root / BOOTSTRAP).read_bytes(),
-        REQUIREMENTS_FILE: (repo_root / REQUIREMENTS).read_bytes(),
-        REQUIREMENTS_TENSORFLOW_FILE: (repo_root / REQUIREMENTS_TENSORFLOW).read_bytes(),
-        CONSTRAINTS_FILE: (repo_root / CONSTRAINTS).read_bytes(),
     }
     return digest.hexdigest()[:16], files
 
 
 # --- the model or its weights ----------------------------------------------------------------------
-
-def local_weights_file(config: RunConfig, repo_root: Path) -> Path:
-    """The weights file a repo-path Param names, or one clear message."""
-    path = Path(config.weights)
-    path = path if path.is_absolute() else repo_root / path
-    if not path.is_file():
-        raise ConfigError(
-            f"Param 'weights' = {config.weights!r} is not 'imagenet', 'random', an s3:// URI or a file"
-            f" (looked for {path})."
-        )
-    return path
-
 
 def _require_s3_weights(s3: Any, config: RunConfig) -> tuple[str, str]:
     bucket, key = split_s3_uri(config.weights)
@@ -127,7 +110,7 @@ def stage_weights(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, boo
     if kind == "s3":
         _require_s3_weights(s3, config)
         return config.weights, False
-    path = local_weights_file(config, repo_root)
+    path = confined_weights_file(config.weights, repo_root)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     key = weights_key(config.artifacts_prefix, digest, path.name)
     uploaded = not object_exists(s3, config.bucket, key)
@@ -151,7 +134,7 @@ def stage_model(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]
             s3.download_file(bucket, key, str(local))
             weights = str(local)
         else:
-            weights = str(local_weights_file(config, repo_root))
+            weights = str(confined_weights_file(config.weights, repo_root))
         settings = export_settings(config, weights)
         calibration = repo_root / CALIBRATION_FOLDER
         if config.engine == INT8_ENGINE:
@@ -178,36 +161,52 @@ def stage_model(s3: Any, config: RunConfig, repo_root: Path) -> tuple[str, bool]
 def stage_wheelhouse(
     s3: Any, config: RunConfig, repo_root: Path, tensorflow: bool, build: Builder = wheelhouse.build_wheelhouse
 ) -> tuple[str, list[str]]:
-    """Stage the wheels of the node packages (the TensorFlow add-on too when the cluster needs it)
-    under artifacts/wheelhouse/<content hash>/; skipped when its marker exists. The local build is
-    cached per hash as well (wheelhouse.build_wheelhouse), so it is downloaded once per worker."""
-    requirements = [repo_root / REQUIREMENTS, *([repo_root / REQUIREMENTS_TENSORFLOW] if tensorflow else [])]
-    constraints = repo_root / CONSTRAINTS
-    uri = wheelhouse_uri(config.bucket, config.artifacts_prefix, wheelhouse.wheelhouse_hash([*requirements, constraints]))
+    """Stage the wheels of the node packages (the TensorFlow add-on too when the cluster needs it) and
+    their hash file under artifacts/wheelhouse/<hash of that file>/, so the key changes with any
+    wheel's sha256; skipped when its marker exists. The local build is cached per hash as well
+    (wheelhouse.build_wheelhouse, which downloads with pip --require-hashes), so it is downloaded
+    once per worker and a wheel changed upstream is refused."""
+    hashed = repo_root / wheelhouse.HASHED_REQUIREMENTS[tensorflow]
+    if not hashed.is_file():
+        raise ConfigError(f"{hashed} is missing: deploy the repo's emr/ folder next to dags/.")
+    uri = wheelhouse_uri(config.bucket, config.artifacts_prefix, wheelhouse.wheelhouse_hash([hashed]))
     _, key = split_s3_uri(uri)
     if object_exists(s3, config.bucket, key + STAGED_MARKER):
         return uri, []
-    local = build(requirements, constraints)
+    local = build(hashed)
     wheels = sorted(local.glob("*.whl"))
     if not wheels:
         raise RuntimeError(f"the wheelhouse {local} holds no wheels")
     for wheel in wheels:
         s3.upload_file(str(wheel), config.bucket, key + wheel.name, ExtraArgs=sse_arguments(config))
+    s3.put_object(Bucket=config.bucket, Key=key + HASHED_REQUIREMENTS_FILE, Body=hashed.read_bytes(),
+                  ContentType="text/plain", **sse_arguments(config))
     # written last, with the wheel list: a wheelhouse interrupted half-way is uploaded again next time
     listing = "".join(f"{wheel.name}\n" for wheel in wheels).encode()
     s3.put_object(Bucket=config.bucket, Key=key + STAGED_MARKER, Body=listing, **sse_arguments(config))
-    return uri, [uri + wheel.name for wheel in wheels]
+    return uri, [uri + wheel.name for wheel in wheels] + [uri + HASHED_REQUIREMENTS_FILE]
+
+
+def stage_jar(s3: Any, config: RunConfig, jar: Path) -> tuple[str, bool]:
+    """A jar the steps load (--jars) under artifacts/jars/<content hash>/; skipped when present."""
+    digest = hashlib.sha256(jar.read_bytes()).hexdigest()[:16]
+    key = jar_key(config.artifacts_prefix, digest, jar.name)
+    if object_exists(s3, config.bucket, key):
+        return f"s3://{config.bucket}/{key}", False
+    s3.upload_file(str(jar), config.bucket, key, ExtraArgs=sse_arguments(config))
+    return f"s3://{config.bucket}/{key}", True
 
 
 # --- the task --------------------------------------------------------------------------------------
 
 def stage_artifacts(
-    s3: Any, config: RunConfig, repo_root: Path, build_wheelhouse: Builder | None = wheelhouse.build_wheelhouse
+    s3: Any, config: RunConfig, repo_root: Path, build_wheelhouse: Builder | None = wheelhouse.build_wheelhouse,
+    lineage_jar: Path | None = None,
 ) -> tuple[StagedArtifacts, list[str]]:
     """Upload the code bundle under its content hash (skipped when its marker exists), what the
     cluster needs to build the model (the exported ONNX model, engines onnxruntime[-int8], or the weights),
-    and the node wheelhouse (build_wheelhouse None: none, for the local compute mode). Returns the
-    staged URIs and the list of what was uploaded now."""
+    the node wheelhouse (build_wheelhouse None: none, for the local compute mode) and, with lineage
+    on, the OpenLineage Spark listener jar. Returns the staged URIs and the list of what was uploaded now."""
     code_hash, files = code_bundle(repo_root)
     if config.engine != "tensorflow":  # an ONNX engine: fp32 or int8
         model_uri, model_uploaded = stage_model(s3, config, repo_root)
@@ -224,6 +223,10 @@ def stage_artifacts(
         )
         uploaded += wheels_uploaded
     staged = code_layout(config.bucket, config.artifacts_prefix, code_hash, weights_uri, model_uri, wheels_uri)
+    if lineage_jar is not None:
+        jar_uri, jar_uploaded = stage_jar(s3, config, lineage_jar)
+        staged = replace(staged, lineage_jar=jar_uri)
+        uploaded += [jar_uri] if jar_uploaded else []
     _, code_key = split_s3_uri(staged.code_uri)
     if not object_exists(s3, config.bucket, code_key + STAGED_MARKER):
         for name, body in files.items():

@@ -282,7 +282,7 @@ def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_i
     assert (first["report"]["features_rows"], first["report"]["quarantined"]) == (40, 1)
     assert first["counts"] == {"images": 41, "features_rows": 40, "quarantined": 1, "k": first["report"]["k"]}
     assert {"features", "quarantine", "pca", "report.json", "manifest.txt"} <= set(first["entries"])
-    assert "pca_model" not in first["entries"]  # the model is a version under features/_pca_models/
+    assert "pca_model" not in first["entries"]  # the model is the attempt's own under features/_pca_models/
     assert len(first["features"]) == 40
     summary = run.get_task_instance("validate_outputs").xcom_pull(task_ids="validate_outputs")
     assert (summary["images"], summary["features_rows"], summary["quarantined"]) == (41, 40, 1)
@@ -448,7 +448,9 @@ def test_local_compute_mode_end_to_end(airflow_db, moto, s3, emr_client, few_raw
     # the first run fits model v0001 under its own prefix, and the pointer names this date's reduced rows
     pointer = json.loads(s3.get_object(Bucket=BUCKET, Key="features/_pca_models/_CURRENT.json")["Body"].read())
     assert (pointer["version"], pointer["corpus"]) == ("v0001", {run_date: f"s3://{BUCKET}/{partition}pca"})
-    assert "features/_pca_models/v0001/pca_model.json" in bucket_keys(s3, "features/_pca_models/v0001/")
+    attempt = partition.rstrip("/").rsplit("/", 1)[1]  # the fit's model folder is the attempt's own
+    assert pointer["model"] == f"s3://{BUCKET}/features/_pca_models/_attempts/{attempt}"
+    assert f"features/_pca_models/_attempts/{attempt}/pca_model.json" in bucket_keys(s3, "features/_pca_models/")
     assert not [k for k in keys if k.endswith(".crc")]
     # everything the run wrote is SSE-KMS encrypted with the run's key: staged code and model, manifest,
     # the jobs' outputs (written by S3A), the commit pointer
@@ -541,7 +543,8 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
     assert first.state == "success", (states, task_log()[-3000:])
     v1 = pca_pointer(s3)
     run1 = committed(s3, day1.date().isoformat())
-    assert (v1["version"], v1["number"], v1["model"]) == ("v0001", 1, f"s3://{BUCKET}/features/_pca_models/v0001")
+    assert (v1["version"], v1["number"], v1["model"]) == ("v0001", 1, f"s3://{BUCKET}/features/_pca_models/_attempts/"
+                                                                      + run1["attempt"])
     assert v1["corpus"] == {day1.date().isoformat(): run1["output"] + "/pca"} and run1["pca_model"] == "v0001"
     report1 = json.loads(s3.get_object(Bucket=BUCKET, Key=run1["report"].removeprefix(f"s3://{BUCKET}/"))["Body"].read())
     assert (report1["pca_fitted"], report1["pca_model"], report1["pca_fit_rows"]) == (True, "v0001", 10)
@@ -571,7 +574,8 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
     run3 = committed(s3, day2.date().isoformat())
     report3 = json.loads(s3.get_object(Bucket=BUCKET, Key=run3["report"].removeprefix(f"s3://{BUCKET}/"))["Body"].read())
     assert (report3["pca_fitted"], report3["pca_model"], report3["pca_fit_rows"]) == (True, "v0002", 16)
-    assert (v2["version"], v2["number"], v2["model"]) == ("v0002", 2, f"s3://{BUCKET}/features/_pca_models/v0002")
+    assert (v2["version"], v2["number"], v2["model"]) == ("v0002", 2, f"s3://{BUCKET}/features/_pca_models/_attempts/"
+                                                                      + run3["attempt"])
     assert v2["corpus"] == {day1.date().isoformat(): v2["model"] + "/corpus/part-00000",
                             day2.date().isoformat(): run3["output"] + "/pca"}
     assert commits.reduced_corpus(s3, settings.RunConfig(bucket=BUCKET)) == {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 
+from fruits_emr import artifacts, emr_request
 from tests.support import REPO_ROOT
 from tests.support.airflow import DAGS
 
@@ -29,7 +31,7 @@ def dag(dagbag):
 
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dag_ids) == ["fruits_features"]
+    assert sorted(dagbag.dag_ids) == ["fruits_corpus_check", "fruits_features"]
 
 
 def test_import_makes_no_aws_or_variable_calls_and_no_heavy_imports(tmp_path):
@@ -64,7 +66,16 @@ def test_import_makes_no_aws_or_variable_calls_and_no_heavy_imports(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"errors": {}, "dags": ["fruits_features"], "calls": [], "heavy": []}
+    assert result == {"errors": {}, "dags": ["fruits_corpus_check", "fruits_features"], "calls": [], "heavy": []}
+
+
+def test_the_consumer_is_scheduled_on_the_asset_commit_outputs_updates(dagbag, dag):
+    from fruits_emr.corpus import REDUCED_CORPUS
+
+    consumer = dagbag.dags["fruits_corpus_check"]
+    assert list(consumer.timetable.asset_condition.objects) == [REDUCED_CORPUS]
+    assert dag.get_task("commit_outputs").outlets == [REDUCED_CORPUS]
+    assert consumer.catchup is False and consumer.max_active_runs == 1 and consumer.on_failure_callback
 
 
 def test_policy(dag):
@@ -243,51 +254,87 @@ def test_emr_bootstrap_and_requirements_are_pinned():
     assert syntax.returncode == 0, syntax.stderr
 
 
-NODE_ARGS = ("s3://b/wheelhouse/0123/", "s3://b/code/constraints-emr.txt", "s3://b/code/requirements-emr.txt")
+NODE_ARGS = ("s3://b/wheelhouse/0123/",)
+# aws s3 cp: recorded, and with FAKE_S3 set served from that folder (s3://<bucket>/<key> = $FAKE_S3/<bucket>/<key>)
+FAKE_AWS = """#!/usr/bin/env bash
+echo "aws $*" >> {log}
+if [ -n "${{FAKE_S3:-}}" ]; then
+  source="${{@: -2:1}}"
+  cp -r "$FAKE_S3/${{source#s3://}}" "${{@: -1}}"
+fi
+"""
 
 
-def fake_bootstrap(tmp_path, *args: str) -> tuple[str, str, str]:
-    """Run bootstrap.sh with sudo, dnf, aws and the node's python3.11 replaced by recorders.
-
-    Returns (recorded commands, the import check, stderr)."""
-    import os
-
+def run_bootstrap(tmp_path, *args: str, python: str | None = None, **env: str) -> tuple[subprocess.CompletedProcess, str]:
+    """Run bootstrap.sh with sudo, dnf and aws replaced by recorders (and the node's python3.11 too,
+    unless python names a real interpreter). Returns (the process, the recorded commands)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(parents=True)
     log = tmp_path / "calls.log"
     recorder = f'#!/usr/bin/env bash\necho "$(basename "$0") $*" >> {log}\n'
-    for name in ("dnf", "aws", "python3.11"):
+    for name in ("dnf", "python3.11"):
         (bin_dir / name).write_text(recorder)
+    (bin_dir / "aws").write_text(FAKE_AWS.format(log=log))
     (bin_dir / "sudo").write_text('#!/usr/bin/env bash\nexec "$@"\n')
     for path in bin_dir.iterdir():
         path.chmod(0o755)
     done = subprocess.run(["bash", str(REPO_ROOT / "emr" / "bootstrap.sh"), *args], capture_output=True, text=True,
                           env={**os.environ, "PATH": f"{bin_dir}:/usr/bin:/bin",
-                               "FRUITS_NODE_PYTHON": str(bin_dir / "python3.11")}, timeout=60)
+                               "FRUITS_NODE_PYTHON": python or str(bin_dir / "python3.11"), **env}, timeout=300)
+    return done, log.read_text() if log.exists() else ""
+
+
+def fake_bootstrap(tmp_path, *args: str) -> tuple[str, str, str]:
+    """bootstrap.sh with every command recorded. Returns (recorded commands, the import check, stderr)."""
+    done, calls = run_bootstrap(tmp_path, *args)
     assert done.returncode == 0, done.stderr
-    calls = log.read_text()
     imports = next(line for line in calls.splitlines() if line.startswith("python3.11 -c"))
     return calls, imports, done.stderr
 
 
 def test_bootstrap_installs_the_tensorflow_add_on_only_when_given(tmp_path):
     calls, imports, _ = fake_bootstrap(tmp_path / "light", *NODE_ARGS)
-    # python3.11's pip always (EMR 7.x images may lack it; dnf skips what is installed)
-    assert calls.splitlines()[0] == "dnf install -y -q python3.11 python3.11-pip"
+    # python3.11 and its pip always (EMR 7.x images may lack pip), each at an exact AL2023 build
+    dnf = calls.splitlines()[0].split()
+    assert dnf[:4] == ["dnf", "install", "-y", "-q"] and len(dnf) == 6
+    assert all(re.fullmatch(r"python3\.11(-pip)?-\d+(\.\d+)+-\d+\.amzn2023(\.\d+)*", package) for package in dnf[4:]), dnf
     assert "openblas" not in calls and "lapack" not in calls  # the PCA fit needs no native LAPACK
-    assert "requirements-emr-tensorflow" not in calls
     assert "onnxruntime" in imports and "tensorflow" not in imports
-    # from the staged wheelhouse only: no index, every package pinned by the node constraints
+    # from the staged wheelhouse only: no index, every wheel checked against the hash file shipped with it
     assert "aws s3 cp --only-show-errors --recursive s3://b/wheelhouse/0123/ " in calls
     [install] = [line for line in calls.splitlines() if " -m pip install" in line]
     assert "--no-index --find-links" in install and "/wheels" in install
-    assert "-c " in install and "constraints-emr.txt" in install
+    assert f"--require-hashes -r {install.split(' -r ')[1].split()[0]}" in install
+    assert install.split(" -r ")[1].split()[0].endswith(f"/wheels/{artifacts.HASHED_REQUIREMENTS_FILE}")
     assert [line for line in calls.splitlines() if "pip" in line and "--no-index" not in line
-            and "python3.11-pip" not in line] == []
+            and not line.startswith("dnf ")] == []
 
-    calls, imports, _ = fake_bootstrap(tmp_path / "tf", *NODE_ARGS, "s3://b/code/requirements-emr-tensorflow.txt")
-    assert "aws s3 cp --only-show-errors s3://b/code/requirements-emr-tensorflow.txt" in calls
+    calls, imports, _ = fake_bootstrap(tmp_path / "tf", *NODE_ARGS, emr_request.TENSORFLOW_ADD_ON)
     [install] = [line for line in calls.splitlines() if " -m pip install" in line]
-    assert "requirements-emr.txt" in install and "requirements-emr-tensorflow.txt" in install
-    assert "tensorflow, keras" in imports
+    assert "--require-hashes" in install and "tensorflow, keras" in imports
 
+    done, calls = run_bootstrap(tmp_path / "typo", *NODE_ARGS, "tensorflw")
+    assert done.returncode == 2 and "usage: bootstrap.sh WHEELHOUSE_URI [tensorflow]" in done.stderr and calls == ""
+
+
+def test_bootstrap_installs_only_wheels_whose_sha256_is_pinned(tmp_path):
+    """The real bootstrap with a real pip (installing into PIP_TARGET): the staged probe wheel
+    installs; the same wheelhouse with that wheel's bytes changed stops the bootstrap (exit != 0)."""
+    from tests.support.wheels import PROBE, hashed_requirements, write_wheel
+
+    bucket = tmp_path / "s3"
+    wheelhouse = bucket / "b" / "wheelhouse" / "0123"
+    wheel = write_wheel(wheelhouse)
+    hashed_requirements(wheelhouse / artifacts.HASHED_REQUIREMENTS_FILE, [wheel])
+    target = tmp_path / "site"
+    done, calls = run_bootstrap(tmp_path / "pinned", *NODE_ARGS, python=sys.executable, FAKE_S3=str(bucket),
+                                PIP_TARGET=str(target))
+    assert done.returncode == 0, done.stderr
+    assert (target / f"{PROBE}.py").is_file() and "python deps ok" in done.stdout
+
+    write_wheel(wheelhouse, payload="import os  # not the pinned bytes\n")
+    target = tmp_path / "site-tampered"
+    done, _ = run_bootstrap(tmp_path / "tampered", *NODE_ARGS, python=sys.executable, FAKE_S3=str(bucket),
+                            PIP_TARGET=str(target))
+    assert done.returncode != 0 and "DO NOT MATCH THE HASHES" in done.stderr
+    assert not (target / f"{PROBE}.py").exists()

@@ -25,7 +25,7 @@ def test_table_has_one_row_per_param_with_its_default_and_description(params):
     count = next(row for row in rows if row.startswith("| `core_instance_count` |"))
     assert "integer: ≥ 1, ≤ 20" in count and "| `2` |" in count  # FRUITS_* from the shell never leak in
     bucket = next(row for row in rows if row.startswith("| `bucket` |"))
-    assert "string or empty |  |" in bucket and params.get_param("bucket").description in bucket
+    assert "string or empty: ≤ 63 characters |  |" in bucket and params.get_param("bucket").description in bucket
 
 
 def test_params_of_the_environment_do_not_change_the_table(params, monkeypatch):

@@ -110,14 +110,14 @@ def test_pca_pointer_commit_and_the_reduced_corpus(s3):
     assert commits.committed_features(s3, cfg) == {"2024-06-01": day1.output_uri + "/features"}
     assert commits.read_pca_pointer(s3, cfg) is None and commits.reduced_corpus(s3, cfg) is None
 
-    fit = pca_plan.plan_pca(cfg, None, commits.committed_features(s3, cfg), "2024-06-01")
+    fit = pca_plan.plan_pca(cfg, None, commits.committed_features(s3, cfg), day1)
     commits.commit_pca(s3, cfg, commits.pca_pointer_record(None, fit, day1, run_summary(k=3), "r1", now), None, sse)
     assert commits.reduced_corpus(s3, cfg) == {
-        "version": "v0001", "model": "s3://fruits-data/features/_pca_models/v0001", "k": 3,
+        "version": "v0001", "model": "s3://fruits-data/features/_pca_models/_attempts/20240602T01Z", "k": 3,
         "parts": {"2024-06-01": day1.output_uri + "/pca"}}
     assert s3.head_object(Bucket="fruits-data", Key="features/_pca_models/_CURRENT.json")["ServerSideEncryption"] == "AES256"
     with pytest.raises(RunOutputError, match="is at version 1, this run planned on None: another run changed it"):
         commits.commit_pca(s3, cfg, commits.pca_pointer_record(None, fit, day1, run_summary(k=3), "r9", now), None, sse)
     assert not validation.pca_model_written(s3, fit.model)
-    s3.put_object(Bucket="fruits-data", Key="features/_pca_models/v0001/pca_model.json", Body=b"{}")
+    s3.put_object(Bucket="fruits-data", Key="features/_pca_models/_attempts/20240602T01Z/pca_model.json", Body=b"{}")
     assert validation.pca_model_written(s3, fit.model)

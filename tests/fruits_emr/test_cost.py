@@ -128,7 +128,7 @@ def test_emr_request_task_picks_the_shape_from_the_days_images():
     paths = layout.run_paths(run_config, "2024-06-01", ATTEMPT)
     staged = artifacts.code_layout(run_config.bucket, run_config.artifacts_prefix, "0123456789abcdef",
                                    run_config.weights, "s3://fruits-data/artifacts/models/m/model.onnx", WHEELHOUSE)
-    plan = pca_plan.plan_pca(run_config, None, {}, "2024-06-01")
+    plan = pca_plan.plan_pca(run_config, None, {}, paths)
     fits = cost.primary_only_limits(run_config, PRICES, MODEL)["within_target_below"]
 
     def built(images: int, cluster_for=("fruits_features", "manual__1")) -> EmrRequest:

@@ -139,7 +139,7 @@ def test_default_cluster_shape():
     code = "s3://fruits-data/artifacts/code/0123456789abcdef/"
     assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"] == {
         "Path": f"{code}bootstrap.sh",
-        "Args": [WHEELHOUSE, f"{code}constraints-emr.txt", f"{code}requirements-emr.txt"],
+        "Args": [WHEELHOUSE],
     }
     by_class = {c["Classification"]: c for c in overrides["Configurations"]}
     assert by_class["spark-env"]["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == "/usr/bin/python3.11"
@@ -274,15 +274,14 @@ def test_onnx_steps_pass_the_exported_model_and_parse_with_featurize():
     # the settings live in the model's sidecar only; the cluster gets the light requirements only
     assert "--weights" not in args and "--model" not in args
     assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [
-        WHEELHOUSE, staged.constraints, staged.requirements]
+        WHEELHOUSE]
 
 
 def test_tensorflow_engine_adds_the_tensorflow_requirements():
     config = resolve(NON_DEFAULT)
     _, staged, overrides, steps = build(config)
     assert overrides["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [
-        WHEELHOUSE, staged.constraints, staged.requirements, staged.requirements_tensorflow]
-    assert staged.requirements_tensorflow.endswith("/requirements-emr-tensorflow.txt")
+        WHEELHOUSE, "tensorflow"]
     assert "--model-artifact" not in steps[0]["HadoopJarStep"]["Args"]
 
 
@@ -585,18 +584,19 @@ def test_pca_plan_fits_when_asked_or_when_no_model_and_applies_otherwise():
     config = resolve({"bucket": "fruits-data"})
     committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a/features",
                  "2024-06-02": "s3://fruits-data/features/run_date=2024-06-02/_attempts/b/features"}
-    first = pca_plan.plan_pca(config, None, committed, "2024-06-02")
+    first = pca_plan.plan_pca(config, None, committed, layout.run_paths(config, "2024-06-02", ATTEMPT))
     assert (first.fit, first.reason, first.version, first.pointer_number) == (True, "no model yet", "v0001", None)
-    assert first.model == "s3://fruits-data/features/_pca_models/v0001"
+    assert first.model == f"s3://fruits-data/features/_pca_models/_attempts/{ATTEMPT}"  # the attempt's own folder
     # this run's date is refitted from its new features
     assert first.corpus == (CorpusDate("2024-06-01", committed["2024-06-01"]),)
     pointer = {"version": "v0001", "number": 1, "model": first.model, "corpus": {}}
-    daily = pca_plan.plan_pca(config, pointer, committed, "2024-06-03")
+    daily = pca_plan.plan_pca(config, pointer, committed, layout.run_paths(config, "2024-06-03", ATTEMPT))
     assert (daily.fit, daily.version, daily.model, daily.corpus, daily.pointer_number) == (
         False, "v0001", first.model, (), 1)
-    refit = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), pointer, committed, "2024-06-03")
+    day3 = layout.run_paths(config, "2024-06-03", ATTEMPT)
+    refit = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), pointer, committed, day3)
     assert (refit.fit, refit.version, refit.pointer_number, len(refit.corpus)) == (True, "v0002", 1, 2)
-    full = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "full_refresh": True}), pointer, committed, "2024-06-03")
+    full = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "full_refresh": True}), pointer, committed, day3)
     assert (full.fit, full.reason, full.corpus) == (True, "full_refresh", ())
 
 
@@ -604,11 +604,12 @@ def test_pca_step_arguments_follow_the_plan():
     config = resolve({"bucket": "fruits-data"})
     paths = layout.run_paths(config, "2024-06-03", ATTEMPT)
     committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a/features"}
-    fit = pca_plan.plan_pca(config, None, committed, "2024-06-03")
+    fit = pca_plan.plan_pca(config, None, committed, layout.run_paths(config, "2024-06-03", ATTEMPT))
     assert pca_plan.pca_arguments(config, paths, fit) == [
         "--output", paths.output_uri, "--variance", "0.95", "--model-output", fit.model, "--model-version", "v0001",
         "--corpus", committed["2024-06-01"]]
-    apply = pca_plan.plan_pca(config, {"version": "v0001", "number": 1, "model": fit.model, "corpus": {}}, {}, "2024-06-04")
+    pointer = {"version": "v0001", "number": 1, "model": fit.model, "corpus": {}}
+    apply = pca_plan.plan_pca(config, pointer, {}, layout.run_paths(config, "2024-06-04", ATTEMPT))
     assert pca_plan.pca_arguments(config, paths, apply) == ["--output", paths.output_uri, "--model", fit.model]
 
 
@@ -616,14 +617,14 @@ def test_pca_pointer_and_problems():
     config = resolve({"bucket": "fruits-data"})
     now = datetime(2024, 6, 4, tzinfo=UTC)
     day1 = layout.run_paths(config, "2024-06-01", ATTEMPT)
-    fit = pca_plan.plan_pca(config, None, {}, "2024-06-01")
+    fit = pca_plan.plan_pca(config, None, {}, layout.run_paths(config, "2024-06-01", ATTEMPT))
     report = {"pca_fitted": True, "pca_model": "v0001", "pca_corpus": [], "k": 9}
     assert validation.pca_problems(report, fit) == []
     pointer = commits.pca_pointer_record(None, fit, day1, run_summary(k=9), "r1", now)
     assert pointer["corpus"] == {"2024-06-01": f"{day1.output_uri}/pca"}
     assert (pointer["version"], pointer["number"], pointer["k"], pointer["fitted_run_date"]) == ("v0001", 1, 9, "2024-06-01")
     day2 = layout.run_paths(config, "2024-06-02", ATTEMPT)
-    apply = pca_plan.plan_pca(config, pointer, {}, "2024-06-02")
+    apply = pca_plan.plan_pca(config, pointer, {}, layout.run_paths(config, "2024-06-02", ATTEMPT))
     applied = commits.pca_pointer_record(pointer, apply, day2, run_summary(pca_fitted=False, k=9), "r2", now)
     assert applied["corpus"] == {"2024-06-01": f"{day1.output_uri}/pca", "2024-06-02": f"{day2.output_uri}/pca"}
     assert (applied["version"], applied["k"]) == ("v0001", 9)
@@ -631,7 +632,7 @@ def test_pca_pointer_and_problems():
         "report says pca_fitted=True, the run planned fit=False",
         "report names PCA model 'sha-1', the run planned 'v0001'"]
     refit = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), applied,
-                         {"2024-06-01": "s3://x/f1", "2024-06-02": "s3://x/f2"}, "2024-06-02")
+                              {"2024-06-01": "s3://x/f1", "2024-06-02": "s3://x/f2"}, day2)
     part = f"{refit.model}/corpus/part-00000"
     refitted = commits.pca_pointer_record(applied, refit, day2, run_summary(
         pca_corpus=[{"features": "s3://x/f1", "pca": "/mirror"}], k=4), "r3", now)

@@ -7,7 +7,9 @@ identity policies. Two moto quirks are bridged in the policy given to moto, not 
 - moto names HEAD bucket `s3:HeadBucket`; AWS authorizes HeadBucket as `s3:ListBucket`;
 - moto authorizes DeleteObjects against the bucket ARN; AWS checks `s3:DeleteObject` per key;
 - moto names SQS batch calls `sqs:DeleteMessageBatch` / `sqs:SendMessageBatch`; AWS authorizes them as
-  `sqs:DeleteMessage` / `sqs:SendMessage`.
+  `sqs:DeleteMessage` / `sqs:SendMessage`;
+- moto authorizes EMR calls against Resource "*" only; AWS checks the cluster ARN (and the tag
+  conditions, which tests/fruits_emr/test_iam_conditions.py decides with a policy simulator).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from moto.core.authorization import enable_iam_authentication  # noqa: E402
 from fruits_emr import (
     artifacts,
     commits,
+    emr_actions,
     emr_request,
     iam,
     layout,
@@ -75,26 +78,41 @@ def test_airflow_policy_is_scoped_to_the_bucket_prefixes_and_two_roles():
             assert all(res == f"arn:aws:s3:::{BUCKET}" or res.startswith(f"arn:aws:s3:::{BUCKET}/") for res in
                        statement["Resource"]), statement
             assert f"arn:aws:s3:::{BUCKET}/*" not in statement["Resource"]  # prefixes, never the whole bucket
-    pass_role = next(s for s in statements(policy) if s["Action"] == ["iam:PassRole"])
-    assert pass_role["Resource"] == [f"arn:aws:iam::{ACCOUNT}:role/FruitsEmrService",
-                                     f"arn:aws:iam::{ACCOUNT}:role/FruitsEmrNodes"]
+    pass_role = [(s["Resource"], s["Condition"]) for s in statements(policy) if s["Action"] == ["iam:PassRole"]]
+    assert pass_role == [
+        ([f"arn:aws:iam::{ACCOUNT}:role/FruitsEmrService"], {"StringEquals": {"iam:PassedToService": iam.EMR_SERVICE}}),
+        ([f"arn:aws:iam::{ACCOUNT}:role/FruitsEmrNodes"], {"StringEquals": {"iam:PassedToService": iam.EC2_SERVICE}})]
     writable = {res for s in statements(policy) if "s3:PutObject" in s["Action"] for res in s["Resource"]}
-    assert writable == {f"arn:aws:s3:::{BUCKET}/artifacts/*", f"arn:aws:s3:::{BUCKET}/features/*"}
+    objects = f"arn:aws:s3:::{BUCKET}/"
+    assert writable == {objects + "artifacts/*", objects + "features/run_date=*/_attempts/*",
+                        objects + "features/run_date=*/_COMMITTED.json", objects + "features/_pca_models/_CURRENT.json"}
+    deletable = {res for s in statements(policy) if "s3:DeleteObject" in s["Action"] for res in s["Resource"]}
+    assert deletable == {objects + "features/run_date=*/_attempts/*"}
+    # every EMR statement but the two account-wide reads is scoped by the DAG's tags
+    for statement in statements(policy):
+        if statement["Action"][0].startswith("elasticmapreduce:") and statement["Sid"] != "NoResourceTypeInIam":
+            assert "aws:RequestTag/dag_id" in json.dumps(statement["Condition"]) or (
+                "aws:ResourceTag/dag_id" in json.dumps(statement["Condition"])), statement
 
 
 def test_instance_profile_policy_reads_inputs_and_writes_only_outputs_and_logs():
     policy = iam.instance_profile_policy(BUCKET, settings.RunConfig(bucket=BUCKET))
     by_action: dict[str, set[str]] = {}
     for statement in statements(policy):
-        assert statement["Effect"] == "Allow"
+        if statement["Effect"] == "Deny":
+            continue
         for action in statement["Action"]:
             by_action.setdefault(action, set()).update(statement["Resource"])
     objects = f"arn:aws:s3:::{BUCKET}/"
+    attempts = {objects + "features/run_date=*/_attempts/*", objects + "features/_pca_models/_attempts/*"}
     assert by_action["s3:GetObject"] == {objects + p for p in ("raw/*", "artifacts/*", "features/*")}
-    assert by_action["s3:PutObject"] == {objects + "features/*", objects + "emr-logs/*"}
-    assert by_action["s3:DeleteObject"] == {objects + "features/*"}
+    assert by_action["s3:PutObject"] == attempts | {objects + "emr-logs/*"}
+    assert by_action["s3:DeleteObject"] == attempts
     assert set(by_action) == {"s3:ListBucket", "s3:GetBucketLocation", "s3:GetObject", "s3:PutObject",
                               "s3:DeleteObject", "s3:AbortMultipartUpload"}
+    [deny] = [s for s in statements(policy) if s["Effect"] == "Deny"]
+    assert (deny["Action"], set(deny["Resource"])) == (["s3:PutObject", "s3:DeleteObject"], {
+        objects + "features/run_date=*/_COMMITTED.json", objects + "features/_pca_models/_CURRENT.json"})
 
 
 def test_bucket_policy_denies_plain_http_and_unencrypted_uploads():
@@ -103,7 +121,8 @@ def test_bucket_policy_denies_plain_http_and_unencrypted_uploads():
     assert (tls["Effect"], tls["Action"], tls["Condition"]) == ("Deny", "s3:*", {"Bool": {"aws:SecureTransport": "false"}})
     assert set(tls["Resource"]) == {f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"}
     assert encryption["Effect"] == "Deny" and encryption["Action"] == "s3:PutObject"
-    assert "aws:kms" in encryption["Condition"]["StringNotEqualsIfExists"]["s3:x-amz-server-side-encryption"]
+    assert "aws:kms" in encryption["Condition"]["StringNotEquals"]["s3:x-amz-server-side-encryption"]
+    assert encryption["Condition"]["Null"] == {"s3:x-amz-server-side-encryption": "false"}  # only a header sent
     # what the pipeline writes must ask for encryption; every writer of it sends the header
     assert (unencrypted["Effect"], unencrypted["Action"]) == ("Deny", "s3:PutObject")
     assert unencrypted["Condition"] == {"Null": {"s3:x-amz-server-side-encryption": "true"}}
@@ -181,7 +200,7 @@ def test_every_emr_call_of_the_dag_is_allowed():
                for a in s["Action"] if a.startswith("elasticmapreduce:")}
     assert needed <= allowed, f"EMR APIs the DAG calls but iam.EMR_ACTIONS lacks: {sorted(needed - allowed)}"
     # authorized as part of RunJobFlow (Tags, AutoTerminationPolicy); nothing else unused
-    assert allowed - needed == set(iam.IMPLIED_BY_RUN_JOB_FLOW)
+    assert allowed - needed == set(emr_actions.IMPLIED_BY_RUN_JOB_FLOW)
 
 
 def test_airflow_policy_allows_what_run_job_flow_implies():
@@ -216,6 +235,8 @@ def moto_policy(policy: dict) -> dict:
             statement["Action"].append("s3:HeadBucket")
         if "s3:DeleteObject" in statement["Action"]:
             statement["Resource"].append(f"arn:aws:s3:::{BUCKET}")
+        if statement["Action"][0].startswith("elasticmapreduce:"):
+            statement["Resource"] = "*"
         for single in ("sqs:DeleteMessage", "sqs:SendMessage"):
             if single in statement["Action"]:
                 statement["Action"].append(f"{single}Batch")
@@ -236,9 +257,10 @@ def make_repo(root: Path) -> Path:
     for name in ("__init__.py", "featurize.py", "pca.py"):
         (root / "spark_jobs" / name).write_text(f"# {name}\n")
     (root / "emr").mkdir()
-    for name in ("bootstrap.sh", "requirements-emr.txt", "requirements-emr-tensorflow.txt", "constraints-emr.txt"):
+    for name in ("bootstrap.sh", "hashed-requirements-emr.txt", "hashed-requirements-emr-tensorflow.txt"):
         shutil.copy(REPO_ROOT / "emr" / name, root / "emr" / name)
-    (root / "w.h5").write_bytes(b"weights")
+    (root / "models").mkdir()
+    (root / "models" / "w.h5").write_bytes(b"weights")
     return root
 
 
@@ -271,7 +293,7 @@ def denied(call, *args, **kwargs) -> str:
 
 
 def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflow_key, tmp_path):
-    config = settings.RunConfig(bucket=BUCKET, weights="w.h5", engine="tensorflow", full_refresh=True,
+    config = settings.RunConfig(bucket=BUCKET, weights="models/w.h5", engine="tensorflow", full_refresh=True,
                            security_configuration="fruits-at-rest")
     paths = layout.run_paths(config, RUN_DATE, "20240602T02Z")
     failed = layout.run_paths(config, RUN_DATE, "20240602T01Z")
@@ -288,7 +310,7 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
         preflight.check_bucket(s3, BUCKET)
         build, _ = probe_builder(tmp_path / "wheels")
         staged, uploaded = staging.stage_artifacts(s3, config, repo, build)
-        assert len(uploaded) == 9  # weights, 7 bundle files, 1 wheel
+        assert len(uploaded) == 7  # weights, 4 bundle files, 1 wheel and the wheelhouse's hash file
         assert staging.stage_artifacts(s3, config, repo, build)[1] == []  # second run: head_object finds the markers
         now = datetime.now(UTC)
         images = sorted(selection.new_image_versions(s3, config, now - timedelta(days=1), now + timedelta(days=1)))

@@ -47,6 +47,39 @@ def test_teardown_also_ends_clusters_of_earlier_attempts(emr_client):
         current: "TERMINATED", earlier_attempt: "TERMINATED", other_run: "WAITING", unrelated: "WAITING"}
 
 
+def test_teardown_skips_clusters_the_policy_does_not_let_it_describe(emr_client):
+    """The Airflow policy allows DescribeCluster on clusters carrying the DAG's tags only: a cluster
+    named like the project's but not tagged as the DAG's answers AccessDenied (as AWS would; moto
+    checks no tag conditions), and the teardown goes on with the run's own clusters."""
+    from botocore.exceptions import ClientError
+
+    current = start_cluster(emr_client, RUN_ID)
+    earlier_attempt = start_cluster(emr_client, RUN_ID)
+    foreign = start_cluster(emr_client, RUN_ID, name="fruits-of-another-team")
+    teardown = EmrTerminateRunClusters(task_id="terminate_cluster", job_flow_id=current)
+    conn = teardown.hook.conn
+    describe = conn.describe_cluster
+
+    def as_the_policy_allows(ClusterId):  # noqa: N803 - boto3's argument name
+        if ClusterId == foreign:
+            raise ClientError({"Error": {"Code": "AccessDeniedException", "Message": "not authorized"}},
+                              "DescribeCluster")
+        return describe(ClusterId=ClusterId)
+
+    with mock.patch.object(conn, "describe_cluster", side_effect=as_the_policy_allows):
+        teardown.execute(context())
+    assert [state(emr_client, cid) for cid in (current, earlier_attempt, foreign)] == [
+        "TERMINATED", "TERMINATED", "WAITING"]
+
+    def throttled(ClusterId):  # noqa: N803
+        raise ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "DescribeCluster")
+
+    again = start_cluster(emr_client, RUN_ID)
+    with mock.patch.object(conn, "describe_cluster", side_effect=throttled), pytest.raises(ClientError):
+        teardown.execute(context())  # any other error is not swallowed
+    assert state(emr_client, again) == "WAITING"
+
+
 def test_deferred_sensor_failure_names_step_and_logs(emr_client):
     from airflow.sdk.exceptions import AirflowFailException
     from moto.emr.models import emr_backends

@@ -15,7 +15,7 @@ import pytest
 from fruits_emr import artifacts, emr_request, layout, preflight, s3_objects, settings, staging
 from fruits_emr.settings import ConfigError
 from tests.support import REPO_ROOT
-from tests.support.wheels import PROBE, PROBE_VERSION, probe_builder
+from tests.support.wheels import PROBE, PROBE_VERSION, hashed_requirements, probe_builder
 
 WEIGHTS = "models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
@@ -31,11 +31,11 @@ def make_repo(root: Path) -> Path:
     (root / "spark_jobs" / "__pycache__").mkdir()
     (root / "spark_jobs" / "__pycache__" / "junk.cpython-311.pyc").write_bytes(b"\0")
     (root / "emr").mkdir()
-    shutil.copy(REPO_ROOT / "emr" / "bootstrap.sh", root / "emr" / "bootstrap.sh")
-    shutil.copy(REPO_ROOT / "emr" / "requirements-emr.txt", root / "emr" / "requirements-emr.txt")
-    shutil.copy(REPO_ROOT / "emr" / "requirements-emr-tensorflow.txt", root / "emr" / "requirements-emr-tensorflow.txt")
-    shutil.copy(REPO_ROOT / "emr" / "constraints-emr.txt", root / "emr" / "constraints-emr.txt")
-    (root / "w.h5").write_bytes(b"weights-v1")
+    for name in ("bootstrap.sh", "requirements-emr.txt", "requirements-emr-tensorflow.txt", "constraints-emr.txt",
+                 "hashed-requirements-emr.txt", "hashed-requirements-emr-tensorflow.txt"):
+        shutil.copy(REPO_ROOT / "emr" / name, root / "emr" / name)
+    (root / "models").mkdir()
+    (root / "models" / "w.h5").write_bytes(b"weights-v1")
     return root
 
 
@@ -52,17 +52,14 @@ def test_stage_uploads_once_per_content_hash(s3, tmp_path):
     (the wheelhouse has its own test below)."""
     repo = make_repo(tmp_path)
     s3.create_bucket(Bucket="fruits-data")
-    tf_config = config(weights="w.h5", engine="tensorflow")
+    tf_config = config(weights="models/w.h5", engine="tensorflow")
     staged, uploaded = staging.stage_artifacts(s3, tf_config, repo, None)
     code_prefix = staged.code_uri.removeprefix("s3://fruits-data/")
     assert keys(s3, "fruits-data", code_prefix) == sorted(
-        code_prefix + name for name in
-        ("featurize.py", "pca.py", "spark_jobs.zip", "bootstrap.sh", "requirements-emr.txt",
-         "requirements-emr-tensorflow.txt", "constraints-emr.txt", "_STAGED"))
+        code_prefix + name for name in ("featurize.py", "pca.py", "spark_jobs.zip", "bootstrap.sh", "_STAGED"))
     assert staged.weights.startswith("s3://fruits-data/artifacts/weights/") and staged.weights.endswith("/w.h5")
     assert staged.model_artifact == "" and staged.wheelhouse == ""
-    assert staged.constraints == staged.code_uri + "constraints-emr.txt"
-    assert len(uploaded) == 8
+    assert len(uploaded) == 5
     # every staged object is server-side encrypted (the bucket policy refuses unencrypted uploads)
     assert {s3.head_object(Bucket="fruits-data", Key=key).get("ServerSideEncryption")
             for key in keys(s3, "fruits-data", "artifacts/")} == {"AES256"}
@@ -71,10 +68,10 @@ def test_stage_uploads_once_per_content_hash(s3, tmp_path):
     assert (again, uploaded_again) == (staged, [])
 
     (repo / "spark_jobs" / "pca.py").write_text("print('pca v2')\n")
-    (repo / "w.h5").write_bytes(b"weights-v2")
+    (repo / "models" / "w.h5").write_bytes(b"weights-v2")
     changed, uploaded_changed = staging.stage_artifacts(s3, tf_config, repo, None)
     assert changed.code_uri != staged.code_uri and changed.weights != staged.weights
-    assert len(uploaded_changed) == 8
+    assert len(uploaded_changed) == 5
 
 
 def test_stage_exports_the_onnx_model_once(s3):
@@ -129,8 +126,9 @@ def test_stage_int8_model_with_its_calibration_list(s3, tmp_path):
 
 
 def test_stage_wheelhouse_once_per_hash_and_nodes_install_from_it_offline(s3, tmp_path):
-    """The wheelhouse goes to S3 under its content hash, encrypted, marker last; re-staging builds and
-    uploads nothing; what was staged installs with pip --no-index --find-links, as bootstrap.sh does."""
+    """The wheelhouse and its hash file go to S3 under the hash of that file (so under the wheels'
+    sha256), encrypted, marker last; re-staging builds and uploads nothing; what was staged installs
+    with pip --no-index --require-hashes, as bootstrap.sh does."""
     repo = make_repo(tmp_path / "repo")
     s3.create_bucket(Bucket="fruits-data")
     build, builds = probe_builder(tmp_path / "cache")
@@ -138,30 +136,37 @@ def test_stage_wheelhouse_once_per_hash_and_nodes_install_from_it_offline(s3, tm
     model = "s3://fruits-data/artifacts/models/0123/model.onnx"
     uri, uploaded = staging.stage_wheelhouse(s3, onnx, repo, artifacts.needs_tensorflow(onnx, model), build)
     assert uri.startswith("s3://fruits-data/artifacts/wheelhouse/") and uri.endswith("/")
-    assert builds == [[repo / "emr" / "requirements-emr.txt"]]  # exported model: no TensorFlow add-on
+    assert builds == [repo / "emr" / "hashed-requirements-emr.txt"]  # exported model: no TensorFlow add-on
     key = uri.removeprefix("s3://fruits-data/")
-    assert keys(s3, "fruits-data", key) == [key + "_STAGED", key + f"{PROBE}-{PROBE_VERSION}-py3-none-any.whl"]
-    assert uploaded == [uri + f"{PROBE}-{PROBE_VERSION}-py3-none-any.whl"]
+    wheel = f"{PROBE}-{PROBE_VERSION}-py3-none-any.whl"
+    assert keys(s3, "fruits-data", key) == [key + "_STAGED", key + wheel, key + artifacts.HASHED_REQUIREMENTS_FILE]
+    assert uploaded == [uri + wheel, uri + artifacts.HASHED_REQUIREMENTS_FILE]
+    assert s3.get_object(Bucket="fruits-data", Key=key + artifacts.HASHED_REQUIREMENTS_FILE)["Body"].read() == (
+        repo / "emr" / "hashed-requirements-emr.txt").read_bytes()
     assert {s3.head_object(Bucket="fruits-data", Key=k).get("SSEKMSKeyId") for k in keys(s3, "fruits-data", key)} == {
         "alias/fruits-outputs"}
     assert staging.stage_wheelhouse(s3, onnx, repo, False, build) == (uri, [])
     assert len(builds) == 1  # the marker in S3: no build at all
 
-    # the TensorFlow add-on and any change of the pins are other wheelhouses
+    # the TensorFlow add-on and any change of a wheel's hash are other wheelhouses
     tf_uri, _ = staging.stage_wheelhouse(s3, onnx, repo, True, build)
-    (repo / "emr" / "constraints-emr.txt").write_text("numpy==2.4.6\n")
-    pinned_uri, _ = staging.stage_wheelhouse(s3, onnx, repo, False, build)
-    assert len({uri, tf_uri, pinned_uri}) == 3 and len(builds) == 3
+    hashed = repo / "emr" / "hashed-requirements-emr.txt"
+    text = hashed.read_text()
+    at = text.index("--hash=sha256:") + len("--hash=sha256:")
+    hashed.write_text(text[:at] + ("1" if text[at] == "0" else "0") + text[at + 1:])  # one wheel's sha256 changed
+    rehashed_uri, _ = staging.stage_wheelhouse(s3, onnx, repo, False, build)
+    assert len({uri, tf_uri, rehashed_uri}) == 3 and len(builds) == 3
 
-    # a node's install: the staged wheels only, no index
+    # a node's install: the staged wheels and their hash file only, no index
     wheels = tmp_path / "node-wheels"
     wheels.mkdir()
     for wheel_key in keys(s3, "fruits-data", key):
-        if wheel_key.endswith(".whl"):
-            s3.download_file("fruits-data", wheel_key, str(wheels / wheel_key.rsplit("/", 1)[1]))
+        s3.download_file("fruits-data", wheel_key, str(wheels / wheel_key.rsplit("/", 1)[1]))
+    hashed_requirements(wheels / "probe-hashed.txt", [wheels / wheel])  # the probe's own hash (not a node package)
     target = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels),
-                           "--target", str(target), f"{PROBE}=={PROBE_VERSION}"], capture_output=True, text=True)
+                           "--require-hashes", "-r", str(wheels / "probe-hashed.txt"), "--target", str(target)],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     probe = subprocess.run([sys.executable, "-c", f"import {PROBE}; print({PROBE}.VERSION)"], capture_output=True,
                            text=True, env={"PYTHONPATH": str(target)})
@@ -172,12 +177,11 @@ def test_stage_artifacts_stages_a_wheelhouse_for_the_cluster(s3, tmp_path):
     repo = make_repo(tmp_path / "repo")
     s3.create_bucket(Bucket="fruits-data")
     build, builds = probe_builder(tmp_path / "cache")
-    tf_config = config(weights="w.h5", engine="tensorflow")
+    tf_config = config(weights="models/w.h5", engine="tensorflow")
     staged, uploaded = staging.stage_artifacts(s3, tf_config, repo, build)
-    assert staged.wheelhouse.startswith("s3://fruits-data/artifacts/wheelhouse/") and len(uploaded) == 9
-    assert builds == [[repo / "emr" / "requirements-emr.txt", repo / "emr" / "requirements-emr-tensorflow.txt"]]
-    assert emr_request.bootstrap_args(tf_config, staged) == [
-        staged.wheelhouse, staged.constraints, staged.requirements, staged.requirements_tensorflow]
+    assert staged.wheelhouse.startswith("s3://fruits-data/artifacts/wheelhouse/") and len(uploaded) == 7
+    assert builds == [repo / "emr" / "hashed-requirements-emr-tensorflow.txt"]
+    assert emr_request.bootstrap_args(tf_config, staged) == [staged.wheelhouse, "tensorflow"]
 
 
 def test_package_zip_is_importable_and_reproducible(tmp_path):
@@ -212,7 +216,7 @@ def test_real_repo_bundle_holds_the_job_entry_points():
 
 @pytest.mark.parametrize(
     ("weights", "message"),
-    [("models/nope.h5", "is not 'imagenet', 'random', an s3:// URI or a file"),
+    [("models/nope.h5", "is not 'imagenet', 'random', an s3:// object under the artifacts prefix, or a file inside"),
      ("s3://fruits-data/missing.h5", "no such S3 object")],
 )
 def test_bad_weights_fail_with_one_message(s3, tmp_path, weights, message):
