@@ -1,9 +1,10 @@
 """
 ### fruits_features: image features and PCA on a transient EMR cluster
 
-Daily, for the images that landed in `s3://<bucket>/<raw_prefix>` during the run's data interval
-(all images with `full_refresh`), and, with FRUITS_EVENTS_QUEUE_URL set, minutes after a burst of
-uploads for the images its S3 events name (docs/events.md), runs the Spark jobs `featurize` and
+Daily, for every image under `s3://<bucket>/<raw_prefix>` that no committed run processed and that is
+stamped before the end of the run's data interval (all images with `full_refresh`; every image exactly
+once whatever happens: docs/reliability.md), and, with FRUITS_EVENTS_QUEUE_URL set, minutes after a
+burst of uploads for the images its S3 events name (docs/events.md), runs the Spark jobs `featurize` and
 `pca` on an EMR 7.x cluster created for the run and always terminated afterwards, then checks the
 run's `report.json`.
 
@@ -18,10 +19,11 @@ are replaced by `run_steps_locally`: the same EMR steps, run by `spark-submit --
 on the worker, reading and writing S3 through S3A (the server from FRUITS_S3_ENDPOINT).
 
 Outputs: each attempt writes to `s3://<bucket>/<output_prefix>run_date=YYYY-MM-DD/_attempts/<id>/`,
-which no reader looks at; `commit_outputs` then points `run_date=YYYY-MM-DD/_COMMITTED.json` at it
-(one PUT: the run date's outputs change at once, and a failed run changes nothing readers see),
-then the PCA pointer `<output_prefix>_pca_models/_CURRENT.json` (current model version, and per run
-date its reduced rows in that model's space; docs/pca.md). Its success is an event of the asset
+which no reader looks at; `commit_outputs` then points the PCA pointer
+`<output_prefix>_pca_models/_CURRENT.json` (current model version, and per run date its attempt and
+reduced rows in that model's space; docs/pca.md) at it, then `run_date=YYYY-MM-DD/_COMMITTED.json`,
+each with one S3 conditional write (the outputs change at once, a failed run changes nothing readers
+see, and two runs committing at once merge or the later fails with what to do). Its success is an event of the asset
 `fruits_reduced_corpus`, which downstream DAGs are scheduled on (docs/downstream.md; example:
 `fruits_corpus_check`). A failed run sends one alert (docs/dag.md#failure-alerts).
 Every object is written with server-side encryption (SSE-S3, or SSE-KMS with `kms_key_id`).
@@ -172,16 +174,17 @@ def find_new_images(
     params: dict[str, Any] | None = None,
     triggering_asset_events: Any = None,
 ) -> RunSelection | None:
-    """Write the manifest of the run's new images into a new attempt folder: those its S3 events name
-    (a run on the asset), else those of its data interval; images a committed run already processed
-    are left out. None means the rest of the run is skipped (no cluster)."""
+    """Write the manifest of the run's images into a new attempt folder: those its S3 events name (a run
+    on the asset), else every image no committed run processed that is stamped before the end of its
+    data interval (earlier intervals' too: paused days, failed runs, late stamps); logs the coverage
+    of the raw prefix by state first. None means the rest of the run is skipped (no cluster)."""
     run_after = getattr(dag_run, "run_after", None) or datetime.now(UTC)
     batch = None
     if events.is_event_run(dag_run):
         batch = events.EventBatch(events.message_bodies(triggering_asset_events), events.event_max_images(params),
                                   EVENTS.queue_url)
     return selection.find_new_images(_s3(), config, data_interval_start, data_interval_end, run_after, batch,
-                                     _sqs() if batch else None)
+                                     _sqs() if batch else None, getattr(dag_run, "run_id", ""))
 
 
 @task
@@ -198,6 +201,7 @@ def build_emr_request(
 ) -> EmrRequest:
     """The RunJobFlow body (EMR mode: the local mode starts no cluster and stages no wheelhouse)
     and the steps, built from this run's config and PCA plan."""
+    commits.ensure_uncommitted(_s3(), config, run.paths)  # a committed attempt is never written again
     cluster_for = (dag_run.dag_id, dag_run.run_id) if COMPUTE_MODE == "emr" else None
     return emr_request.build_request(config, staged, run, pca, cluster_for, _prices_variable(), REPO_ROOT,
                                      lineage.spark_settings(get_current_context()))
@@ -205,10 +209,13 @@ def build_emr_request(
 
 @task
 @task_body
-def run_steps_locally(config: RunConfig, steps: list[dict[str, Any]], datasets: dict[str, list[str]]) -> dict[str, Any]:
+def run_steps_locally(
+    config: RunConfig, run: RunSelection, steps: list[dict[str, Any]], datasets: dict[str, list[str]]
+) -> dict[str, Any]:
     """Local compute mode: the EMR steps themselves, arguments unchanged, by spark-submit
     --master local[*,4] on this worker; Spark reads and writes S3 itself (S3A, FRUITS_S3_ENDPOINT).
     With lineage on, this task is the Spark applications' parent job and reports the run's datasets."""
+    commits.ensure_uncommitted(_s3(), config, run.paths)  # a retry after the commit must not rewrite it
     steps = lineage.with_parent_job(steps, get_current_context())
     done = local_steps.run_steps_locally(config, steps, LOCAL_MASTER, LOCAL_DRIVER_MEMORY, LOCAL_WORKDIR)
     lineage.report_datasets(datasets, _s3_hook())
@@ -233,10 +240,11 @@ def commit_outputs(
     config: RunConfig, run: RunSelection, pca: PcaPlan, summary: RunSummary, dag_run: Any = None,
     outlet_events: Any = None,
 ) -> RunCommit:
-    """Publish the validated attempt: replace the run date's commit pointer, drop attempts nobody reads,
-    then point the PCA pointer at this run's reduced rows (and, after a fit, at the new version).
-    Its success is an event of the asset fruits_reduced_corpus: DAGs scheduled on it start now."""
-    record = commits.commit_outputs(_s3(), config, run.paths, pca, summary, dag_run.run_id if dag_run else "")
+    """Publish the validated attempt: the PCA pointer (conditional write: this run's rows join the corpus,
+    merged with any other run's commit), then the run date's _COMMITTED.json, then delete the date's
+    finished older attempts. Its success is an event of the asset fruits_reduced_corpus: DAGs
+    scheduled on it start now."""
+    record = commits.commit_outputs(_s3(), config, run, pca, summary, dag_run.run_id if dag_run else "")
     # only reached after both pointers were written; a failed commit emits no event
     outlet_events[corpus.REDUCED_CORPUS].extra = corpus.event_extra(config, record, pca)
     return record
@@ -262,7 +270,7 @@ def fruits_features() -> None:
     request = build_emr_request(config, staged, run, pca)
     if COMPUTE_MODE == "local":
         validate = validate_outputs(config, run, pca)
-        chain(staged, run, pca, request, run_steps_locally(config, request["steps"], request["lineage"]), validate,
+        chain(staged, run, pca, request, run_steps_locally(config, run, request["steps"], request["lineage"]), validate,
               commit_outputs(config, run, pca, validate))
         return
 

@@ -45,7 +45,8 @@ def event_extra(config: RunConfig, record: RunCommit, plan: PcaPlan) -> dict[str
 
 def read_rows(s3: Any, corpus: Mapping[str, Any]) -> Any:
     """Every reduced row of the corpus `commits.reduced_corpus` returned, as one pandas DataFrame
-    (path, label, pca, pca_model, run_date)."""
+    (path, label, pca, pca_model, run_date), less each date's retired rows (deleted or replaced images):
+    every image under the raw prefix once."""
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -59,7 +60,9 @@ def read_rows(s3: Any, corpus: Mapping[str, Any]) -> Any:
         for part in parts:
             table = pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=part)["Body"].read()),
                                   columns=["path", "label", "pca", "pca_model"])
-            frames.append(table.to_pandas().assign(run_date=run_date))
+            rows = table.to_pandas()
+            retired = set((corpus.get("retired") or {}).get(run_date, ()))
+            frames.append(rows[~rows["path"].isin(retired)].assign(run_date=run_date))
     return pd.concat(frames, ignore_index=True)
 
 

@@ -7,6 +7,7 @@ Pure functions only: no AWS calls.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -16,6 +17,12 @@ from spark_jobs.contract.s3_uri import key_prefix
 
 ATTEMPTS_FOLDER = "_attempts"  # leading underscore: Spark/Hive readers of the prefix skip it
 COMMIT_FILE = "_COMMITTED.json"
+# in each attempt folder, beside the manifest (written by find_new_images):
+IMAGES_FILE = "images.json"  # {image URI: ETag}: the image versions the attempt processes
+ATTEMPT_FILE = "attempt.json"  # who made the attempt (dag_run_id), what it saw committed, what it retires
+# written by commit_outputs before it moves any pointer: the date's commit record (what _COMMITTED.json
+# says) and the URIs the attempt quarantined, so any later run can repair a date pointer left behind
+COMMIT_RECORD_FILE = "commit.json"
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,18 @@ class RunPaths:
         return f"s3://{self.bucket}/{key}"
 
     @property
+    def images_key(self) -> str:
+        return f"{self.attempt_key}{IMAGES_FILE}"
+
+    @property
+    def attempt_file_key(self) -> str:
+        return f"{self.attempt_key}{ATTEMPT_FILE}"
+
+    @property
+    def commit_record_key(self) -> str:
+        return f"{self.attempt_key}{COMMIT_RECORD_FILE}"
+
+    @property
     def output_uri(self) -> str:
         """Where this attempt's jobs write (the committed output once commit_outputs ran)."""
         return self.uri(self.attempt_key).rstrip("/")
@@ -60,8 +79,14 @@ class RunPaths:
 
 
 def new_attempt_id(now: datetime) -> str:
-    """A sortable, unique-per-run attempt folder name: UTC time to the microsecond."""
-    return now.strftime("%Y%m%dT%H%M%S%fZ")
+    """A sortable, unique attempt folder name: UTC time to the microsecond, then random hex, so two
+    attempts started in the same microsecond (two runs at once) never share a folder."""
+    return f"{now.strftime('%Y%m%dT%H%M%S%fZ')}-{secrets.token_hex(3)}"
+
+
+def attempt_of(output_uri: str) -> str:
+    """The attempt id at the end of an attempt folder's URI."""
+    return output_uri.rstrip("/").rsplit("/", 1)[-1]
 
 
 def partition_key(config: RunConfig, run_date: str) -> str:

@@ -67,11 +67,33 @@ def step_s3_conf(sse: Mapping[str, str]) -> dict[str, str]:
     return conf
 
 
+def dies_with_this_process() -> Any:
+    """A preexec_fn that makes the child get SIGKILL when this process dies (Linux PR_SET_PDEATHSIG),
+    or None elsewhere. A task process killed with SIGKILL cannot stop its spark-submit, whose JVM
+    would go on writing the attempt's folder while the task's retry writes it again."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG; kept across spark-submit's exec of the JVM
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+    return arm
+
+
 def run_streaming(command: list[str], env: dict[str, str], cwd: str) -> tuple[int, list[str]]:
-    """Run command, logging its output line by line into the task log; returns (exit code, last lines)."""
+    """Run command, logging its output line by line into the task log; returns (exit code, last lines).
+    The command dies with this process (dies_with_this_process)."""
     tail: collections.deque[str] = collections.deque(maxlen=40)
     with subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        preexec_fn=dies_with_this_process(),  # only a pre-resolved prctl call runs in the forked child
     ) as process:
         assert process.stdout is not None
         for line in process.stdout:

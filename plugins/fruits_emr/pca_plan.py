@@ -6,21 +6,23 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from fruits_emr import commits
+from fruits_emr import pca_pointer
 from fruits_emr.layout import RunPaths, pca_fit_uri
 from fruits_emr.settings import RunConfig, number_arg
 from fruits_emr.task_records import CorpusDate, PcaPlan, RunSelection
+from spark_jobs.contract.run_files import FEATURES
 
 log = logging.getLogger(__name__)
 
 
 def plan_pca(
-    config: RunConfig, pointer: Mapping[str, Any] | None, committed_features: Mapping[str, str], paths: RunPaths
+    config: RunConfig, pointer: Mapping[str, Any] | None, committed: Mapping[str, str], paths: RunPaths
 ) -> PcaPlan:
-    """Fit a new model version or apply the current one, and on what.
+    """Fit a new model version or apply the current one, and on what. committed: {run date: attempt
+    folder} the pointer's corpus is made of (pca_pointer.committed_attempts).
 
     A fit happens when asked (refit_pca), on full_refresh, or when no model exists yet. It fits on
-    every other committed run date's features plus this run's (full_refresh: this run's alone, since it
+    every other date of the corpus plus this run's features (full_refresh: this run's alone, since it
     holds every image) and re-projects those dates into the new version's space, in the attempt's own
     model folder (layout.pca_fit_uri); the version number is the pointer's next.
     """
@@ -32,17 +34,17 @@ def plan_pca(
                        model=pointer["model"], pointer_number=pointer_number)
     number = pointer_number + 1 if pointer_number is not None else 1
     corpus = () if config.full_refresh else tuple(
-        CorpusDate(date, uri) for date, uri in sorted(committed_features.items()) if date != paths.run_date
+        CorpusDate(date, f"{output}/{FEATURES}") for date, output in sorted(committed.items()) if date != paths.run_date
     )
     return PcaPlan(fit=True, reason=reason, number=number, version=f"v{number:04d}",
-                   model=pca_fit_uri(config, paths.attempt), pointer_number=pointer_number, corpus=corpus)
+                   model=pca_fit_uri(config, paths.attempt), pointer_number=pointer_number, corpus=corpus,
+                   planned_on=dict(sorted(committed.items())))
 
 
 def plan_run_pca(s3: Any, config: RunConfig, run: RunSelection) -> PcaPlan:
-    """The plan of this run, from the committed PCA pointer (and, for a fit, every committed date's features)."""
-    pointer = commits.read_pca_pointer(s3, config)
-    committed = commits.committed_features(s3, config) if (config.refit_pca or not pointer) else {}
-    plan = plan_pca(config, pointer, committed, run.paths)
+    """The plan of this run, from the committed PCA pointer and the attempts its corpus is made of."""
+    pointer, _ = pca_pointer.read_pointer(s3, config)
+    plan = plan_pca(config, pointer, pca_pointer.committed_attempts(s3, config, pointer), run.paths)
     if plan.fit:
         log.info("PCA: fit version %s (%s) on this run's features and %d committed run dates -> %s",
                  plan.version, plan.reason, len(plan.corpus), plan.model)

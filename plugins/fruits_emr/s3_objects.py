@@ -1,12 +1,14 @@
 """The plugin's S3 object calls, on a boto3 S3 client (the DAG passes the one of its AWS connection,
-tests one pointed at moto): existence, listing, JSON objects, batched deletes, and the error for
-run outputs that are missing or contradict the run."""
+tests one pointed at moto): existence, listing, JSON objects (also read with their ETag and replaced
+only if unchanged: S3 conditional writes), reads of many small objects at once, batched deletes, and
+the error for run outputs that are missing or contradict the run."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
@@ -43,6 +45,15 @@ def list_folders(s3: Any, bucket: str, key_prefix: str, start_after: str = "") -
             yield folder["Prefix"][len(key_prefix):].rstrip("/")
 
 
+def current_etag(s3: Any, bucket: str, key: str) -> str | None:
+    """The object's ETag now, or None when there is none. A one-key listing, not a HEAD: Airflow's
+    policy lists raw/ but does not read it (iam/airflow-policy.json)."""
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
+    if listed and listed[0]["Key"] == key:  # the key itself sorts first among keys it prefixes
+        return str(listed[0]["ETag"]).strip('"')
+    return None
+
+
 def read_json_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
     """A JSON object's content, or None when there is no such object."""
     try:
@@ -52,6 +63,54 @@ def read_json_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:
             return None
         raise
     return json.loads(body)
+
+
+def read_json_with_etag(s3: Any, bucket: str, key: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(content, ETag) of a JSON object, or (None, None) when there is none: the ETag is what a
+    conditional write names to replace exactly this version."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None, None
+        raise
+    return json.loads(response["Body"].read()), str(response["ETag"])
+
+
+# S3's answers to a conditional PutObject whose condition does not hold: 412 (If-Match: another write
+# came first; If-None-Match: the object exists), 409 (a concurrent conditional write of the same key
+# is in progress), 404 (If-Match on an object deleted since)
+CONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey", "404", "409", "412")
+
+
+def put_json_if_unchanged(
+    s3: Any, bucket: str, key: str, record: Any, etag: str | None, sse: dict[str, str]
+) -> bool:
+    """Write the JSON object only if it is still the version read (If-Match: etag), or, with etag None,
+    only if it does not exist yet (If-None-Match: "*"). False when another writer came first: re-read."""
+    condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+    try:
+        s3.put_object(Bucket=bucket, Key=key, Body=json_body(record), ContentType="application/json",
+                      **condition, **sse)
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in CONDITION_FAILED:
+            return False
+        raise
+    return True
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+PARALLEL_READS = 10  # small objects read at once: botocore keeps 10 connections per client
+
+
+def read_many(read: Callable[[Item], Result], items: Iterable[Item]) -> list[Result]:
+    """read(item) for each item, PARALLEL_READS at a time (boto3 clients are thread-safe), in order."""
+    items = list(items)
+    if len(items) <= 1:
+        return [read(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_READS, len(items))) as pool:
+        return list(pool.map(read, items))
 
 
 def json_body(record: Any) -> bytes:

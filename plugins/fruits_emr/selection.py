@@ -1,52 +1,65 @@
-"""The find_new_images task: which raw images a run processes, written as the manifest (and their
-versions, images.json) of a new attempt folder.
+"""The find_new_images task: which raw images a run processes, written as the manifest, the images'
+versions (images.json) and what the run saw (attempt.json) of a new attempt folder.
 
-- A scheduled or manual run takes the images whose LastModified is in its data interval (all of
-  them with full_refresh); an event run the images its S3 notifications name (at most
-  event_max_images, the rest go back to the queue).
-- Every run records the image versions it processes (ETag, images.json in its attempt folder). An
-  image version another committed partition lists is left out (`covered_images`), so a redelivered
-  message, or the daily backstop after an event run, never makes a duplicate row.
+An image counts as processed when the ledger (ledger.py: the attempts the PCA pointer's corpus is
+made of) holds its current version (ETag); every other image under the raw prefix is the next
+runs' to take, whatever its timestamp says:
+
+- A scheduled or manual run takes every such image stamped (LastModified) before the end of its data
+  interval: days the DAG was paused, runs that failed and were never cleared, uploads stamped inside
+  an interval that was already listed (a multipart upload is stamped when it started) all come into
+  the next run, once. Images stamped after its interval wait for the next run. A re-run of a date
+  also takes the date's committed images again (its commit replaces the date). full_refresh takes
+  every image.
+- An event run takes the images its S3 notifications name, in their current version, that the
+  ledger does not hold; at most event_max_images, the rest go back to the queue.
+- Rows the ledger holds that no longer count (the image was deleted, or this run takes its new
+  version, or two dates hold it) are retired by this run's commit (pca_pointer.RunChange), or at once
+  when the run has no images (commits.retire_rows).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from fruits_emr import events
-from fruits_emr.commits import read_commit
-from fruits_emr.layout import COMMIT_FILE, RunPaths, new_attempt_id, partition_key, run_paths
-from fruits_emr.s3_objects import list_folders, list_objects
+from fruits_emr import commits, coverage, events
+from fruits_emr.layout import RunPaths, new_attempt_id, run_paths
+from fruits_emr.ledger import Ledger, read_ledger
+from fruits_emr.s3_objects import current_etag, json_body
 from fruits_emr.settings import RunConfig, sse_arguments
-from fruits_emr.task_records import RunSelection
+from fruits_emr.task_records import FROM_EARLIER_INTERVALS, RunSelection
 from spark_jobs.contract.model_choices import has_image_extension
-from spark_jobs.contract.run_files import MANIFEST_FILE, format_manifest, parse_manifest
-from spark_jobs.contract.s3_uri import is_not_found, key_prefix, split_s3_uri
+from spark_jobs.contract.run_files import format_manifest, parse_manifest
+from spark_jobs.contract.s3_uri import key_prefix
 
 log = logging.getLogger(__name__)
 
-IMAGES_FILE = "images.json"  # in each attempt folder: {image URI: ETag} of the images it processes
-# A partition older than (oldest candidate's day - 1) cannot hold a candidate's version: a day's
-# run holds that day's uploads; a run without a data interval takes the day before it ran.
-COVERAGE_SLACK = timedelta(days=1)
+IN_INTERVAL = "in the interval"
+AGAIN = "committed for this date before (a re-run replaces it)"
+EVERY_IMAGE = "every image (full refresh)"
+NAMED = "named by S3 events"
+PROCESSED = "already processed by a committed run"
+AFTER_INTERVAL = "stamped after the interval (the next run takes them)"
 
 
 @dataclass
 class Candidates:
-    """The images a run would process ({URI: ETag}), its partition, and what it left out and why."""
+    """The images a run would process ({URI: ETag}), its partition, why it took each (counts), what it
+    left out and why, the event records to requeue, and the rows to retire ({run date: {URI: ETag}})."""
 
     images: dict[str, str]
     run_date: str
     scope: str
-    skipped: dict[str, int]
-    requeue: list[events.ObjectCreated]
+    taken: dict[str, int] = field(default_factory=dict)
+    skipped: dict[str, int] = field(default_factory=dict)
+    requeue: list[events.ObjectCreated] = field(default_factory=list)
+    retire: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 # --- the run's window ------------------------------------------------------------------------------
@@ -64,30 +77,12 @@ def run_window(
     return data_interval_start, data_interval_end, data_interval_start.date().isoformat()
 
 
-def in_window(last_modified: datetime, start: datetime, end: datetime) -> bool:
-    return start <= last_modified < end
-
-
-def new_image_versions(s3: Any, config: RunConfig, start: datetime, end: datetime) -> dict[str, str]:
-    """{URI: ETag} of the raw images whose LastModified is in [start, end), or of all of them on full
-    refresh (the ETag: which version of the image the run sees)."""
-    return {
-        f"s3://{config.bucket}/{obj['Key']}": str(obj.get("ETag", "")).strip('"')
-        for obj in list_objects(s3, config.bucket, key_prefix(config.raw_prefix))
-        if has_image_extension(obj["Key"]) and (config.full_refresh or in_window(obj["LastModified"], start, end))
-    }
-
-
-# --- what committed runs already processed -------------------------------------------------------
-
-def images_key(paths: RunPaths) -> str:
-    return f"{paths.attempt_key}{IMAGES_FILE}"
-
+# --- the attempt folder's files --------------------------------------------------------------------
 
 def write_images(s3: Any, paths: RunPaths, versions: Mapping[str, str], sse: dict[str, str]) -> None:
     """Record the image versions of the attempt; they count as processed once it is committed."""
     body = (json.dumps(dict(sorted(versions.items())), indent=0) + "\n").encode()
-    s3.put_object(Bucket=paths.bucket, Key=images_key(paths), Body=body, ContentType="application/json", **sse)
+    s3.put_object(Bucket=paths.bucket, Key=paths.images_key, Body=body, ContentType="application/json", **sse)
 
 
 def write_manifest(s3: Any, paths: RunPaths, uris: list[str], sse: dict[str, str]) -> None:
@@ -100,74 +95,91 @@ def read_manifest(s3: Any, bucket: str, manifest_key: str) -> list[str]:
     return parse_manifest(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read().decode())
 
 
-def covered_images(s3: Any, config: RunConfig, since: datetime, own_run_date: str) -> dict[str, set[str | None]]:
-    """{image URI: ETags} of the committed partitions from (since's day - 1) on, except own_run_date
-    (a re-run of a date replaces its own commit). None: a partition committed before images.json
-    existed, which names its images but not their versions."""
-    root = f"{key_prefix(config.output_prefix)}run_date="
-    first = (since - COVERAGE_SLACK).date().isoformat()
-    covered: dict[str, set[str | None]] = {}
-    for run_date in list_folders(s3, config.bucket, root, start_after=f"{root}{first}"):
-        if run_date == own_run_date:
-            continue
-        record = read_commit(s3, config.bucket, f"{partition_key(config, run_date)}{COMMIT_FILE}")
-        if record is not None:
-            for uri, etag in committed_versions(s3, record).items():
-                covered.setdefault(uri, set()).add(etag)
-    return covered
-
-
-def committed_versions(s3: Any, record: Mapping[str, Any]) -> dict[str, str | None]:
-    """{image URI: ETag} of a committed attempt (from its images.json, else its manifest)."""
-    bucket, attempt_key = split_s3_uri(str(record["output"]).rstrip("/") + "/")
-    try:
-        body = s3.get_object(Bucket=bucket, Key=f"{attempt_key}{IMAGES_FILE}")["Body"].read()
-        return json.loads(body)
-    except ClientError as exc:
-        if not is_not_found(exc):
-            raise
-    return dict.fromkeys(read_manifest(s3, bucket, f"{attempt_key}{MANIFEST_FILE}"))
-
-
-def is_covered(uri: str, etag: str, covered: Mapping[str, set[str | None]]) -> bool:
-    versions = covered.get(uri, set())
-    return None in versions or etag in versions
+def write_attempt_file(s3: Any, paths: RunPaths, run_id: str, found: Candidates, ledger: Ledger,
+                       sse: dict[str, str]) -> None:
+    """Who made the attempt, the committed attempts it was selected against (the commit merges with
+    what changed since) and the rows its commit retires."""
+    record = {"dag_run_id": run_id, "created_at": datetime.now(UTC).isoformat(), "run_date": paths.run_date,
+              "scope": found.scope, "taken": found.taken, "seen": ledger.attempts, "retire": found.retire}
+    s3.put_object(Bucket=paths.bucket, Key=paths.attempt_file_key, Body=json_body(record),
+                  ContentType="application/json", **sse)
 
 
 # --- the candidates of a run ---------------------------------------------------------------------
 
-def current_etag(s3: Any, bucket: str, key: str) -> str | None:
-    """The object's ETag now, or None when it was deleted since its notification. A listing, not a
-    HEAD: Airflow's policy lists raw/ but does not read it (iam/airflow-policy.json)."""
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
-    if listed and listed[0]["Key"] == key:  # the key itself sorts first among keys it prefixes
-        return str(listed[0]["ETag"]).strip('"')
-    return None
+def stale_rows(raw: Mapping[str, tuple[str, datetime]], ledger: Ledger, taken: Mapping[str, str],
+               run_date: str) -> dict[str, dict[str, str]]:
+    """{run date: {URI: ETag}} of the ledger's rows that no longer count: the image was deleted, or its
+    current version is taken by this run or held by another date, or a second date holds the same
+    version (the later date's row goes). Rows of run_date itself are replaced by the run's attempt."""
+    stale: dict[str, dict[str, str]] = {}
+    for uri, date, etag in ledger.rows():
+        now = raw.get(uri)
+        if date == run_date or etag is None:
+            continue
+        if now is None or (now[0] != etag and (uri in taken or ledger.holds(uri, now[0]))):
+            stale.setdefault(date, {})[uri] = etag
+    for uri in ledger.more:
+        now = raw.get(uri)
+        keepers = [date for date, etag in ledger.holders(uri) if now and etag == now[0] and date != run_date]
+        for date in keepers[1:]:
+            stale.setdefault(date, {})[uri] = now[0]
+    return stale
 
 
-def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: int, run_after: datetime) -> Candidates:
+def interval_images(
+    config: RunConfig, raw: Mapping[str, tuple[str, datetime]], ledger: Ledger, start: datetime, end: datetime,
+    run_date: str,
+) -> Candidates:
+    """The images of a scheduled or manual run ({URI: (ETag, LastModified)} of the raw prefix against
+    the ledger): those not processed and stamped before `end`, the run date's own again, every image on
+    full_refresh."""
+    images: dict[str, str] = {}
+    taken: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    own = ledger.date_versions(run_date)
+    for uri, (etag, stamped) in sorted(raw.items()):
+        if config.full_refresh:
+            reason = EVERY_IMAGE
+        elif ledger.holds(uri, etag, except_date=run_date):
+            skipped[PROCESSED] += 1
+            continue
+        elif uri in own and own[uri] in (etag, None):
+            reason = AGAIN
+        elif stamped < start:
+            reason = FROM_EARLIER_INTERVALS
+        elif stamped < end:
+            reason = IN_INTERVAL
+        else:
+            skipped[AFTER_INTERVAL] += 1
+            continue
+        images[uri] = etag
+        taken[reason] += 1
+    retire = {} if config.full_refresh else stale_rows(raw, ledger, images, run_date)
+    scope = "all images (full refresh)" if config.full_refresh else (
+        f"every image not processed yet stamped before {end} (interval [{start}, {end}))")
+    return Candidates(images, run_date, scope, dict(taken), dict(skipped), [], retire)
+
+
+def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: int, run_after: datetime,
+                 ledger: Ledger | None = None) -> Candidates:
     """The images an event run processes: those its messages name under the raw prefix, in their
-    current version, not covered by a committed partition, at most max_images (oldest events first;
-    the rest are returned to requeue)."""
-    skipped: dict[str, int] = {}
-
-    def skip(reason: str) -> None:
-        skipped[reason] = skipped.get(reason, 0) + 1
-
+    current version, that the ledger does not hold, at most max_images (oldest events first; the rest
+    are returned to requeue)."""
+    skipped: Counter[str] = Counter()
     raw = key_prefix(config.raw_prefix)
     newest: dict[str, events.ObjectCreated] = {}
     for record in (record for body in bodies for record in events.object_created(body)):
         if record.bucket != config.bucket or not record.key.startswith(raw) or not has_image_extension(record.key):
-            skip("not an image under the raw prefix")
+            skipped["not an image under the raw prefix"] += 1
         elif record.uri in newest:
-            skip("named again in the batch")
+            skipped["named again in the batch"] += 1
             newest[record.uri] = max(newest[record.uri], record, key=lambda r: r.event_time)
         else:
             newest[record.uri] = record
     run_date = events.event_run_date(run_after)
     ordered = sorted(newest.values(), key=lambda r: (r.event_time, r.key))
-    oldest = min((_parse_time(r.event_time) for r in ordered), default=run_after)
-    covered = covered_images(s3, config, oldest, run_date) if ordered else {}
+    ledger = ledger if ledger is not None or not ordered else read_ledger(s3, config)
     images: dict[str, str] = {}
     requeue: list[events.ObjectCreated] = []
     for record in ordered:
@@ -176,60 +188,55 @@ def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: 
             continue
         etag = current_etag(s3, config.bucket, record.key)
         if etag is None:
-            skip("deleted since")
-        elif is_covered(record.uri, etag, covered):
-            skip("already processed by a committed run")
+            skipped["deleted since"] += 1
+        elif ledger is not None and ledger.holds(record.uri, etag, except_date=run_date):
+            skipped[PROCESSED] += 1
         else:
             images[record.uri] = etag
-    scope = f"S3 events naming {len(newest)} images"
-    return Candidates(images, run_date, scope, skipped, requeue)
-
-
-def interval_images(s3: Any, config: RunConfig, start: datetime, end: datetime, run_date: str) -> Candidates:
-    """The images of a scheduled or manual run: LastModified in [start, end) (all with full_refresh),
-    less those another committed partition processed in that version (none left out on full_refresh)."""
-    versions = new_image_versions(s3, config, start, end)
-    if config.full_refresh:
-        return Candidates(versions, run_date, "all images (full refresh)", {}, [])
-    covered = covered_images(s3, config, start, run_date) if versions else {}
-    images = {uri: etag for uri, etag in versions.items() if not is_covered(uri, etag, covered)}
-    skipped = {"already processed by a committed run": len(versions) - len(images)} if len(images) < len(versions) else {}
-    return Candidates(images, run_date, f"LastModified in [{start}, {end})", skipped, [])
-
-
-def _parse_time(value: str) -> datetime:
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.now(UTC)
+    taken = {NAMED: len(images)} if images else {}
+    return Candidates(images, run_date, f"S3 events naming {len(newest)} images", taken, dict(skipped), requeue)
 
 
 # --- the task --------------------------------------------------------------------------------------
 
 def find_new_images(
     s3: Any, config: RunConfig, data_interval_start: datetime | None, data_interval_end: datetime | None,
-    run_after: datetime, event_batch: events.EventBatch | None = None, sqs: Any = None,
+    run_after: datetime, event_batch: events.EventBatch | None = None, sqs: Any = None, run_id: str = "",
 ) -> RunSelection | None:
-    """Write the manifest of the run's new images (and their versions, images.json) into a new attempt
-    folder: those its S3 events name (event_batch: a run on the asset; the ones over its cap go back to
-    the queue through `sqs`), else those of its data interval, less what a committed run already
-    processed. None when there are none (the rest of the run is skipped: no cluster)."""
+    """Write the manifest of the run's images (and their versions, images.json, and what the run saw,
+    attempt.json) into a new attempt folder: those its S3 events name (event_batch: a run on the asset;
+    the ones over its cap go back to the queue through `sqs`), else every image not processed yet
+    stamped before the end of its interval. None when there are none (the rest of the run is skipped:
+    no cluster); rows of deleted images are then retired at once."""
     start, end, run_date = run_window(data_interval_start, data_interval_end, run_after)
+    ledger = read_ledger(s3, config)
     if event_batch is None:
-        found = interval_images(s3, config, start, end, run_date)
+        raw = coverage.raw_images(s3, config)
+        before = coverage.measure(s3, config, raw, ledger)
+        log.info("before this run, %s", before.summary())
+        if before.lagging:
+            commits.repair_date_pointers(s3, config, ledger.attempts, before.lagging)
+        found = interval_images(config, raw, ledger, start, end, run_date)
     else:
-        found = event_images(s3, config, event_batch.bodies, event_batch.max_images, run_after)
+        found = event_images(s3, config, event_batch.bodies, event_batch.max_images, run_after, ledger)
         if found.requeue:
             events.requeue(sqs, event_batch.queue_url, found.requeue)
     if found.skipped or found.requeue:
         log.info("left out: %s; sent back to the queue: %d", found.skipped, len(found.requeue))
     if not found.images:
+        if found.retire:
+            commits.retire_rows(s3, config, found.retire, ledger.attempts, run_id)
         log.info("No images under s3://%s/%s with %s: no cluster.", config.bucket, key_prefix(config.raw_prefix),
                  found.scope)
         return None
     paths = run_paths(config, found.run_date, new_attempt_id(datetime.now(UTC)))
-    write_manifest(s3, paths, sorted(found.images), sse_arguments(config))
-    write_images(s3, paths, found.images, sse_arguments(config))
-    log.info("%d images with %s -> %s", len(found.images), found.scope, paths.manifest_uri)
+    sse = sse_arguments(config)
+    write_manifest(s3, paths, sorted(found.images), sse)
+    write_images(s3, paths, found.images, sse)
+    write_attempt_file(s3, paths, run_id, found, ledger, sse)
+    log.info("%d images with %s -> %s; taken: %s; %d images from earlier intervals; retiring %d rows of deleted or"
+             " replaced images", len(found.images), found.scope, paths.manifest_uri, found.taken,
+             found.taken.get(FROM_EARLIER_INTERVALS, 0), sum(len(rows) for rows in found.retire.values()))
     window = (start.isoformat(), end.isoformat()) if event_batch is None else None
-    return RunSelection(paths=paths, images=len(found.images), scope=found.scope, window=window)
+    return RunSelection(paths=paths, images=len(found.images), scope=found.scope, window=window,
+                        replaces=ledger.attempts.get(found.run_date), taken=found.taken)

@@ -16,16 +16,26 @@ from typing import Any
 
 from fruits_emr.layout import RunPaths
 
+FROM_EARLIER_INTERVALS = "from earlier intervals"  # a RunSelection.taken reason: paused days, missed runs, late stamps
+
 
 @dataclass(frozen=True)
 class RunSelection:
     """The attempt's paths, how many images its manifest lists, and what selected them (window: the
-    LastModified [start, end) of a scheduled or manual run, ISO strings; None for an event run)."""
+    LastModified [start, end) of a scheduled or manual run, ISO strings; None for an event run).
+    replaces: the attempt folder the PCA pointer named for this run date when the run selected (None:
+    none); taken: why the images were taken ({"in the interval": n, "from earlier intervals": n, ...})."""
 
     paths: RunPaths
     images: int
     scope: str
     window: tuple[str, str] | None = None
+    replaces: str | None = None
+    taken: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def from_earlier_intervals(self) -> int:
+        return self.taken.get(FROM_EARLIER_INTERVALS, 0)
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,9 @@ class PcaPlan:
     model: str  # the model folder's URI
     pointer_number: int | None  # the pointer's version when planned; None: no model committed yet
     corpus: tuple[CorpusDate, ...] = ()  # a fit's committed dates (an apply: none)
+    # a fit: {run date: attempt folder} the pointer named when planned (a full refresh drops them all);
+    # the commit fails if another run changed them since
+    planned_on: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -100,3 +113,5 @@ class RunCommit:
     pca_model: str
     dag_run_id: str
     committed_at: str
+    from_earlier_intervals: int = 0  # images stamped before the run's interval (docs/reliability.md)
+    previous_attempt: str | None = None  # the attempt this commit replaced (kept for readers mid-way)

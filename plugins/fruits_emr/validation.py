@@ -3,6 +3,7 @@ the PCA step did what the plan said, and what its cluster cost; the run's summar
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 from collections.abc import Mapping
@@ -16,7 +17,7 @@ from fruits_emr.layout import RunPaths
 from fruits_emr.s3_objects import RunOutputError, list_objects, object_exists
 from fruits_emr.settings import RunConfig
 from fruits_emr.task_records import PcaPlan, RunSelection, RunSummary
-from spark_jobs.contract.run_files import PCA_MODEL_INFO, REQUIRED_OUTPUTS
+from spark_jobs.contract.run_files import PCA_MODEL_INFO, QUARANTINE, REQUIRED_OUTPUTS
 from spark_jobs.contract.s3_uri import is_not_found, split_s3_uri
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,20 @@ def read_report(s3: Any, paths: RunPaths) -> dict[str, Any]:
         return json.loads(body)
     except json.JSONDecodeError as exc:
         raise RunOutputError(f"{paths.report_uri} is not JSON ({exc}).") from None
+
+
+def quarantine_paths(s3: Any, output_uri: str) -> list[str]:
+    """The `path` column of an attempt's quarantine/ Parquet files (small: broken inputs only)."""
+    import pyarrow.parquet as pq
+
+    bucket, key = split_s3_uri(f"{output_uri.rstrip('/')}/{QUARANTINE}/")
+    paths: list[str] = []
+    for obj in list_objects(s3, bucket, key):
+        if obj["Key"].endswith(".parquet"):
+            table = pq.read_table(io.BytesIO(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()),
+                                  columns=["path"])
+            paths += [str(path) for path in table.column("path").to_pylist()]
+    return paths
 
 
 def pca_model_written(s3: Any, model_uri: str) -> bool:

@@ -220,7 +220,7 @@ def test_local_compute_mode_runs_the_steps_without_a_cluster(tmp_path):
     assert "resolve_config" in tasks["stage_artifacts"]["upstream"]
     assert "stage_artifacts" in tasks["find_new_images"]["upstream"]
     assert "find_new_images" in tasks["emr_request"]["upstream"]
-    assert set(tasks["run_steps_locally"]["upstream"]) == {"emr_request", "resolve_config"}
+    assert set(tasks["run_steps_locally"]["upstream"]) == {"emr_request", "find_new_images", "resolve_config"}
     assert "run_steps_locally" in tasks["validate_outputs"]["upstream"]
     assert "validate_outputs" in tasks["commit_outputs"]["upstream"]
 

@@ -17,6 +17,7 @@ from fruits_emr import (
     layout,
     local_steps,
     pca_plan,
+    pca_pointer,
     selection,
     settings,
     validation,
@@ -182,16 +183,18 @@ def test_kms_key_and_security_configuration_reach_the_cluster_and_the_puts():
 
 def test_attempts_are_separate_folders_and_the_commit_pointer_names_one():
     config = resolve({"bucket": "fruits-data", "output_prefix": "derived/features"})
-    first = layout.run_paths(config, "2024-06-01", layout.new_attempt_id(datetime(2024, 6, 2, 1, 2, 3, 4, UTC)))
+    stamp = datetime(2024, 6, 2, 1, 2, 3, 4, UTC)
+    first = layout.run_paths(config, "2024-06-01", layout.new_attempt_id(stamp))
     second = layout.run_paths(config, "2024-06-01", "20240602T090000000000Z")
-    assert first.attempt == ATTEMPT
-    assert first.output_uri == f"s3://fruits-data/derived/features/run_date=2024-06-01/_attempts/{ATTEMPT}"
+    assert first.attempt.startswith(f"{ATTEMPT}-") and layout.new_attempt_id(stamp) != first.attempt  # unique
+    assert first.output_uri == f"s3://fruits-data/derived/features/run_date=2024-06-01/_attempts/{first.attempt}"
     assert first.output_uri != second.output_uri and first.commit_uri == second.commit_uri == (
         "s3://fruits-data/derived/features/run_date=2024-06-01/_COMMITTED.json")
     assert first.report_key.startswith(first.attempt_key) and first.manifest_key.startswith(first.attempt_key)
     record = commits.commit_record(first, run_summary(images=41, features_rows=40, quarantined=1, k=7),
                                    "manual__1", datetime(2024, 6, 2, 2, tzinfo=UTC))
-    assert (record.attempt, record.output, record.features) == (ATTEMPT, first.output_uri, first.output_uri + "/features")
+    assert (record.attempt, record.output, record.features) == (first.attempt, first.output_uri,
+                                                                first.output_uri + "/features")
     assert (record.images, record.features_rows, record.quarantined, record.k) == (41, 40, 1, 7)
     with pytest.raises(ValueError, match="not a plain folder name"):
         layout.run_paths(config, "2024-06-01", "../escape")
@@ -470,8 +473,6 @@ def test_run_window_is_the_data_interval_or_the_last_full_day():
     after = datetime(2024, 6, 3, 15, 30, tzinfo=UTC)
     assert selection.run_window(None, None, after) == (
         datetime(2024, 6, 2, tzinfo=UTC), datetime(2024, 6, 3, tzinfo=UTC), "2024-06-02")
-    assert selection.in_window(start, start, start + timedelta(days=1))
-    assert not selection.in_window(start + timedelta(days=1), start, start + timedelta(days=1))
 
 
 def test_reconcile_flags_counts_and_missing_outputs():
@@ -582,13 +583,14 @@ def test_bootstrap_needs_a_wheelhouse():
 
 def test_pca_plan_fits_when_asked_or_when_no_model_and_applies_otherwise():
     config = resolve({"bucket": "fruits-data"})
-    committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a/features",
-                 "2024-06-02": "s3://fruits-data/features/run_date=2024-06-02/_attempts/b/features"}
+    committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a",
+                 "2024-06-02": "s3://fruits-data/features/run_date=2024-06-02/_attempts/b"}
     first = pca_plan.plan_pca(config, None, committed, layout.run_paths(config, "2024-06-02", ATTEMPT))
     assert (first.fit, first.reason, first.version, first.pointer_number) == (True, "no model yet", "v0001", None)
     assert first.model == f"s3://fruits-data/features/_pca_models/_attempts/{ATTEMPT}"  # the attempt's own folder
     # this run's date is refitted from its new features
-    assert first.corpus == (CorpusDate("2024-06-01", committed["2024-06-01"]),)
+    assert first.corpus == (CorpusDate("2024-06-01", committed["2024-06-01"] + "/features"),)
+    assert first.planned_on == committed  # the commit fails if another run changed them since
     pointer = {"version": "v0001", "number": 1, "model": first.model, "corpus": {}}
     daily = pca_plan.plan_pca(config, pointer, committed, layout.run_paths(config, "2024-06-03", ATTEMPT))
     assert (daily.fit, daily.version, daily.model, daily.corpus, daily.pointer_number) == (
@@ -603,38 +605,50 @@ def test_pca_plan_fits_when_asked_or_when_no_model_and_applies_otherwise():
 def test_pca_step_arguments_follow_the_plan():
     config = resolve({"bucket": "fruits-data"})
     paths = layout.run_paths(config, "2024-06-03", ATTEMPT)
-    committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a/features"}
+    committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a"}
     fit = pca_plan.plan_pca(config, None, committed, layout.run_paths(config, "2024-06-03", ATTEMPT))
     assert pca_plan.pca_arguments(config, paths, fit) == [
         "--output", paths.output_uri, "--variance", "0.95", "--model-output", fit.model, "--model-version", "v0001",
-        "--corpus", committed["2024-06-01"]]
+        "--corpus", committed["2024-06-01"] + "/features"]
     pointer = {"version": "v0001", "number": 1, "model": fit.model, "corpus": {}}
     apply = pca_plan.plan_pca(config, pointer, {}, layout.run_paths(config, "2024-06-04", ATTEMPT))
     assert pca_plan.pca_arguments(config, paths, apply) == ["--output", paths.output_uri, "--model", fit.model]
 
 
 def test_pca_pointer_and_problems():
+    """What a commit makes of the PCA pointer (pca_pointer.RunChange, with no S3: the pointer as read
+    and its committed attempts are given): a fit starts the corpus, an apply adds its date, a refit
+    re-projects the corpus into its model folder."""
     config = resolve({"bucket": "fruits-data"})
-    now = datetime(2024, 6, 4, tzinfo=UTC)
+    now = datetime(2024, 6, 4, tzinfo=UTC).isoformat()
     day1 = layout.run_paths(config, "2024-06-01", ATTEMPT)
+
+    def change(paths, plan, seen, k=9):
+        return pca_pointer.RunChange(paths.run_date, paths.output_uri, plan, seen, {}, {}, lambda uri: {},
+                                     lambda uri: None, k, "r", now)
+
     fit = pca_plan.plan_pca(config, None, {}, layout.run_paths(config, "2024-06-01", ATTEMPT))
     report = {"pca_fitted": True, "pca_model": "v0001", "pca_corpus": [], "k": 9}
     assert validation.pca_problems(report, fit) == []
-    pointer = commits.pca_pointer_record(None, fit, day1, run_summary(k=9), "r1", now)
+    pointer = change(day1, fit, {})(None, {})
     assert pointer["corpus"] == {"2024-06-01": f"{day1.output_uri}/pca"}
+    assert pointer["committed"] == {"2024-06-01": day1.output_uri}
     assert (pointer["version"], pointer["number"], pointer["k"], pointer["fitted_run_date"]) == ("v0001", 1, 9, "2024-06-01")
     day2 = layout.run_paths(config, "2024-06-02", ATTEMPT)
-    apply = pca_plan.plan_pca(config, pointer, {}, layout.run_paths(config, "2024-06-02", ATTEMPT))
-    applied = commits.pca_pointer_record(pointer, apply, day2, run_summary(pca_fitted=False, k=9), "r2", now)
+    apply = pca_plan.plan_pca(config, pointer, pointer["committed"], layout.run_paths(config, "2024-06-02", ATTEMPT))
+    applied = change(day2, apply, pointer["committed"])(pointer, pointer["committed"])
     assert applied["corpus"] == {"2024-06-01": f"{day1.output_uri}/pca", "2024-06-02": f"{day2.output_uri}/pca"}
     assert (applied["version"], applied["k"]) == ("v0001", 9)
+    assert change(day2, apply, pointer["committed"])(applied, applied["committed"]) is None  # done already
     assert validation.pca_problems({"pca_fitted": True, "pca_model": "sha-1"}, apply) == [
         "report says pca_fitted=True, the run planned fit=False",
         "report names PCA model 'sha-1', the run planned 'v0001'"]
-    refit = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), applied,
-                              {"2024-06-01": "s3://x/f1", "2024-06-02": "s3://x/f2"}, day2)
-    part = f"{refit.model}/corpus/part-00000"
-    refitted = commits.pca_pointer_record(applied, refit, day2, run_summary(
-        pca_corpus=[{"features": "s3://x/f1", "pca": "/mirror"}], k=4), "r3", now)
-    assert refitted["corpus"] == {"2024-06-01": part, "2024-06-02": f"{day2.output_uri}/pca"}
+    day2_again = layout.run_paths(config, "2024-06-02", "20240605T000000000000Z-abcdef")
+    refit = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), applied, applied["committed"],
+                              day2_again)
+    assert refit.corpus == (CorpusDate("2024-06-01", f"{day1.output_uri}/features"),)
+    refitted = change(day2_again, refit, applied["committed"], k=4)(applied, applied["committed"])
+    assert refitted["corpus"] == {"2024-06-01": f"{refit.model}/corpus/part-00000",
+                                  "2024-06-02": f"{day2_again.output_uri}/pca"}
+    assert refitted["committed"] == {"2024-06-01": day1.output_uri, "2024-06-02": day2_again.output_uri}
     assert (refitted["version"], refitted["k"]) == ("v0002", 4)
