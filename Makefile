@@ -29,7 +29,7 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(K),--k $(K),--variance $(VARIANCE)) \
 	$(if $(PCA_MODEL),--pca-model $(PCA_MODEL))
 
-.PHONY: lint setup jobs-setup system-packages jars check-java class-archive iam-simulator demo run test bench soak docs clean up down trigger logs
+.PHONY: lint setup jobs-setup system-packages jars check-java class-archive iam-simulator demo run test test-fast bench soak docs clean up down trigger logs
 
 # everything `make test` needs; the jobs alone (demo, run, bench, soak) need only jobs-setup
 setup: system-packages jobs-setup iam-simulator
@@ -74,8 +74,18 @@ demo: jobs-setup
 run: jobs-setup
 	$(PY) -m local_spark.run_local $(RUN_ARGS)
 
+# The whole suite (the CI command), its tests spread over TEST_WORKERS processes (pytest-xdist; most
+# tests wait on Spark, Airflow or S3 more than they compute, so more workers than cores help).
+TEST_WORKERS ?= 3
+# What the fast lane leaves out: tests that start Spark, TensorFlow, Airflow, a browser or Docker.
+FAST_LANE := not (spark or tensorflow or airflow or ui or compose)
+
 test: setup check-java lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+# The pure and unit tests only (docs/testing.md): minutes, not the whole suite's quarter hour
+test-fast: $(STAMP) jars iam-simulator lint
+	$(PY) -m pytest -q -n 2 -m "$(FAST_LANE)"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

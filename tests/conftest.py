@@ -12,9 +12,22 @@ from tests.support import FORCE_F2J_LAPACK, S3_KMS_KEY, s3_client_of
 pytest_plugins = ["tests.support.airflow"]
 
 
+# fixture -> the marker a test using it gets (the lanes of docs/testing.md)
+MARKED_BY_FIXTURE = {"spark": "spark", "s3_server": "spark", "s3_client": "spark", "airflow_db": "airflow",
+                     "ui_stack": "ui"}
+
+
 def pytest_configure(config):
     # py4j logs "closing connection" from finalizers after pytest closed its streams.
     logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture in set(item.fixturenames) & set(MARKED_BY_FIXTURE):
+            item.add_marker(MARKED_BY_FIXTURE[fixture])
+        if item.get_closest_marker("ui"):
+            item.add_marker("airflow")
 
 
 @pytest.fixture(scope="session")

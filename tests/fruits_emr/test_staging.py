@@ -74,6 +74,7 @@ def test_stage_uploads_once_per_content_hash(s3, tmp_path):
     assert len(uploaded_changed) == 5
 
 
+@pytest.mark.tensorflow  # exports the model (once per machine: the model cache)
 def test_stage_exports_the_onnx_model_once(s3):
     """Engine onnxruntime: the model is exported on the worker and staged under its hash; re-staging skips."""
     s3.create_bucket(Bucket="fruits-data")
@@ -102,6 +103,7 @@ def test_stage_exports_the_onnx_model_once(s3):
         staging.stage_artifacts(s3, config(weights="random", model="vgg16", alpha=0.5), REPO_ROOT, None)
 
 
+@pytest.mark.tensorflow  # exports the model (once per machine: the model cache)
 def test_stage_int8_model_with_its_calibration_list(s3, tmp_path):
     """Engine onnxruntime-int8: a quantized model under its own hash (which covers the calibration
     images), its sidecar listing them; the featurize step asks for the int8 engine."""

@@ -9,8 +9,11 @@ import subprocess
 import sys
 
 import pyspark
+import pytest
 
 from tests.support import REPO_ROOT
+
+pytestmark = pytest.mark.spark  # the bench's Spark runs
 
 REQUIRED = (
     "ceiling_img_s", "spark_img_s", "seed_method_img_s", "engine_max_abs_diff_rel", "incremental_ratio",

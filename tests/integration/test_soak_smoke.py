@@ -13,6 +13,8 @@ import pytest
 
 from tests.support import REPO_ROOT
 
+pytestmark = pytest.mark.spark  # run_local in child processes
+
 
 def soak(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench.soak", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,

@@ -13,6 +13,8 @@ from PIL import Image
 from tests.support import LABELS, REPO_ROOT, SAMPLE, WEIGHTS, copy_sample
 from tests.support.images import broken_images, write_files
 
+pytestmark = pytest.mark.spark  # run_local in a child process
+
 
 def run_local(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(

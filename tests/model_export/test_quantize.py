@@ -17,6 +17,8 @@ from spark_jobs.featurization.image_decode import decode_image
 from tests.spark_jobs.test_featurize import job_args
 from tests.support import SAMPLE, WEIGHTS, copy_sample
 
+pytestmark = pytest.mark.tensorflow  # fine-tunes and quantizes the int8 model
+
 SPEC = ModelSpec(alpha=0.35, weights=str(WEIGHTS))
 INT8 = "onnxruntime-int8"
 # per-image cosine of int8 to fp32 features: issue 16's target. Fine-tuned for int8 first, this model

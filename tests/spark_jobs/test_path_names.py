@@ -16,6 +16,7 @@ import unicodedata
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -220,6 +221,7 @@ def s3_parquet(s3, bucket: str, prefix: str) -> pd.DataFrame:
                       for k in keys if k.endswith(".parquet")], ignore_index=True)
 
 
+@pytest.mark.spark  # run_local in a child process
 def test_zero_byte_file_beside_an_accented_name_no_longer_crashes(tmp_path):
     """The run of issue 10: `run_local` over a folder with a zero-byte file and "pêche mûre ü.jpg"
     crashed in unscanned_files -> hadoop_fs.size on a URI-encoded path."""
