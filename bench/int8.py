@@ -33,7 +33,7 @@ THREADS = 1  # featurize gives each task's engine the task's cores: 1 by default
 
 def labelled_images(root: Path, per_label: int | None = None) -> list[tuple[str, Path, bool]]:
     """(label, file, is_test) for the images of root/<label>/ (the first per_label of each), by the documented split."""
-    from spark_jobs.images import has_image_extension
+    from spark_jobs.image_files import has_image_extension
 
     rows = []
     for folder in sorted(path for path in root.iterdir() if path.is_dir()):

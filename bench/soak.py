@@ -66,7 +66,7 @@ def broken_files(sources: list[Path]) -> dict[str, tuple[bytes, str]]:
         f"{label(1)}/truncated_quarter.jpg": (photo(1)[: len(photo(1)) // 4], "truncated image"),
         f"{label(2)}/truncated_nine_tenths.jpg": (photo(2)[: len(photo(2)) * 9 // 10], "truncated image"),
         f"{label(2)}/zero_bytes.jpg": (b"", "empty file (0 bytes)"),
-        f"{label(3)}/not_an_image.jpg": (b"a shopping list, not a photo\n" * 40, "not a JPEG/PNG image"),
+        f"{label(3)}/not_an_image.jpg": (b"a shopping list, not a photo\n" * 40, "not a JPEG, PNG, WebP"),
         f"{label(3)}/notes.txt": (b"not an image extension: never listed\n", ""),
     }
 

@@ -3,8 +3,10 @@
     spark-submit --py-files spark_jobs.zip spark_jobs/featurize.py \
         (--images ROOT | --manifest FILE) --output OUT [--allowed-prefix URI ...] [model options]
 
-Writes OUT/features, OUT/quarantine (Parquet) and OUT/featurize.json. Every input image ends
-in exactly one of the two Parquet outputs: images_seen = features_rows + quarantined.
+Writes OUT/features, OUT/quarantine (Parquet) and OUT/featurize.json. Every input image (a photo
+by name, spark_jobs.image_files) ends in exactly one of the two Parquet outputs: images_seen =
+features_rows + quarantined; every other file is ignored and listed by name in featurize.json:
+files_seen = images_seen + ignored.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pyspark.sql import types as T
 
 from spark_jobs import storage
 from spark_jobs.backbones import BACKBONES, ENGINES, POOLINGS, ModelConfigError, ModelSpec, feature_dim
-from spark_jobs.image_listing import ImageInputs, Unreadable, load_inputs, unscanned_files
+from spark_jobs.image_files import extension_kind
+from spark_jobs.image_listing import DEFAULT_MAX_FILE_BYTES, ImageInputs, Unreadable, load_inputs, unscanned_files
 from spark_jobs.images import DEFAULT_MAX_IMAGE_PIXELS
 from spark_jobs.inference import make_featurize_batches
 from spark_jobs.input_errors import InputError
@@ -35,10 +38,11 @@ FEATURE_RESULT = T.StructType(
         T.StructField("width", T.IntegerType()),
         T.StructField("height", T.IntegerType()),
         T.StructField("mode", T.StringType()),
+        T.StructField("format", T.StringType()),
         T.StructField("error", T.StringType()),
     ]
 )
-FEATURE_COLUMNS = ["path", "label", "features", "width", "height", "mode", "bytes", "modification_time", "model"]
+FEATURE_COLUMNS = ["path", "label", "features", "width", "height", "mode", "format", "bytes", "modification_time", "model"]
 QUARANTINE_COLUMNS = ["path", "label", "reason", "bytes", "modification_time", "model"]
 
 
@@ -93,6 +97,12 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         help="repeatable: read only images under this folder (local path or s3:// URI); a manifest"
         " entry or --images root elsewhere, or with a '..' segment, stops the job before any work",
     )
+    parser.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=DEFAULT_MAX_FILE_BYTES,
+        help="larger files are quarantined without their bytes being read (default: %(default)s = 32 MiB)",
+    )
 
 
 def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -110,7 +120,7 @@ def label_col(path: Column) -> Column:
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    for name in ("batch_size", "arrow_batch_size", "max_image_pixels"):
+    for name in ("batch_size", "arrow_batch_size", "max_image_pixels", "max_file_bytes"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     if args.partitions < 0:
@@ -152,7 +162,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     timer = PhaseTimer()
     check_settings(args)
     with timer.phase("list_inputs"):
-        inputs = load_inputs(spark, args.images, args.manifest, getattr(args, "allowed_prefix", None))
+        inputs = load_inputs(spark, args.images, args.manifest, getattr(args, "allowed_prefix", None),
+                             args.max_file_bytes)
     with timer.phase("model"):
         model = acquire_model(spark, args)
     partitions = args.partitions or auto_partitions(spark, len(inputs.listed))
@@ -178,6 +189,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         "image_size": model.spec.image_size,
         "feature_dim": feature_dim(model.spec),
         "partitions": partitions,
+        "max_file_bytes": inputs.max_file_bytes,
+        "max_image_pixels": args.max_image_pixels,
         "batch_size": args.batch_size,
         "arrow_batch_size": args.arrow_batch_size,
         "input": inputs.source,
@@ -241,7 +254,7 @@ def unscanned(spark: SparkSession, inputs: ImageInputs, results: DataFrame, scan
     if scanned_rows >= len(inputs.listed):
         return []
     scanned = {row.path for row in results.select("path").collect()}
-    return unscanned_files(spark, inputs.listed, scanned)
+    return unscanned_files(spark, inputs.listed, scanned, inputs.max_file_bytes)
 
 
 def quarantine_rows(spark: SparkSession, rows: list[Unreadable]) -> DataFrame:
@@ -278,20 +291,29 @@ def write_quarantine(
 
 
 def verify_counts(spark: SparkSession, inputs: ImageInputs, featurized: int, quarantined: int, output: str) -> dict:
-    """Every image seen lands in exactly one output, and the quarantine file holds every quarantined
-    row. The features are counted as they are written, not read back: a write is one committed job."""
+    """Every image seen lands in exactly one output, the quarantine file holds every quarantined
+    row, and every file listed is an image seen or ignored (under a root: Spark's listing against a
+    walk of every file). The features are counted as they are written, not read back: a write is
+    one committed job."""
     reasons: dict[str, int] = {}
     if quarantined:  # the quarantine is small: read back, it gives the reasons too
         written = spark.read.parquet(storage.join(output, QUARANTINE))
         kind = F.split("reason", ":").getItem(0).alias("kind")
         reasons = {row["kind"]: row["count"] for row in written.groupBy(kind).count().collect()}
-    if featurized + quarantined != inputs.images_seen or sum(reasons.values()) != quarantined:
+    ignored = len(inputs.ignored)
+    if (featurized + quarantined != inputs.images_seen or sum(reasons.values()) != quarantined
+            or inputs.images_seen + ignored != inputs.files_seen):
         raise RuntimeError(
-            f"counts do not reconcile: {inputs.images_seen} images seen, {featurized} featurized"
-            f" + {quarantined} quarantined ({sum(reasons.values())} rows in the quarantine file)"
+            f"counts do not reconcile: {inputs.files_seen} files seen, {inputs.images_seen} images seen,"
+            f" {featurized} featurized + {quarantined} quarantined ({sum(reasons.values())} rows in the"
+            f" quarantine file) + {ignored} ignored"
         )
-    return {"images_seen": inputs.images_seen, "features_rows": featurized, "quarantined": quarantined,
-            "quarantine_reasons": reasons}
+    kinds: dict[str, int] = {}
+    for path in inputs.ignored:
+        kinds[extension_kind(path)] = kinds.get(extension_kind(path), 0) + 1
+    return {"files_seen": inputs.files_seen, "images_seen": inputs.images_seen, "features_rows": featurized,
+            "quarantined": quarantined, "quarantine_reasons": reasons, "ignored": ignored,
+            "ignored_kinds": dict(sorted(kinds.items())), "ignored_files": inputs.ignored}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,8 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"featurize: error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"featurize: {summary['images_seen']} images seen, {summary['features_rows']} featurized,"
-        f" {summary['quarantined']} quarantined -> {args.output}"
+        f"featurize: {summary['files_seen']} files seen: {summary['features_rows']} featurized,"
+        f" {summary['quarantined']} quarantined, {summary['ignored']} ignored (not photos:"
+        f" {summary['ignored_kinds'] or 'none'}) -> {args.output}"
     )
     return 0
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spark_jobs.images import decode_image, has_image_extension
+from spark_jobs.image_files import has_image_extension
+from spark_jobs.images import decode_image
 
 CALIBRATION_ROOT = Path(__file__).resolve().parent.parent / "data" / "sample"
 CALIBRATION_BATCH = 8  # images per calibration run (sets memory only: the histograms span all images)
