@@ -23,8 +23,8 @@ from pyspark.sql import types as T
 
 from spark_jobs import storage
 from spark_jobs.backbones import BACKBONES, ENGINES, POOLINGS, ModelConfigError, ModelSpec, feature_dim
-from spark_jobs.image_files import extension_kind
-from spark_jobs.image_listing import DEFAULT_MAX_FILE_BYTES, ImageInputs, Unreadable, load_inputs, unscanned_files
+from spark_jobs.image_files import DEFAULT_MAX_FILE_BYTES, extension_kind
+from spark_jobs.image_listing import ImageInputs, Unreadable, load_inputs, unscanned_files
 from spark_jobs.images import DEFAULT_MAX_IMAGE_PIXELS
 from spark_jobs.inference import make_featurize_batches
 from spark_jobs.input_errors import InputError

@@ -21,6 +21,10 @@ IMAGE_GLOB = "*.{" + ",".join(
 ) + "}"
 _SUFFIXES = tuple(f".{ext}" for ext in IMAGE_EXTENSIONS)
 NO_EXTENSION = "(no extension)"
+# Larger files are quarantined before their bytes are read (featurize --max-file-bytes, the DAG's
+# Param max_file_bytes): phone photos are 1-12 MB (48 MP: up to ~30), a 12 MP PNG ~20. A Python
+# worker holds --arrow-batch-size files at once, so cap x batch bounds its batch as well.
+DEFAULT_MAX_FILE_BYTES = 32 * 2**20
 
 
 def has_image_extension(path: str) -> bool:
@@ -33,8 +37,3 @@ def extension_kind(path: str) -> str:
     name = path.rstrip("/").rsplit("/", 1)[-1].lower()
     stem, dot, extension = name.rpartition(".")
     return f".{extension}" if dot and stem.strip(".") and extension else NO_EXTENSION
-
-
-def ignored_reason(path: str) -> str:
-    """Why a file is not featurized although it is under the image root or in the manifest."""
-    return f"not a photo file name ({extension_kind(path)}; photos end in .{', .'.join(IMAGE_EXTENSIONS)})"

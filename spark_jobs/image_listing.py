@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import storage
-from spark_jobs.image_files import IMAGE_GLOB, has_image_extension
+from spark_jobs.image_files import DEFAULT_MAX_FILE_BYTES, IMAGE_GLOB, has_image_extension
 from spark_jobs.input_confinement import confine_inputs
 from spark_jobs.input_errors import InputError
 from spark_jobs.run_files import parse_manifest
@@ -36,10 +36,6 @@ UNOPENABLE_LOCAL_REASON = (
 )
 
 Unreadable = tuple[str, str, "int | None"]  # (path, quarantine reason, bytes)
-# Larger files are quarantined before their bytes are read (binaryFile's reader skips a file whose
-# length fails a pushed-down filter): phone photos are 1-12 MB (48 MP: up to ~30), a 12 MP PNG ~20.
-# Each Arrow batch holds --arrow-batch-size files, so it also bounds a Python worker's batch.
-DEFAULT_MAX_FILE_BYTES = 32 * 2**20
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,8 @@ def load_inputs(
         str(max(8, 4 * spark.sparkContext.defaultParallelism)),
     )
     listing = list_images(spark, images=images, manifest_entries=entries)
-    files = listing.files.where(F.col("length") <= max_file_bytes)  # pushed into the scan: no bytes read
+    # a filter on the length is pushed into binaryFile's reader, which then skips the file unread
+    files = listing.files.where(F.col("length") <= max_file_bytes)
     return ImageInputs(files, storage.input_files(spark, listing.files), listing.unreadable, listing.ignored,
                        listing.files_seen, images or manifest, max_file_bytes)  # no Spark job
 

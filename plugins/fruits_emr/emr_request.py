@@ -57,9 +57,10 @@ def job_arguments(
         ]
     featurize = [
         "--manifest", paths.manifest_uri,
-        # the manifest may list only images of the run's raw prefix (the policies allow no other)
+        # the manifest may list only files of the run's raw prefix (the policies allow no other)
         "--allowed-prefix", f"s3://{config.bucket}/{key_prefix(config.raw_prefix)}",
         "--output", paths.output_uri,
+        "--max-file-bytes", str(config.max_file_bytes),
         *model,
         "--arrow-batch-size", str(config.arrow_batch_size),
     ]

@@ -17,7 +17,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
@@ -26,9 +26,9 @@ from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
 from airflow.triggers.base import TriggerEvent
 from botocore.exceptions import ClientError
 
-from fruits_emr.layout import COMMIT_FILE, RunPaths, is_image_key, partition_key
+from fruits_emr.layout import COMMIT_FILE, RunPaths, is_file_key, partition_key
 from fruits_emr.settings import RunConfig
-from fruits_emr.storage import new_image_versions, read_commit, read_manifest
+from fruits_emr.storage import new_raw_files, read_commit, read_manifest
 from spark_jobs.s3_uri import key_prefix, split_s3_uri
 
 ASSET_NAME = "fruits_raw_images"
@@ -275,28 +275,30 @@ class EventBatch:
 
 @dataclass
 class Selection:
-    """The images a run processes ({URI: ETag}), its partition, and what it left out and why."""
+    """The files a run processes ({URI: ETag}: its photos and the files featurize ignores and lists),
+    their sizes where known, its partition, and what it left out and why."""
 
     images: dict[str, str]
     run_date: str
     scope: str
     skipped: dict[str, int]
     requeue: list[ObjectCreated]
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
-def current_etag(s3: Any, bucket: str, key: str) -> str | None:
-    """The object's ETag now, or None when it was deleted since its notification. A listing, not a
-    HEAD: Airflow's policy lists raw/ but does not read it (iam/airflow-policy.json)."""
+def current_version(s3: Any, bucket: str, key: str) -> tuple[str, int] | None:
+    """The object's (ETag, bytes) now, or None when it was deleted since its notification. A listing,
+    not a HEAD: Airflow's policy lists raw/ but does not read it (iam/airflow-policy.json)."""
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
     if listed and listed[0]["Key"] == key:  # the key itself sorts first among keys it prefixes
-        return str(listed[0]["ETag"]).strip('"')
+        return str(listed[0]["ETag"]).strip('"'), int(listed[0].get("Size", 0))
     return None
 
 
 def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: int, run_after: datetime) -> Selection:
-    """The images an event run processes: those its messages name under the raw prefix, in their
-    current version, not covered by a committed partition, at most max_images (oldest events first;
-    the rest are returned to requeue)."""
+    """The files an event run processes: those its messages name under the raw prefix (photos and
+    the rest), in their current version, not covered by a committed partition, at most max_images
+    (oldest events first; the rest are returned to requeue)."""
     skipped: dict[str, int] = {}
 
     def skip(reason: str) -> None:
@@ -305,8 +307,8 @@ def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: 
     raw = key_prefix(config.raw_prefix)
     newest: dict[str, ObjectCreated] = {}
     for record in (record for body in bodies for record in object_created(body)):
-        if record.bucket != config.bucket or not record.key.startswith(raw) or not is_image_key(record.key):
-            skip("not an image under the raw prefix")
+        if record.bucket != config.bucket or not record.key.startswith(raw) or not is_file_key(record.key):
+            skip("not a file under the raw prefix")
         elif record.uri in newest:
             skip("named again in the batch")
             newest[record.uri] = max(newest[record.uri], record, key=lambda r: r.event_time)
@@ -317,32 +319,35 @@ def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: 
     oldest = min((_parse_time(r.event_time) for r in ordered), default=run_after)
     covered = covered_images(s3, config, oldest, run_date) if ordered else {}
     images: dict[str, str] = {}
+    sizes: dict[str, int] = {}
     requeue: list[ObjectCreated] = []
     for record in ordered:
         if len(images) >= max_images:
             requeue.append(record)
             continue
-        etag = current_etag(s3, config.bucket, record.key)
-        if etag is None:
+        version = current_version(s3, config.bucket, record.key)
+        if version is None:
             skip("deleted since")
-        elif is_covered(record.uri, etag, covered):
+        elif is_covered(record.uri, version[0], covered):
             skip("already processed by a committed run")
         else:
-            images[record.uri] = etag
-    scope = f"S3 events naming {len(newest)} images"
-    return Selection(images, run_date, scope, skipped, requeue)
+            images[record.uri], sizes[record.uri] = version
+    scope = f"S3 events naming {len(newest)} files"
+    return Selection(images, run_date, scope, skipped, requeue, sizes)
 
 
 def interval_images(s3: Any, config: RunConfig, start: datetime, end: datetime, run_date: str) -> Selection:
-    """The images of a scheduled or manual run: LastModified in [start, end) (all with full_refresh),
+    """The files of a scheduled or manual run: LastModified in [start, end) (all with full_refresh),
     less those another committed partition processed in that version (none left out on full_refresh)."""
-    versions = new_image_versions(s3, config, start, end)
+    found = new_raw_files(s3, config, start, end)
+    versions = {uri: etag for uri, (etag, _) in found.items()}
+    sizes = {uri: size for uri, (_, size) in found.items()}
     if config.full_refresh:
-        return Selection(versions, run_date, "all images (full refresh)", {}, [])
+        return Selection(versions, run_date, "all files (full refresh)", {}, [], sizes)
     covered = covered_images(s3, config, start, run_date) if versions else {}
     images = {uri: etag for uri, etag in versions.items() if not is_covered(uri, etag, covered)}
     skipped = {"already processed by a committed run": len(versions) - len(images)} if len(images) < len(versions) else {}
-    return Selection(images, run_date, f"LastModified in [{start}, {end})", skipped, [])
+    return Selection(images, run_date, f"LastModified in [{start}, {end})", skipped, [], sizes)
 
 
 def requeue(sqs: Any, queue_url: str, records: list[ObjectCreated]) -> None:

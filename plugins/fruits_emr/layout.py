@@ -1,5 +1,5 @@
 """The run's S3 layout: attempt folders, the commit pointer and the PCA model pointer (paths and
-the records written there), the run's LastModified window, which keys are images.
+the records written there), the run's LastModified window, which keys are files and which are photos.
 
 Pure functions only: no AWS calls.
 """
@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from fruits_emr.settings import RunConfig
+from spark_jobs.image_files import has_image_extension
 from spark_jobs.run_files import FEATURES, MANIFEST_FILE, PCA, PCA_CORPUS_PART, REPORT
 from spark_jobs.s3_uri import key_prefix
 
@@ -107,9 +108,11 @@ def commit_record(paths: RunPaths, summary: Mapping[str, Any], dag_run_id: str, 
         "features": f"{paths.output_uri}/{FEATURES}",
         "pca": f"{paths.output_uri}/{PCA}",
         "report": paths.report_uri,
+        "files": summary.get("files"),
         "images": summary.get("images"),
         "features_rows": summary.get("features_rows"),
         "quarantined": summary.get("quarantined"),
+        "ignored": summary.get("ignored"),
         "k": summary.get("k"),
         "pca_model": summary.get("pca_model"),
         "dag_run_id": dag_run_id,
@@ -177,8 +180,12 @@ def in_window(last_modified: datetime, start: datetime, end: datetime) -> bool:
     return start <= last_modified < end
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
 def is_image_key(key: str) -> bool:
-    return key.lower().endswith(IMAGE_SUFFIXES)
+    """A photo by name (spark_jobs.image_files, the featurize job's own list): featurized or quarantined."""
+    return has_image_extension(key)
+
+
+def is_file_key(key: str) -> bool:
+    """Any object but a folder marker ("raw/apple/"): a run's manifest lists every new file under the
+    raw prefix, and featurize ignores (and lists) those that are not photos by name."""
+    return not key.endswith("/")

@@ -44,6 +44,11 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "engine": ("Inference engine on the executors.", {"type": "string", "enum": list(ENGINES)}),
     "arrow_batch_size": ("Rows per Arrow batch sent to a Python worker.", {"type": "integer", "minimum": 1}),
+    "max_file_bytes": (
+        "Raw files larger than this many bytes are quarantined without being read (default 32 MiB; phone"
+        " photos are 1-12 MB). A Python worker holds arrow_batch_size files at once.",
+        {"type": "integer", "minimum": 1},
+    ),
     "release_label": (
         f"EMR release (Spark 3.5); the default {DEFAULT_RELEASE} runs the Spark the tests run"
         " (plugins/fruits_emr/releases.py).",

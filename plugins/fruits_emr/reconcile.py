@@ -9,19 +9,29 @@ from typing import Any
 from spark_jobs.run_files import REQUIRED_OUTPUTS
 
 
-def reconcile(report: Mapping[str, Any], manifest_images: int, present_keys: set[str]) -> list[str]:
-    """Problems with a run's outputs: counts that do not add up, missing outputs. Empty when all is well."""
+def reconcile(report: Mapping[str, Any], manifest_files: int, manifest_images: int, present_keys: set[str]) -> list[str]:
+    """Problems with a run's outputs: counts that do not add up (every manifest entry featurized,
+    quarantined or ignored; every photo by name featurized or quarantined), missing outputs. Empty
+    when all is well."""
     problems = [f"output {name} is missing" for name in REQUIRED_OUTPUTS if name not in present_keys]
+    names = ("files_seen", "images_seen", "features_rows", "quarantined", "ignored")
     try:
-        seen, rows, quarantined = (int(report[k]) for k in ("images_seen", "features_rows", "quarantined"))
+        files, seen, rows, quarantined, ignored = (int(report[k]) for k in names)
     except (KeyError, TypeError, ValueError) as exc:
         return [*problems, f"report.json lacks a count ({exc!r})"]
+    if files != manifest_files:
+        problems.append(f"report says {files} files seen, the manifest lists {manifest_files}")
     if seen != manifest_images:
-        problems.append(f"report says {seen} images seen, the manifest lists {manifest_images}")
+        problems.append(f"report says {seen} images seen, the manifest lists {manifest_images} photos by name")
+    if rows + quarantined + ignored != manifest_files:
+        problems.append(
+            f"features ({rows}) + quarantined ({quarantined}) + ignored ({ignored}) = {rows + quarantined + ignored},"
+            f" not the {manifest_files} files of the manifest"
+        )
     if rows + quarantined != manifest_images:
         problems.append(
             f"features ({rows}) + quarantined ({quarantined}) = {rows + quarantined},"
-            f" not the {manifest_images} images of the manifest"
+            f" not the {manifest_images} photos of the manifest"
         )
     return problems
 

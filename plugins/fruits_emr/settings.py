@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK
+from spark_jobs.image_files import DEFAULT_MAX_FILE_BYTES
 from spark_jobs.s3_uri import key_prefix
 
 DAG_ID = "fruits_features"
@@ -69,6 +70,7 @@ class RunConfig:
     weights: str = "imagenet"
     engine: str = "onnxruntime"
     arrow_batch_size: int = 128
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     release_label: str = DEFAULT_RELEASE
     master_instance_type: str = "m5.xlarge"
     core_instance_types: tuple[str, ...] = ("m5.xlarge", "m5a.xlarge", "m6i.xlarge")
@@ -228,6 +230,11 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
                     f" {list(INSTANCE_FAMILIES)} in size {'/'.join(INSTANCE_SIZES)}, e.g. 'm5.xlarge'"
                     " (INSTANCE_FAMILIES in plugins/fruits_emr/settings.py widens the list)."
                 )
+    if config.max_file_bytes < 1:
+        raise ConfigError(
+            f"Param 'max_file_bytes' = {config.max_file_bytes} must be at least 1 (default {DEFAULT_MAX_FILE_BYTES}:"
+            " 32 MiB); larger raw files are quarantined unread."
+        )
     if config.core_instance_count < 1:
         raise ConfigError(f"Param 'core_instance_count' = {config.core_instance_count} must be at least 1.")
     cap = max_core or max_core_instances()

@@ -37,8 +37,9 @@ from fruits_emr.artifacts import (
     weights_key,
     wheelhouse_uri,
 )
-from fruits_emr.layout import RunPaths, commit_key, in_window, is_image_key, pca_pointer_key
+from fruits_emr.layout import RunPaths, commit_key, in_window, is_file_key, pca_pointer_key
 from fruits_emr.settings import CALIBRATION_IMAGES, INT8_ENGINE, ConfigError, RunConfig, sse_arguments, weights_kind
+from spark_jobs.image_files import has_image_extension
 from spark_jobs.run_files import PCA_MODEL_INFO, format_manifest, parse_manifest
 from spark_jobs.s3_uri import is_not_found, key_prefix, split_s3_uri
 
@@ -51,7 +52,7 @@ PACKAGE = "spark_jobs"
 # the code an exported model depends on besides its settings and weights (int8: and the calibration images)
 EXPORT_SOURCES = (
     Path("spark_jobs/backbones.py"), Path("spark_jobs/export_model.py"), Path("spark_jobs/quantize.py"),
-    Path("spark_jobs/quantization_training.py"), Path("spark_jobs/images.py"),
+    Path("spark_jobs/quantization_training.py"), Path("spark_jobs/images.py"), Path("spark_jobs/image_files.py"),
 )
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 
@@ -205,7 +206,7 @@ def export_model(config: RunConfig, weights: str, output: Path, repo_root: Path)
 
 def calibration_digest(root: Path) -> str:
     """sha256 over the int8 calibration images (names and bytes, sorted by name), as quantize reads them."""
-    files = sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    files = sorted(path for path in root.rglob("*") if path.is_file() and has_image_extension(path.name))
     if not files:
         raise ConfigError(
             f"Param 'engine' = {INT8_ENGINE!r} calibrates on the photos under {root}, and there are none:"
@@ -320,13 +321,14 @@ def list_objects(s3: Any, bucket: str, key_prefix: str) -> Iterator[dict[str, An
         yield from page.get("Contents", [])
 
 
-def new_image_versions(s3: Any, config: RunConfig, start: datetime, end: datetime) -> dict[str, str]:
-    """{URI: ETag} of the raw images whose LastModified is in [start, end), or of all of them on full
-    refresh (the ETag: which version of the image the run sees)."""
+def new_raw_files(s3: Any, config: RunConfig, start: datetime, end: datetime) -> dict[str, tuple[str, int]]:
+    """{URI: (ETag, bytes)} of the raw files (photos and the rest: featurize ignores and lists those
+    that are not photos; no folder markers) whose LastModified is in [start, end), or of all of them
+    on full refresh (the ETag: which version of the file the run sees)."""
     return {
-        f"s3://{config.bucket}/{obj['Key']}": str(obj.get("ETag", "")).strip('"')
+        f"s3://{config.bucket}/{obj['Key']}": (str(obj.get("ETag", "")).strip('"'), int(obj.get("Size", 0)))
         for obj in list_objects(s3, config.bucket, key_prefix(config.raw_prefix))
-        if is_image_key(obj["Key"]) and (config.full_refresh or in_window(obj["LastModified"], start, end))
+        if is_file_key(obj["Key"]) and (config.full_refresh or in_window(obj["LastModified"], start, end))
     }
 
 

@@ -84,10 +84,12 @@ def find_new_images(
     s3: Any, config: RunConfig, data_interval_start: datetime | None, data_interval_end: datetime | None,
     run_after: datetime, event_batch: events.EventBatch | None = None,
 ) -> dict[str, Any] | None:
-    """Write the manifest of the run's new images (and their versions, images.json) into a new attempt
+    """Write the manifest of the run's new files (and their versions, images.json) into a new attempt
     folder: those its S3 events name (event_batch: a run on the asset), else those of its data
-    interval, less what a committed run already processed. The run's paths, image count and window,
-    or None when there are none."""
+    interval, less what a committed run already processed. Photos by name are featurized or
+    quarantined, the other files ignored and listed in the report. The run's paths, file and photo
+    counts, the photos' median size and the window, or None when there is no photo (no cluster for
+    files that would all be ignored: the log names them)."""
     start, end, run_date = layout.run_window(data_interval_start, data_interval_end, run_after)
     if event_batch is None:
         found = events.interval_images(s3, config, start, end, run_date)
@@ -97,15 +99,22 @@ def find_new_images(
             event_batch.requeue(found.requeue)
     if found.skipped or found.requeue:
         print(f"left out: {found.skipped}; sent back to the queue: {len(found.requeue)}")
-    if not found.images:
-        print(f"No images under s3://{config.bucket}/{key_prefix(config.raw_prefix)} with {found.scope}: no cluster.")
+    photos = [uri for uri in found.images if layout.is_image_key(uri)]
+    ignored = sorted(set(found.images) - set(photos))
+    if not photos:
+        print(f"No images under s3://{config.bucket}/{key_prefix(config.raw_prefix)} with {found.scope}: no cluster."
+              + (f" {len(ignored)} files that are not photos, not processed: {ignored[:20]}" if ignored else ""))
         return None
     paths = layout.run_paths(config, found.run_date, layout.new_attempt_id(datetime.now(UTC)))
     storage.write_manifest(s3, paths, sorted(found.images), sse_arguments(config))
     events.write_images(s3, paths, found.images, sse_arguments(config))
-    print(f"{len(found.images)} images with {found.scope} -> {paths.manifest_uri}")
+    sizes = sorted(found.sizes[uri] for uri in photos if uri in found.sizes)
+    median_bytes = sizes[len(sizes) // 2] if sizes else None
+    print(f"{len(found.images)} files with {found.scope} -> {paths.manifest_uri}: {len(photos)} photos by name"
+          f" (median {median_bytes} bytes), {len(ignored)} not photos (featurize lists them as ignored)")
     window = [start.isoformat(), end.isoformat()] if event_batch is None else None
-    return {"paths": paths.to_dict(), "images": len(found.images), "window": window}
+    return {"paths": paths.to_dict(), "files": len(found.images), "images": len(photos), "median_bytes": median_bytes,
+            "window": window}
 
 
 def plan_pca(s3: Any, config: RunConfig, run: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,7 +144,7 @@ def build_emr_request(
     if cluster_for is None:
         return {"job_flow_overrides": None, "steps": steps, "cluster_shape": None}
     shape, reason = cost.choose_shape(config, run["images"], cost.merge_prices(price_overrides()),
-                                      lambda: cost.load_cost_model(repo_root / cost.BENCH_RESULTS))
+                                      lambda: cost.load_cost_model(repo_root / cost.BENCH_RESULTS, run.get("median_bytes")))
     print(f"cluster shape {shape}: {reason}")
     overrides = job_flow_overrides(config, paths, artifacts, *cluster_for, shape)
     return {"job_flow_overrides": overrides, "steps": steps, "cluster_shape": shape}
@@ -149,7 +158,7 @@ def validate_outputs(
     outputs reconcile with the manifest and the PCA plan."""
     paths = layout.RunPaths(**run["paths"])
     report = storage.read_report(s3, paths)
-    problems = (reconcile.reconcile(report, run["images"], storage.attempt_entries(s3, paths))
+    problems = (reconcile.reconcile(report, run["files"], run["images"], storage.attempt_entries(s3, paths))
                 + reconcile.pca_problems(report, pca))
     if pca["fit"] and not storage.pca_model_written(s3, pca["model"]):
         problems.append(f"the fitted PCA model {pca['model']} is incomplete (no {PCA_MODEL_INFO})")
@@ -164,10 +173,13 @@ def validate_outputs(
 
     summary = {
         "output": paths.output_uri,
+        "files": run["files"],
         "images": run["images"],
         "features_rows": report.get("features_rows"),
         "quarantined": report.get("quarantined"),
         "quarantine_reasons": report.get("quarantine_reasons", {}),
+        "ignored": report.get("ignored"),
+        "ignored_kinds": report.get("ignored_kinds", {}),
         "k": report.get("k"),
         "variance_target": report.get("variance_target"),
         "pca_model": report.get("pca_model"),
@@ -181,8 +193,9 @@ def validate_outputs(
         "unpriced_instance_types": estimate.unpriced,
     }
     print(
-        f"run {paths.run_date}: {run['images']} images -> {summary['features_rows']} featurized,"
-        f" {summary['quarantined']} quarantined {summary['quarantine_reasons']}, PCA k={summary['k']}"
+        f"run {paths.run_date}: {run['files']} files -> {summary['features_rows']} featurized,"
+        f" {summary['quarantined']} quarantined {summary['quarantine_reasons']}, {summary['ignored']} ignored"
+        f" (not photos: {summary['ignored_kinds']}, listed in report.json), PCA k={summary['k']}"
         f" ({'fitted' if summary['pca_fitted'] else 'applied'} model {summary['pca_model']})"
         f" | cluster {cluster_id} {estimate.hours:.2f} h, estimated ${estimate.usd:.2f} ({'; '.join(estimate.lines)})"
         + (f" | no price for {estimate.unpriced}: set Variable {cost.PRICES_VARIABLE}" if estimate.unpriced else "")
