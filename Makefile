@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 # make run parameters (defaults = the demo's: bundled ImageNet MobileNetV2-0.35 weights)
 IMAGES ?= data/sample
@@ -29,7 +30,7 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(K),--k $(K),--variance $(VARIANCE)) \
 	$(if $(PCA_MODEL),--pca-model $(PCA_MODEL))
 
-.PHONY: lint setup jobs-setup system-packages jars check-java class-archive demo run test bench soak docs clean up down trigger logs
+.PHONY: lint setup jobs-setup bench-setup system-packages jars check-java class-archive demo run test bench soak docs clean up down trigger logs
 
 # everything `make test` needs; the jobs alone (demo, run, bench, soak) need only jobs-setup
 setup: system-packages jobs-setup
@@ -51,6 +52,13 @@ $(STAMP): pyproject.toml requirements.txt constraints.txt
 	$(PY) -m pip install --quiet -e . -c constraints.txt
 	@touch $(STAMP)
 
+# the bench's peers (Ray Data): bench-only, never a dependency of the jobs or the DAG
+bench-setup: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP) bench/requirements-bench.txt
+	$(PY) -m pip install --quiet -r bench/requirements-bench.txt -c constraints.txt
+	@touch $(BENCH_STAMP)
+
 # local Spark's JVM starts from an archive of the classes the jobs load (once, ~45 s; spark_jobs/local_jvm.py)
 class-archive: $(STAMP) jars check-java
 	$(PY) -m spark_jobs.local_jvm
@@ -66,13 +74,13 @@ demo: jobs-setup
 run: jobs-setup
 	$(PY) -m spark_jobs.run_local $(RUN_ARGS)
 
-test: setup check-java lint
+test: setup bench-setup check-java lint
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-bench: jobs-setup
+bench: jobs-setup bench-setup
 	$(PY) -m bench.run_bench --sample $(BENCH_SAMPLE) --update-docs
 	$(PY) -m bench.daily_cost
 

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import peers, phone
 from bench.bootstrap_install import KEY as BOOTSTRAP_KEY  # measured there, kept from the results file
 from bench.int8 import int8_figures
 from fruits_emr.cost import cost_model, load_prices
@@ -334,7 +335,12 @@ def cost_figures(results: dict) -> dict:
     model = cost_model(results, prices["assumptions"])
     scenarios = cost_per_100k(model.img_s_per_vcpu, prices, model.overhead_hours)
     headline = prices["assumptions"]["scenarios"][0]["name"]
+    phone_model = cost_model(results, prices["assumptions"], results.get("phone_median_bytes"))
+    phone_scenarios = cost_per_100k(phone_model.img_s_per_vcpu, prices, phone_model.overhead_hours)
     return {
+        "cost_usd_per_100k_phone_photos": phone_scenarios[headline]["best_spot"]["usd"],
+        "cost_phone_photos": {"scenarios": phone_scenarios, "per_core_img_s": phone_model.img_s_per_vcpu,
+                              "throughput_figure": phone_model.throughput_figure},
         "cost_usd_per_100k_images": scenarios[headline]["best_spot"]["usd"],
         "cost": {"scenarios": scenarios, "headline_scenario": headline, "per_core_img_s": model.img_s_per_vcpu,
                  "overhead_minutes": round(model.overhead_hours * 60, 2),
@@ -404,6 +410,11 @@ def readme_table(results: dict) -> str:
         "rss_ratio_10x": ("rss_ratio_10x", "<= 1.2"),
         "pca_spark_over_sklearn": ("pca_spark_s / pca_sklearn_s", "<= 3"),
         "cost_usd_per_100k_images": ("cost_usd_per_100k_images (spot)", "<= 0.10"),
+        "phone_over_ceiling": ("phone_over_ceiling (12 MP photos: spark / decode + inference ceiling)", ">= 0.90"),
+        "spark_over_predict_batch_udf": ("spark_over_predict_batch_udf (12 MP photos)", "> 1"),
+        "spark_over_predict_batch_udf_small": ("spark_over_predict_batch_udf_small (1x sample)", "> 1"),
+        "spark_over_ray": ("spark_over_ray (12 MP photos)", "> 1"),
+        "spark_over_ray_small": ("spark_over_ray_small (1x sample)", "> 1"),
     }
     ratios = results["ratios"]
     lines = [
@@ -417,6 +428,14 @@ def readme_table(results: dict) -> str:
         f"| ceiling_img_s (1 process, all cores, decode + ONNX Runtime) | {results['ceiling_img_s']:.1f} | — |",
         f"| spark_img_s (featurize job, local[2]) | {results['spark_img_s']:.1f} | — |",
         f"| seed_method_img_s (Keras predict per Arrow batch) | {results['seed_method_img_s']:.1f} | — |",
+        f"| phone_img_s (featurize job, {results['phone_corpus']['photos']} phone photos:"
+        f" {', '.join(results['phone_corpus']['formats'])}) | {results['phone_img_s']:.2f} | — |",
+        f"| phone_ceiling_img_s (a process per core, decode + ONNX Runtime) | {results['phone_ceiling_img_s']:.2f} | — |",
+        f"| decode_share (phone photos: decode ÷ decode + inference) | {results['decode_share']:.2f} | — |",
+        f"| predict_batch_udf / ray img/s (phone photos) | {results['predict_batch_udf_phone_img_s']:.2f} /"
+        f" {results['ray_phone_img_s']:.2f} | — |",
+        f"| predict_batch_udf / ray img/s (1x sample) | {results['predict_batch_udf_small_img_s']:.1f} /"
+        f" {results['ray_small_img_s']:.1f} | — |",
     ]
     for key, (label, target) in targets.items():
         if key in ratios:
@@ -430,6 +449,8 @@ def readme_table(results: dict) -> str:
         *[f"| cost, {name} ({sc['run_images']:,} images, {sc['core_nodes']} core node(s)), best spot |"
           f" {sc['best_spot']['usd']:.3f} USD / 100k on {sc['best_spot']['instance']} | — |"
           for name, sc in results["cost"]["scenarios"].items()],
+        *[f"| cost, {name} of 12 MP phone photos, best spot | {sc['best_spot']['usd']:.3f} USD / 100k on"
+          f" {sc['best_spot']['instance']} | — |" for name, sc in results["cost_phone_photos"]["scenarios"].items()],
         f"| alpha 0.35: ceiling / spark img/s | {results['alpha_0_35']['ceiling_img_s']:.1f} /"
         f" {results['alpha_0_35']['spark_img_s']:.1f} | — |",
         *pca_fit_lines(results),
@@ -466,6 +487,7 @@ class Workload:
     artifacts: dict[float, Path]
     alpha: float
     batch_size: int
+    phone: Path  # the phone-size corpus (bench/phone.py): <extension>/<label>/<photo>
     ceiling_batch_size: int = 32
 
 
@@ -500,11 +522,14 @@ def measure_round(load: Workload, log: Callable[[str], None]) -> dict:
         "rss_ratio_10x": full["peak_rss_bytes"] / one["peak_rss_bytes"],
         "pca_spark_over_sklearn": pca["spark_seconds"] / pca["sklearn_seconds"],
     }
+    phone_round = phone.measure_phone_and_peers(load.work, load.phone, load.one_x, load.artifacts[load.alpha],
+                                                load.batch_size, one, run_probe, log)
+    ratios.update(phone_round.pop("ratios"))
     for extra in EXTRA_RATIOS:
         ratios.update(extra(load))
     return {"ratios": ratios, "ceiling": top, "ceiling_img_s": top["img_s"], "spark_img_s": spark_img_s,
             "seed_method_img_s": seed_img_s, "featurize_full": full, "featurize_incremental": inc,
-            "featurize_1x": one, "seed_method": seed, "pca": pca}
+            "featurize_1x": one, "seed_method": seed, "pca": pca, **phone_round}
 
 
 def spread(values: list[float]) -> dict:
@@ -525,8 +550,12 @@ def prepare(args: argparse.Namespace, work: Path) -> Workload:
     for alpha, weights in ((args.alpha, "random"), (0.35, str(BUNDLED_WEIGHTS))):
         artifacts[alpha] = work / f"model-a{alpha}.onnx"
         export_onnx(ModelSpec(alpha=alpha, weights=weights), artifacts[alpha])
+    # phone photos from sources spread over the labels (every k-th, sorted by label then name)
+    chosen = sources[:: max(1, len(sources) // args.phone_photos)][: args.phone_photos]
+    size = phone.SMOKE_SIZE if args.smoke else phone.PHONE_SIZE
+    phone_root = phone.make_phone_corpus(work / f"phone-{len(chosen)}", chosen, size)
     return Workload(work, [p.read_bytes() for p in sources], work / f"replicas-{len(sources)}" / "rep00",
-                    work / f"replicas-{len(sources)}", manifest, artifacts, args.alpha, args.batch_size)
+                    work / f"replicas-{len(sources)}", manifest, artifacts, args.alpha, args.batch_size, phone_root)
 
 
 def bench(args: argparse.Namespace) -> dict:
@@ -554,8 +583,14 @@ def bench(args: argparse.Namespace) -> dict:
     for key, figures in results["ratios"].items():  # the medians, top level, for the docs' tables
         results[key] = figures["median"]
     results["incremental_ratio"] = results["incremental_over_full"]  # its name before rounds
-    for key in ("ceiling_img_s", "spark_img_s", "seed_method_img_s"):
+    for key in ("ceiling_img_s", "spark_img_s", "seed_method_img_s", *phone.PHONE_FIGURES):
         results[key] = spread([r[key] for r in rounds])["median"]
+    results["phone_figures"] = {key: spread([r[key] for r in rounds]) for key in phone.PHONE_FIGURES}
+    results["phone_corpus"] = phone.corpus_summary(load.phone, phone.SMOKE_SIZE if args.smoke else phone.PHONE_SIZE,
+                                                   last["phone_runs"]["phone_ceiling"])
+    results["median_bytes"] = phone.median_bytes(sorted(load.one_x.rglob("*.jpg")))  # the small images
+    results["phone_median_bytes"] = phone.median_bytes(phone.corpus_files(load.phone))
+    results["phone_runs"] = last["phone_runs"]
     results["ceiling"] = {**sweep, "img_s_by_round": [r["ceiling_img_s"] for r in rounds]}
     results.update({key: last[key] for key in ("featurize_full", "featurize_1x", "featurize_incremental", "seed_method", "pca")})
     results["pca_spark_s"] = spread([r["pca"]["spark_seconds"] for r in rounds])["median"]
@@ -610,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=10, help="the full run uses this many copies of the sample")
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 alpha of the headline figures")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--phone-photos", type=int, default=24,
+                        help="photos of the phone corpus, each in every format of bench/phone.py (smoke: 2)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of side-by-side runs; every ratio gets min/median/max over them (smoke: 2)")
     parser.add_argument("--skip-pca-fit", action="store_true",
@@ -618,13 +655,15 @@ def main(argv: list[str] | None = None) -> int:
     # probe mode (internal): one measurement in this fresh process, JSON on the last stdout line
     parser.add_argument("--pca-fit-only", action="store_true",
                         help="only the PCA fit scaling figures (features of the bundled images), merged into --results")
-    parser.add_argument("--probe", choices=("featurize", "seed_method", "pca", "pca_fit"), help=argparse.SUPPRESS)
+    parser.add_argument("--probe", choices=("featurize", "seed_method", "pca", "pca_fit", "predict_batch_udf", "ray"),
+                        help=argparse.SUPPRESS)
     for name in ("images", "manifest", "output", "artifact", "features"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
         probe = {"featurize": probe_featurize, "seed_method": probe_seed_method, "pca": probe_pca,
-                 "pca_fit": probe_pca_fit}[args.probe]
+                 "pca_fit": probe_pca_fit, "predict_batch_udf": peers.probe_predict_batch_udf,
+                 "ray": peers.probe_ray}[args.probe]
         print(json.dumps(probe(args)))
         return 0
     if not Path(args.sample).is_dir():
@@ -634,6 +673,8 @@ def main(argv: list[str] | None = None) -> int:
         return pca_fit_only(args)
     if args.smoke and args.rounds == parser.get_default("rounds"):
         args.rounds = 2
+    if args.smoke and args.phone_photos == parser.get_default("phone_photos"):
+        args.phone_photos = 2
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     previous = json.loads(Path(args.results).read_text()) if Path(args.results).is_file() else {}

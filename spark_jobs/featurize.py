@@ -193,6 +193,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         "max_image_pixels": args.max_image_pixels,
         "batch_size": args.batch_size,
         "arrow_batch_size": args.arrow_batch_size,
+        "arrow_batch_rows": arrow_batch_rows(args.arrow_batch_size, inputs.max_file_bytes),
         "input": inputs.source,
         "featurize_seconds": timer.total,
         "phase_seconds": timer.seconds,
@@ -201,10 +202,22 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     return summary
 
 
+# The most image bytes one Arrow batch may hold (Spark 3.5 bounds a batch by rows only): a Python
+# worker holds the batch, pandas' copy of it and one decoded image; EMR budgets 1.5 GB per worker
+# (fruits_emr.emr_request.PYTHON_WORKER_MEMORY_MB).
+ARROW_BATCH_BYTES = 512 * 2**20
+
+
+def arrow_batch_rows(arrow_batch_size: int, max_file_bytes: int) -> int:
+    """Rows per Arrow batch: --arrow-batch-size, fewer when that many files at the byte cap would
+    pass ARROW_BATCH_BYTES (16 at the default 32 MiB cap; 128 with a cap of 4 MiB)."""
+    return max(1, min(arrow_batch_size, ARROW_BATCH_BYTES // max_file_bytes))
+
+
 def featurize_settings(args: argparse.Namespace, partitions: int) -> dict[str, str]:
     """The Spark SQL settings of the featurize pass (session_settings)."""
     return {
-        "spark.sql.execution.arrow.maxRecordsPerBatch": str(args.arrow_batch_size),
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(arrow_batch_rows(args.arrow_batch_size, args.max_file_bytes)),
         # At least `partitions` scan splits, which featurize_files merges into exactly that many tasks.
         "spark.sql.files.minPartitionNum": str(partitions),
         # Adaptive execution (Spark 3.5) computes a cached DataFrame in a job of its own, then the

@@ -82,6 +82,8 @@ def test_counts_reconcile_and_every_file_lands_once(spark, mixed_run):
     landed = [*features.path, *quarantine.path, *summary["ignored_files"]]
     assert len(landed) == len(set(landed)) and set(landed) == on_disk
     assert not any(has_image_extension(path) for path in summary["ignored_files"])
+    # an Arrow batch of files at the default 32 MiB cap stays within featurize.ARROW_BATCH_BYTES
+    assert summary["arrow_batch_rows"] == featurize.ARROW_BATCH_BYTES // summary["max_file_bytes"] == 16
 
 
 def test_a_phone_folder_of_every_format_is_featurized(spark, mixed_run):
@@ -202,6 +204,7 @@ def test_files_over_the_byte_cap_are_quarantined_before_their_bytes_are_read(spa
     quarantine = spark.read.parquet(str(tmp_path / "out" / "quarantine")).toPandas()
     assert (summary["images_seen"], summary["features_rows"], summary["quarantined"]) == (6, 5, 1)
     assert summary["max_file_bytes"] == cap and quarantine.bytes.tolist() == [len(big)]
+    assert summary["arrow_batch_rows"] == summary["arrow_batch_size"] == 128  # 128 files of 1 MB: within the budget
     assert quarantine.reason.tolist() == [f"file too large: {len(big)} bytes, over the cap of {cap} (--max-file-bytes)"]
     assert summary["quarantine_reasons"] == {"file too large": 1}
 
