@@ -1,5 +1,5 @@
 """The featurize job's peers, each measured in a fresh process on the same files, with the same
-decode (spark_jobs.images.decode_image) and the same ONNX model as the job (bench/run_bench.py runs
+decode (spark_jobs.featurization.image_decode.decode_image) and the same ONNX model as the job (bench/run_bench.py runs
 them side by side in every round):
 
 - Spark's own way: `pyspark.ml.functions.predict_batch_udf` (the model loaded once per Python
@@ -39,15 +39,15 @@ def probe_predict_batch_udf(args: argparse.Namespace) -> dict:
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    from spark_jobs.image_files import IMAGE_GLOB
-    from spark_jobs.run_local import local_spark
+    from local_spark.session import local_spark
+    from spark_jobs.featurization.image_listing import IMAGE_GLOB
 
     spark = local_spark("local[2]", "2g")
     artifact = args.artifact
 
     @F.pandas_udf(T.ArrayType(T.FloatType()))
     def decode(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
-        from spark_jobs.images import decode_image, set_decoder_threads
+        from spark_jobs.featurization.image_decode import decode_image, set_decoder_threads
 
         set_decoder_threads(1)
         for contents in batches:
@@ -79,7 +79,7 @@ _RAY_SESSIONS: dict[str, tuple] = {}  # per Ray worker process (Ray reuses worke
 
 def _ray_featurize(batch: dict[str, np.ndarray], artifact: str) -> dict[str, np.ndarray]:
     """map_batches body: decode + inference of a batch, the model loaded once per worker process."""
-    from spark_jobs.images import decode_image, set_decoder_threads
+    from spark_jobs.featurization.image_decode import decode_image, set_decoder_threads
 
     if artifact not in _RAY_SESSIONS:
         set_decoder_threads(1)
@@ -96,7 +96,7 @@ def probe_ray(args: argparse.Namespace) -> dict:
     this 2-core machine: the run never finished.)"""
     import ray
 
-    from spark_jobs.image_files import IMAGE_EXTENSIONS
+    from spark_jobs.contract.model_choices import IMAGE_EXTENSIONS
 
     cores = os.cpu_count() or 1
     repo = str(__import__("pathlib").Path(__file__).resolve().parent.parent)

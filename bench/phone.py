@@ -74,7 +74,7 @@ def encode_phone_photo(image, extension: str, portrait: bool) -> bytes:
 def _make_one(job: tuple[Path, Path, tuple[int, int], int, bool]) -> None:
     import pillow_heif  # noqa: F401  (registers the HEIF encoder in this worker process)
 
-    from spark_jobs import images  # noqa: F401  (registers pillow-heif as the decoders do)
+    from spark_jobs.featurization import image_decode  # noqa: F401  (registers pillow-heif as the decoders do)
 
     source, target, size, seed, portrait = job
     image = phone_photo(source, size, seed)
@@ -115,7 +115,7 @@ def _ceiling_worker(job: tuple[str, list[str], int]) -> tuple[int, float, float,
     seconds per extension)."""
     import onnxruntime as ort
 
-    from spark_jobs.images import decode_image, set_decoder_threads
+    from spark_jobs.featurization.image_decode import decode_image, set_decoder_threads
 
     artifact, paths, batch_size = job
     set_decoder_threads(1)

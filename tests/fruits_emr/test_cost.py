@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fruits_emr import artifacts, cost, emr_request, layout, tasks
+from fruits_emr import artifacts, cost, emr_request, layout, pca_plan
 from fruits_emr.cost import CLUSTER, PRIMARY_ONLY
 from fruits_emr.settings import ConfigError, RunConfig
+from fruits_emr.task_records import EmrRequest, RunSelection
 from tests.support import REPO_ROOT
 
 from .test_emr_config import ATTEMPT, WHEELHOUSE, assert_valid, resolve
@@ -127,20 +128,19 @@ def test_emr_request_task_picks_the_shape_from_the_days_images():
     paths = layout.run_paths(run_config, "2024-06-01", ATTEMPT)
     staged = artifacts.code_layout(run_config.bucket, run_config.artifacts_prefix, "0123456789abcdef",
                                    run_config.weights, "s3://fruits-data/artifacts/models/m/model.onnx", WHEELHOUSE)
-    plan = {"fit": True, "reason": "no model yet", "number": 1, "version": "v0001", "corpus": [],
-            "model": "s3://fruits-data/features/_pca_models/v0001", "previous_number": None}
+    plan = pca_plan.plan_pca(run_config, None, {}, "2024-06-01")
     fits = cost.primary_only_limits(run_config, PRICES, MODEL)["within_target_below"]
 
-    def built(images: int, cluster_for=("fruits_features", "manual__1")) -> dict:
-        run = {"paths": paths.to_dict(), "images": images}
-        return tasks.build_emr_request(run_config, staged.to_dict(), run, plan, cluster_for, lambda: None, REPO_ROOT)
+    def built(images: int, cluster_for=("fruits_features", "manual__1")) -> EmrRequest:
+        run = RunSelection(paths=paths, files=images, images=images, scope="test")
+        return emr_request.build_request(run_config, staged, run, plan, cluster_for, None, REPO_ROOT)
 
     small, large = built(1_000), built(int(fits) + 1)
-    assert small["cluster_shape"] == PRIMARY_ONLY and len(small["job_flow_overrides"]["Instances"]["InstanceFleets"]) == 1
-    assert large["cluster_shape"] == CLUSTER and len(large["job_flow_overrides"]["Instances"]["InstanceFleets"]) == 2
-    assert small["steps"] == large["steps"]
+    assert small.cluster_shape == PRIMARY_ONLY and len(small.job_flow_overrides["Instances"]["InstanceFleets"]) == 1
+    assert large.cluster_shape == CLUSTER and len(large.job_flow_overrides["Instances"]["InstanceFleets"]) == 2
+    assert small.steps == large.steps
     local = built(1_000, cluster_for=None)
-    assert (local["job_flow_overrides"], local["cluster_shape"]) == (None, None) and local["steps"] == small["steps"]
+    assert (local.job_flow_overrides, local.cluster_shape) == (None, None) and local.steps == small.steps
 
 
 def test_primary_only_cost_estimate_bills_no_core_nodes():
@@ -196,18 +196,19 @@ def test_the_cost_model_takes_the_throughput_measured_at_the_runs_median_object_
 
 
 def test_the_emr_request_task_sizes_the_cluster_by_the_runs_median_photo_size(tmp_path):
-    """build_emr_request reads bench/results.json beside the repo and passes the run's median size."""
+    """build_request reads bench/results.json beside the repo and takes the run's median photo size."""
     measured = {**RESULTS, "spark_img_s": 200.0, "median_bytes": 5_000, "phone_img_s": 10.0,
                 "phone_median_bytes": 2_500_000}
     (tmp_path / "bench").mkdir()
     (tmp_path / cost.BENCH_RESULTS).write_text(json.dumps(measured))
-    paths = layout.run_paths(config(), "2024-06-01", ATTEMPT)
-    staged = artifacts.code_layout("fruits-data", "artifacts/", "0123456789abcdef", "imagenet",
-                                   "s3://fruits-data/artifacts/models/m/model.onnx", WHEELHOUSE).to_dict()
-    pca = {"fit": True, "version": "v0001", "model": "s3://fruits-data/features/_pca_models/v0001", "corpus": []}
+    run_config = config()
+    paths = layout.run_paths(run_config, "2024-06-01", ATTEMPT)
+    staged = artifacts.code_layout(run_config.bucket, run_config.artifacts_prefix, "0123456789abcdef",
+                                   run_config.weights, "s3://fruits-data/artifacts/models/m/model.onnx", WHEELHOUSE)
+    plan = pca_plan.plan_pca(run_config, None, {}, "2024-06-01")
     shapes = {}
     for median in (6_000, 3_000_000):
-        run = {"paths": paths.to_dict(), "files": 500_000, "images": 500_000, "median_bytes": median}
-        shapes[median] = tasks.build_emr_request(config(), staged, run, pca, ("fruits_features", "manual__1"),
-                                                 lambda: None, tmp_path)["cluster_shape"]
+        run = RunSelection(paths=paths, files=500_000, images=500_000, scope="test", median_bytes=median)
+        shapes[median] = emr_request.build_request(run_config, staged, run, plan, ("fruits_features", "manual__1"),
+                                                   None, tmp_path).cluster_shape
     assert shapes == {6_000: PRIMARY_ONLY, 3_000_000: CLUSTER}

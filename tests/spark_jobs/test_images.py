@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spark_jobs.backbones import ModelSpec
-from spark_jobs.image_files import IMAGE_EXTENSIONS, IMAGE_GLOB, extension_kind, has_image_extension
-from spark_jobs.images import QuarantineError, decode_image, to_rgb
+from spark_jobs.cnn.backbones import ModelSpec
+from spark_jobs.contract.model_choices import IMAGE_EXTENSIONS, extension_kind, has_image_extension
+from spark_jobs.featurization.image_decode import QuarantineError, decode_image, to_rgb
+from spark_jobs.featurization.image_listing import IMAGE_GLOB
 from tests.support import SAMPLE, WEIGHTS
 from tests.support.images import (
     EXIF_FORMATS,
@@ -115,7 +116,7 @@ def cnn():
     """The bundled MobileNetV2-0.35 as the jobs run it (ONNX Runtime): pixels -> features."""
     import onnxruntime as ort
 
-    from spark_jobs.model_acquisition import model_artifact
+    from spark_jobs.cnn.model_acquisition import model_artifact
 
     session = ort.InferenceSession(str(model_artifact(ModelSpec(alpha=0.35, weights=str(WEIGHTS)), "onnxruntime")),
                                    providers=["CPUExecutionProvider"])

@@ -620,7 +620,7 @@ def test_aws_connection_and_spark_point_at_the_s3_service(
 ) -> None:
     """boto3 (the DAG's connection) and Spark (S3A, spark_jobs/s3a.py) use the same server and keys."""
     connection_module = pytest.importorskip("airflow.models.connection")
-    from spark_jobs.s3a import s3a_conf
+    from local_spark.s3a import s3a_conf
 
     env = compose["x-airflow-common"]["environment"] if source == "compose default" else env_example
     env = {name: interpolate(str(value), {}) for name, value in env.items()}
