@@ -94,10 +94,13 @@ def probe_ray(args: argparse.Namespace) -> dict:
     """Ray Data with a task per block: read and featurize fuse into one operator, so the bytes never
     cross the object store. (An actor pool of one actor per core starved the read tasks of CPUs on
     this 2-core machine: the run never finished.)"""
+    import shutil
+
     import ray
 
     from spark_jobs.contract.model_choices import IMAGE_EXTENSIONS
 
+    shutil.rmtree(args.output, ignore_errors=True)  # write_parquet adds files to a folder: start empty
     cores = os.cpu_count() or 1
     repo = str(__import__("pathlib").Path(__file__).resolve().parent.parent)
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False,

@@ -79,15 +79,16 @@ def _make_one(job: tuple[Path, Path, tuple[int, int], int, bool]) -> None:
     source, target, size, seed, portrait = job
     image = phone_photo(source, size, seed)
     for extension in PHONE_FORMATS:
-        out = target / extension / source.parent.name / f"{source.stem}.{extension}"
+        out = target / source.parent.name / f"{source.stem}.{extension}"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(encode_phone_photo(image, extension, portrait))
 
 
 def make_phone_corpus(target: Path, sources: list[Path], size: tuple[int, int] = PHONE_SIZE) -> Path:
-    """target/<extension>/<label>/<name>.<extension> for every source and format, made once (the
-    encoders are slow: HEIC ~5 s a photo) with every core, reused while complete."""
-    stamp = target / f".complete-{len(sources)}x{size[0]}x{size[1]}"
+    """target/<label>/<name>.<extension> for every source and format (the formats of a photo side
+    by side, as a day's uploads mix them), made once (the encoders are slow: HEIC ~5 s a photo)
+    with every core, reused while complete."""
+    stamp = target / f".complete-v2-{len(sources)}x{size[0]}x{size[1]}"
     if not stamp.exists():
         import shutil
 

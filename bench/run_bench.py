@@ -423,6 +423,7 @@ def readme_table(results: dict) -> str:
         f" MobileNetV2 alpha {results['alpha']} at 224, {results['images_full']} images"
         f" ({results['replicas']}x the sample); ratios: median (min–max) of {len(results['rounds'])} rounds"
         f"{' — SMOKE RUN' if results['smoke'] else ''}.",
+        *phone_rounds_note(results),
         "",
         "| figure | value | target |",
         "| --- | --- | --- |",
@@ -459,6 +460,17 @@ def readme_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def phone_rounds_note(results: dict) -> list[str]:
+    """When the phone and peer figures come from their own run (--phone-only): its date, rounds and load."""
+    run = results.get("phone_rounds")
+    if not run:
+        return []
+    loads = ", ".join("/".join(f"{value:.1f}" for value in load) for load in run["load_average_by_round"])
+    return ["", f"Phone-corpus and peer figures (`--phone-only`): {run['date']}, {run['rounds']} rounds, alpha"
+                f" {run['alpha']}, small images = {Path(run['sample']).name}; load average (1/5/15 min) after each"
+                f" round: {loads}."]
+
+
 def pca_fit_lines(results: dict) -> list[str]:
     """Table rows of the PCA fit at each corpus size: seconds, peak RSS (GB), rows the fit sampled."""
     return [
@@ -488,7 +500,7 @@ class Workload:
     artifacts: dict[float, Path]
     alpha: float
     batch_size: int
-    phone: Path  # the phone-size corpus (bench/phone.py): <extension>/<label>/<photo>
+    phone: Path  # the phone-size corpus (bench/phone.py): <label>/<photo>.<extension>
     ceiling_batch_size: int = 32
 
 
@@ -636,6 +648,54 @@ def pca_fit_only(args: argparse.Namespace) -> int:
     return 0
 
 
+def phone_only(args: argparse.Namespace) -> int:
+    """Only the phone corpus and the peers (--rounds rounds: featurize on the sample, then
+    phone.measure_phone_and_peers), merged into --results with the cost figures and the docs'
+    table; the other figures of record stay as measured."""
+    from spark_jobs.backbones import ModelSpec
+    from spark_jobs.export_model import export_onnx
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    sources = sample_files(Path(args.sample), 6 if args.smoke else None)
+    artifact = work / f"model-a{args.alpha}.onnx"
+    export_onnx(ModelSpec(alpha=args.alpha, weights="random"), artifact)
+    chosen = sources[:: max(1, len(sources) // args.phone_photos)][: args.phone_photos]
+    size = phone.SMOKE_SIZE if args.smoke else phone.PHONE_SIZE
+    log = lambda message: print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)  # noqa: E731
+    log(f"phone corpus: {len(chosen)} photos x {len(phone.PHONE_FORMATS)} formats at {size[0]} x {size[1]}")
+    corpus = phone.make_phone_corpus(work / f"phone-{len(chosen)}", chosen, size)
+    rounds = []
+    for number in range(args.rounds):
+        log(f"round {number + 1} of {args.rounds}: featurize on the sample")
+        one = run_probe("featurize", images=args.sample, output=work / "out-sample", artifact=artifact,
+                        batch_size=args.batch_size)
+        rounds.append(phone.measure_phone_and_peers(work, corpus, Path(args.sample), artifact, args.batch_size, one,
+                                                    run_probe, log))
+        rounds[-1]["small_img_s"] = one["images"] / one["seconds"]
+        rounds[-1]["load_average"] = os.getloadavg()
+    path = Path(args.results)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    ratios = {key: spread([r["ratios"][key] for r in rounds]) for key in rounds[0]["ratios"]}
+    results.setdefault("ratios", {}).update(ratios)
+    results.update({key: figures["median"] for key, figures in ratios.items()})
+    results["phone_figures"] = {key: spread([r[key] for r in rounds]) for key in (*phone.PHONE_FIGURES, "small_img_s")}
+    results.update({key: results["phone_figures"][key]["median"] for key in phone.PHONE_FIGURES})
+    results["phone_corpus"] = phone.corpus_summary(corpus, size, rounds[-1]["phone_runs"]["phone_ceiling"])
+    results["median_bytes"] = phone.median_bytes([p for p in sorted(Path(args.sample).rglob("*")) if p.is_file()])
+    results["phone_median_bytes"] = phone.median_bytes(phone.corpus_files(corpus))
+    results["phone_runs"] = rounds[-1]["phone_runs"]
+    results["phone_rounds"] = {"date": dt.date.today().isoformat(), "rounds": len(rounds), "sample": str(args.sample),
+                               "load_average_by_round": [r["load_average"] for r in rounds], "alpha": args.alpha}
+    if BOOTSTRAP_KEY in results and "machine" in results:
+        results.update(cost_figures(results))
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(json.dumps({key: results[key] for key in (*phone.PHONE_FIGURES, *ratios)}, indent=2))
+    if args.update_docs and "rounds" in results:
+        update_docs(results)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="a handful of images: checks the harness, measures nothing useful")
@@ -654,6 +714,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep the PCA fit scaling figures of --results instead of measuring them again")
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/performance.md")
     # probe mode (internal): one measurement in this fresh process, JSON on the last stdout line
+    parser.add_argument("--phone-only", action="store_true",
+                        help="only the phone corpus and the peers (--rounds rounds), merged into --results")
     parser.add_argument("--pca-fit-only", action="store_true",
                         help="only the PCA fit scaling figures (features of the bundled images), merged into --results")
     parser.add_argument("--probe", choices=("featurize", "seed_method", "pca", "pca_fit", "predict_batch_udf", "ray"),
@@ -672,6 +734,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.pca_fit_only:
         return pca_fit_only(args)
+    if args.phone_only:
+        if args.smoke and args.phone_photos == parser.get_default("phone_photos"):
+            args.phone_photos = 2
+        return phone_only(args)
     if args.smoke and args.rounds == parser.get_default("rounds"):
         args.rounds = 2
     if args.smoke and args.phone_photos == parser.get_default("phone_photos"):
