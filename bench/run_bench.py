@@ -652,8 +652,8 @@ def phone_only(args: argparse.Namespace) -> int:
     """Only the phone corpus and the peers (--rounds rounds: featurize on the sample, then
     phone.measure_phone_and_peers), merged into --results with the cost figures and the docs'
     table; the other figures of record stay as measured."""
-    from spark_jobs.backbones import ModelSpec
-    from spark_jobs.export_model import export_onnx
+    from model_export.export_model import export_onnx
+    from spark_jobs.cnn.backbones import ModelSpec
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
