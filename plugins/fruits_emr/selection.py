@@ -1,5 +1,7 @@
-"""The find_new_images task: which raw images a run processes, written as the manifest (and their
-versions, images.json) of a new attempt folder.
+"""The find_new_images task: which raw files a run processes, written as the manifest (and their
+versions, images.json) of a new attempt folder. Every new file is listed, photos and the rest
+(a Live Photo's .MOV, a .xmp sidecar): featurize featurizes or quarantines the photos by name and
+ignores, and lists, the others.
 
 - A scheduled or manual run takes the images whose LastModified is in its data interval (all of
   them with full_refresh); an event run the images its S3 notifications name (at most
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -32,7 +34,7 @@ from spark_jobs.contract.s3_uri import is_not_found, key_prefix, split_s3_uri
 
 log = logging.getLogger(__name__)
 
-IMAGES_FILE = "images.json"  # in each attempt folder: {image URI: ETag} of the images it processes
+IMAGES_FILE = "images.json"  # in each attempt folder: {file URI: ETag} of the files it processes
 # A partition older than (oldest candidate's day - 1) cannot hold a candidate's version: a day's
 # run holds that day's uploads; a run without a data interval takes the day before it ran.
 COVERAGE_SLACK = timedelta(days=1)
@@ -40,13 +42,15 @@ COVERAGE_SLACK = timedelta(days=1)
 
 @dataclass
 class Candidates:
-    """The images a run would process ({URI: ETag}), its partition, and what it left out and why."""
+    """The files a run would process ({URI: ETag}: its photos and the files featurize ignores and
+    lists), their sizes where known, its partition, and what it left out and why."""
 
     images: dict[str, str]
     run_date: str
     scope: str
     skipped: dict[str, int]
     requeue: list[events.ObjectCreated]
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 # --- the run's window ------------------------------------------------------------------------------
@@ -68,13 +72,20 @@ def in_window(last_modified: datetime, start: datetime, end: datetime) -> bool:
     return start <= last_modified < end
 
 
-def new_image_versions(s3: Any, config: RunConfig, start: datetime, end: datetime) -> dict[str, str]:
-    """{URI: ETag} of the raw images whose LastModified is in [start, end), or of all of them on full
-    refresh (the ETag: which version of the image the run sees)."""
+def is_file_key(key: str) -> bool:
+    """Any object but a folder marker ("raw/apple/"): a run's manifest lists every new file under the
+    raw prefix, and featurize ignores (and lists) those that are not photos by name."""
+    return not key.endswith("/")
+
+
+def new_raw_files(s3: Any, config: RunConfig, start: datetime, end: datetime) -> dict[str, tuple[str, int]]:
+    """{URI: (ETag, bytes)} of the raw files (photos and the rest; no folder markers) whose
+    LastModified is in [start, end), or of all of them on full refresh (the ETag: which version of
+    the file the run sees)."""
     return {
-        f"s3://{config.bucket}/{obj['Key']}": str(obj.get("ETag", "")).strip('"')
+        f"s3://{config.bucket}/{obj['Key']}": (str(obj.get("ETag", "")).strip('"'), int(obj.get("Size", 0)))
         for obj in list_objects(s3, config.bucket, key_prefix(config.raw_prefix))
-        if has_image_extension(obj["Key"]) and (config.full_refresh or in_window(obj["LastModified"], start, end))
+        if is_file_key(obj["Key"]) and (config.full_refresh or in_window(obj["LastModified"], start, end))
     }
 
 
@@ -136,19 +147,19 @@ def is_covered(uri: str, etag: str, covered: Mapping[str, set[str | None]]) -> b
 
 # --- the candidates of a run ---------------------------------------------------------------------
 
-def current_etag(s3: Any, bucket: str, key: str) -> str | None:
-    """The object's ETag now, or None when it was deleted since its notification. A listing, not a
-    HEAD: Airflow's policy lists raw/ but does not read it (iam/airflow-policy.json)."""
+def current_version(s3: Any, bucket: str, key: str) -> tuple[str, int] | None:
+    """The object's (ETag, bytes) now, or None when it was deleted since its notification. A listing,
+    not a HEAD: Airflow's policy lists raw/ but does not read it (iam/airflow-policy.json)."""
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
     if listed and listed[0]["Key"] == key:  # the key itself sorts first among keys it prefixes
-        return str(listed[0]["ETag"]).strip('"')
+        return str(listed[0]["ETag"]).strip('"'), int(listed[0].get("Size", 0))
     return None
 
 
 def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: int, run_after: datetime) -> Candidates:
-    """The images an event run processes: those its messages name under the raw prefix, in their
-    current version, not covered by a committed partition, at most max_images (oldest events first;
-    the rest are returned to requeue)."""
+    """The files an event run processes: those its messages name under the raw prefix (photos and
+    the rest), in their current version, not covered by a committed partition, at most max_images
+    (oldest events first; the rest are returned to requeue)."""
     skipped: dict[str, int] = {}
 
     def skip(reason: str) -> None:
@@ -157,8 +168,8 @@ def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: 
     raw = key_prefix(config.raw_prefix)
     newest: dict[str, events.ObjectCreated] = {}
     for record in (record for body in bodies for record in events.object_created(body)):
-        if record.bucket != config.bucket or not record.key.startswith(raw) or not has_image_extension(record.key):
-            skip("not an image under the raw prefix")
+        if record.bucket != config.bucket or not record.key.startswith(raw) or not is_file_key(record.key):
+            skip("not a file under the raw prefix")
         elif record.uri in newest:
             skip("named again in the batch")
             newest[record.uri] = max(newest[record.uri], record, key=lambda r: r.event_time)
@@ -169,32 +180,35 @@ def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: 
     oldest = min((_parse_time(r.event_time) for r in ordered), default=run_after)
     covered = covered_images(s3, config, oldest, run_date) if ordered else {}
     images: dict[str, str] = {}
+    sizes: dict[str, int] = {}
     requeue: list[events.ObjectCreated] = []
     for record in ordered:
         if len(images) >= max_images:
             requeue.append(record)
             continue
-        etag = current_etag(s3, config.bucket, record.key)
-        if etag is None:
+        version = current_version(s3, config.bucket, record.key)
+        if version is None:
             skip("deleted since")
-        elif is_covered(record.uri, etag, covered):
+        elif is_covered(record.uri, version[0], covered):
             skip("already processed by a committed run")
         else:
-            images[record.uri] = etag
-    scope = f"S3 events naming {len(newest)} images"
-    return Candidates(images, run_date, scope, skipped, requeue)
+            images[record.uri], sizes[record.uri] = version
+    scope = f"S3 events naming {len(newest)} files"
+    return Candidates(images, run_date, scope, skipped, requeue, sizes)
 
 
 def interval_images(s3: Any, config: RunConfig, start: datetime, end: datetime, run_date: str) -> Candidates:
-    """The images of a scheduled or manual run: LastModified in [start, end) (all with full_refresh),
+    """The files of a scheduled or manual run: LastModified in [start, end) (all with full_refresh),
     less those another committed partition processed in that version (none left out on full_refresh)."""
-    versions = new_image_versions(s3, config, start, end)
+    found = new_raw_files(s3, config, start, end)
+    versions = {uri: etag for uri, (etag, _) in found.items()}
+    sizes = {uri: size for uri, (_, size) in found.items()}
     if config.full_refresh:
-        return Candidates(versions, run_date, "all images (full refresh)", {}, [])
+        return Candidates(versions, run_date, "all files (full refresh)", {}, [], sizes)
     covered = covered_images(s3, config, start, run_date) if versions else {}
     images = {uri: etag for uri, etag in versions.items() if not is_covered(uri, etag, covered)}
     skipped = {"already processed by a committed run": len(versions) - len(images)} if len(images) < len(versions) else {}
-    return Candidates(images, run_date, f"LastModified in [{start}, {end})", skipped, [])
+    return Candidates(images, run_date, f"LastModified in [{start}, {end})", skipped, [], sizes)
 
 
 def _parse_time(value: str) -> datetime:
@@ -210,10 +224,12 @@ def find_new_images(
     s3: Any, config: RunConfig, data_interval_start: datetime | None, data_interval_end: datetime | None,
     run_after: datetime, event_batch: events.EventBatch | None = None, sqs: Any = None,
 ) -> RunSelection | None:
-    """Write the manifest of the run's new images (and their versions, images.json) into a new attempt
+    """Write the manifest of the run's new files (and their versions, images.json) into a new attempt
     folder: those its S3 events name (event_batch: a run on the asset; the ones over its cap go back to
     the queue through `sqs`), else those of its data interval, less what a committed run already
-    processed. None when there are none (the rest of the run is skipped: no cluster)."""
+    processed. Photos by name are featurized or quarantined, the other files ignored and listed in the
+    report. None when there is no photo (the rest of the run is skipped: no cluster for files that
+    would all be ignored; the log names them)."""
     start, end, run_date = run_window(data_interval_start, data_interval_end, run_after)
     if event_batch is None:
         found = interval_images(s3, config, start, end, run_date)
@@ -223,13 +239,19 @@ def find_new_images(
             events.requeue(sqs, event_batch.queue_url, found.requeue)
     if found.skipped or found.requeue:
         log.info("left out: %s; sent back to the queue: %d", found.skipped, len(found.requeue))
-    if not found.images:
-        log.info("No images under s3://%s/%s with %s: no cluster.", config.bucket, key_prefix(config.raw_prefix),
-                 found.scope)
+    photos = [uri for uri in found.images if has_image_extension(uri)]
+    ignored = sorted(set(found.images) - set(photos))
+    if not photos:
+        log.info("No images under s3://%s/%s with %s: no cluster.%s", config.bucket, key_prefix(config.raw_prefix),
+                 found.scope, f" {len(ignored)} files that are not photos, not processed: {ignored[:20]}" if ignored else "")
         return None
     paths = run_paths(config, found.run_date, new_attempt_id(datetime.now(UTC)))
     write_manifest(s3, paths, sorted(found.images), sse_arguments(config))
     write_images(s3, paths, found.images, sse_arguments(config))
-    log.info("%d images with %s -> %s", len(found.images), found.scope, paths.manifest_uri)
+    sizes = sorted(found.sizes[uri] for uri in photos if uri in found.sizes)
+    median_bytes = sizes[len(sizes) // 2] if sizes else None
+    log.info("%d files with %s -> %s: %d photos by name (median %s bytes), %d not photos (featurize lists them"
+             " as ignored)", len(found.images), found.scope, paths.manifest_uri, len(photos), median_bytes, len(ignored))
     window = (start.isoformat(), end.isoformat()) if event_batch is None else None
-    return RunSelection(paths=paths, images=len(found.images), scope=found.scope, window=window)
+    return RunSelection(paths=paths, files=len(found.images), images=len(photos), scope=found.scope, window=window,
+                        median_bytes=median_bytes)

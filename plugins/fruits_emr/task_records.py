@@ -19,13 +19,17 @@ from fruits_emr.layout import RunPaths
 
 @dataclass(frozen=True)
 class RunSelection:
-    """The attempt's paths, how many images its manifest lists, and what selected them (window: the
-    LastModified [start, end) of a scheduled or manual run, ISO strings; None for an event run)."""
+    """The attempt's paths, how many files its manifest lists and how many of them are photos by
+    name (the rest featurize ignores and lists), the photos' median size in bytes (None: unknown;
+    the cost model's throughput figure, cost.matching_throughput), and what selected them (window:
+    the LastModified [start, end) of a scheduled or manual run, ISO strings; None for an event run)."""
 
     paths: RunPaths
+    files: int
     images: int
     scope: str
     window: tuple[str, str] | None = None
+    median_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -66,10 +70,13 @@ class RunSummary:
     """A validated run: its counts, its PCA model and what its cluster cost."""
 
     output: str
+    files: int
     images: int
     features_rows: int
     quarantined: int
     quarantine_reasons: dict[str, int]
+    ignored: int
+    ignored_kinds: dict[str, int]
     k: int
     variance_target: float | None
     pca_model: str
@@ -93,9 +100,11 @@ class RunCommit:
     features: str
     pca: str
     report: str
+    files: int
     images: int
     features_rows: int
     quarantined: int
+    ignored: int
     k: int
     pca_model: str
     dag_run_id: str

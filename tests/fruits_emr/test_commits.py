@@ -25,7 +25,7 @@ def attempt(config_: settings.RunConfig, attempt_id: str, run_date: str = "2024-
     return layout.run_paths(config_, run_date, attempt_id)
 
 
-def test_new_images_by_last_modified_window(s3):
+def test_new_raw_files_by_last_modified_window(s3):
     from moto.s3.models import s3_backends
 
     s3.create_bucket(Bucket="fruits-data")
@@ -36,6 +36,7 @@ def test_new_images_by_last_modified_window(s3):
         "raw/lemon/late.PNG": day + timedelta(hours=23, minutes=59),
         "raw/lemon/next.jpeg": day + timedelta(days=1),
         "raw/lemon/notes.txt": day + timedelta(hours=1),
+        "raw/apple/": day + timedelta(hours=2),  # a console-made folder marker: no file
         "features/apple/x.jpg": day + timedelta(hours=1),
     }
     for key in stamped:
@@ -44,10 +45,13 @@ def test_new_images_by_last_modified_window(s3):
     for key, stamp in stamped.items():
         backend_keys[key].last_modified = stamp
 
-    found = sorted(selection.new_image_versions(s3, config(), day, day + timedelta(days=1)))
-    assert found == ["s3://fruits-data/raw/apple/first.jpg", "s3://fruits-data/raw/lemon/late.PNG"]
-    everything = sorted(selection.new_image_versions(s3, config(full_refresh=True), day, day + timedelta(days=1)))
-    assert len(everything) == 4 and "s3://fruits-data/raw/lemon/notes.txt" not in everything
+    found = selection.new_raw_files(s3, config(), day, day + timedelta(days=1))
+    # every file of the window, photos and the rest (featurize ignores and lists notes.txt); no folder marker
+    assert sorted(found) == ["s3://fruits-data/raw/apple/first.jpg", "s3://fruits-data/raw/lemon/late.PNG",
+                             "s3://fruits-data/raw/lemon/notes.txt"]
+    assert {size for _, size in found.values()} == {1}
+    everything = sorted(selection.new_raw_files(s3, config(full_refresh=True), day, day + timedelta(days=1)))
+    assert len(everything) == 5 and "s3://fruits-data/raw/apple/" not in everything
 
 
 def test_manifest_goes_to_the_attempt_folder_encrypted(s3):

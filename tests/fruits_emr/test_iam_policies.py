@@ -313,7 +313,7 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
         assert len(uploaded) == 7  # weights, 4 bundle files, 1 wheel and the wheelhouse's hash file
         assert staging.stage_artifacts(s3, config, repo, build)[1] == []  # second run: head_object finds the markers
         now = datetime.now(UTC)
-        images = sorted(selection.new_image_versions(s3, config, now - timedelta(days=1), now + timedelta(days=1)))
+        images = sorted(selection.new_raw_files(s3, config, now - timedelta(days=1), now + timedelta(days=1)))
         assert images == [f"s3://{BUCKET}/raw/apple/1.jpg", f"s3://{BUCKET}/raw/lemon/2.jpg"]
         selection.write_manifest(s3, paths, images, sse)
         assert selection.read_manifest(s3, BUCKET, paths.manifest_key) == images
