@@ -38,6 +38,8 @@ from bench.bootstrap_install import KEY as BOOTSTRAP_KEY  # measured there, kept
 from bench.int8 import int8_figures
 from fruits_emr.cost import cost_model, load_prices
 from local_spark.run_local import BUNDLED_WEIGHTS
+from model_export.model_cache import exported_model
+from model_export.model_identity import ExportSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images; pass --images for more
@@ -310,10 +312,10 @@ def engine_difference(contents: list[bytes], workdir: Path) -> float:
     """max |onnx - tf| / max |tf| over the sample, real ImageNet weights (alpha 0.35)."""
     import onnxruntime as ort
 
-    from spark_jobs.cnn.backbones import ModelSpec, build_model, export_artifact
+    from spark_jobs.cnn.backbones import ModelSpec, build_model
 
     spec = ModelSpec(alpha=0.35, weights=str(BUNDLED_WEIGHTS))
-    artifact = export_artifact(spec, "onnxruntime", workdir / "diff")
+    artifact = cached_model(0.35, str(BUNDLED_WEIGHTS))
     model = build_model(spec)
     session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -550,10 +552,13 @@ def spread(values: list[float]) -> dict:
     return {"min": min(values), "median": float(np.median(values)), "max": max(values), "runs": values}
 
 
-def prepare(args: argparse.Namespace, work: Path) -> Workload:
-    from model_export.export_model import export_onnx
-    from spark_jobs.cnn.backbones import ModelSpec
+def cached_model(alpha: float, weights: str, engine: str = "onnxruntime") -> Path:
+    """MobileNetV2 at 224 px from the machine's model cache (exported once per machine)."""
+    return exported_model(ExportSettings(model="mobilenet_v2", alpha=alpha, image_size=224, weights=weights,
+                                         engine=engine))
 
+
+def prepare(args: argparse.Namespace, work: Path) -> Workload:
     sources = sample_files(Path(args.sample), 6 if args.smoke else None)
     full = make_replicas(work / f"replicas-{len(sources)}", sources, 2 if args.smoke else args.replicas)
     manifest = work / "manifest-5pct.txt"
@@ -561,8 +566,7 @@ def prepare(args: argparse.Namespace, work: Path) -> Workload:
     manifest.write_text("\n".join(map(str, chosen)) + "\n")
     artifacts = {}
     for alpha, weights in ((args.alpha, "random"), (0.35, str(BUNDLED_WEIGHTS))):
-        artifacts[alpha] = work / f"model-a{alpha}.onnx"
-        export_onnx(ModelSpec(alpha=alpha, weights=weights), artifacts[alpha])
+        artifacts[alpha] = cached_model(alpha, weights)
     # phone photos from sources spread over the labels (every k-th, sorted by label then name)
     chosen = sources[:: max(1, len(sources) // args.phone_photos)][: args.phone_photos]
     size = phone.SMOKE_SIZE if args.smoke else phone.PHONE_SIZE
@@ -630,13 +634,9 @@ def bench(args: argparse.Namespace) -> dict:
 
 def pca_fit_only(args: argparse.Namespace) -> int:
     """Featurize the sample once (bundled 0.35 weights) and measure the PCA fit at every corpus size."""
-    from model_export.export_model import export_onnx
-    from spark_jobs.cnn.backbones import ModelSpec
-
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    artifact = work / "model-a0.35.onnx"
-    export_onnx(ModelSpec(alpha=0.35, weights=str(BUNDLED_WEIGHTS)), artifact)
+    artifact = cached_model(0.35, str(BUNDLED_WEIGHTS))
     source = work / "out-pca-source"
     run_probe("featurize", images=args.sample, output=source, artifact=artifact, batch_size=args.batch_size)
     figures = pca_fit_scaling(source / "features", work, PCA_FIT_SIZES_SMOKE if args.smoke else PCA_FIT_SIZES)

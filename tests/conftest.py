@@ -22,12 +22,20 @@ def pytest_configure(config):
     logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for fixture in set(item.fixturenames) & set(MARKED_BY_FIXTURE):
             item.add_marker(MARKED_BY_FIXTURE[fixture])
         if item.get_closest_marker("ui"):
             item.add_marker("airflow")
+        # Tests sharing a module-scoped fixture (one stack, one featurize run, one export) run in one
+        # xdist worker, in file order: the fixture is made once, and tests that build on each other's
+        # state (a stack's runs) see it. Every other test goes to whichever worker is free.
+        scopes = {definition.scope for definitions in item._fixtureinfo.name2fixturedefs.values()
+                  for definition in definitions}
+        if "module" in scopes or "class" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")

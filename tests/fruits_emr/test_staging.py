@@ -108,7 +108,7 @@ def test_stage_int8_model_with_its_calibration_list(s3, tmp_path):
     """Engine onnxruntime-int8: a quantized model under its own hash (which covers the calibration
     images), its sidecar listing them; the featurize step asks for the int8 engine."""
     s3.create_bucket(Bucket="fruits-data")
-    settings = {"weights": "random", "alpha": 0.35, "image_size": 96}
+    settings = {"weights": WEIGHTS, "alpha": 0.35}  # the int8 model the bench and the int8 tests share (model cache)
     int8_config = config(engine="onnxruntime-int8", **settings)
     staged, uploaded = staging.stage_artifacts(s3, int8_config, REPO_ROOT, None)
     fp32, _ = staging.stage_artifacts(s3, config(**settings), REPO_ROOT, None)
