@@ -1,8 +1,9 @@
 """Static checks of the local docker compose stack: docker-compose.yaml, docker/ and .env.example.
 
 No Docker engine is needed. The file is read with PyYAML (which resolves the `<<` merge keys the
-way Compose does) and `${VAR:-default}` is interpolated with the file's own defaults. When a
-Compose v2 CLI is installed, one test also lets `docker compose config` validate the file.
+way Compose does) and `${VAR:-default}` is interpolated with the file's own defaults; one test lets
+the pinned Compose (docker_engine.COMPOSE, built from source once) validate it with `config`. The
+stack itself runs in test_stack_run.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import fnmatch
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +26,7 @@ from tests.support import REPO_ROOT
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 REQUIREMENTS = REPO_ROOT / "requirements.txt"
+ENTRYPOINT = REPO_ROOT / "docker" / "entrypoint.sh"
 
 REQUIRED_SERVICES = {
     "postgres",
@@ -38,14 +39,8 @@ REQUIRED_SERVICES = {
     "airflow-triggerer",
 }
 ONE_SHOT_SERVICES = {"airflow-init", "s3-init"}
-# Repository folders the Airflow containers must see, and where (mirroring the repo layout).
-CODE_AND_DATA_MOUNTS = {
-    "./dags": "/opt/airflow/dags",
-    "./plugins": "/opt/airflow/plugins",
-    "./spark_jobs": "/opt/airflow/spark_jobs",
-    "./models": "/opt/airflow/models",
-    "./data": "/opt/airflow/data",
-}
+# Where the Airflow containers see the repository (read-only): the code, the weights, emr/, data/.
+REPO_MOUNT = "/opt/fruits"
 EXPECTED_HOST_PORTS = {"airflow-apiserver": {8080}, "s3": {9000}}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 # Hadoop (and the AWS SDK bundle hadoop-aws was built with) that each pyspark minor release
@@ -195,22 +190,6 @@ def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
     return excluded
 
 
-def compose_cli() -> list[str] | None:
-    candidates = [["docker", "compose"], ["docker-compose"]]
-    for command in candidates:
-        if not shutil.which(command[0]):
-            continue
-        try:
-            done = subprocess.run(
-                [*command, "version", "--short"], capture_output=True, text=True, timeout=30
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if done.returncode == 0 and done.stdout.strip().lstrip("v").startswith("2"):
-            return command
-    return None
-
-
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -241,9 +220,16 @@ def env_example() -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def dockerfile_path(compose: dict) -> Path:
-    build = compose["x-airflow-common"]["build"]
-    return REPO_ROOT / build["context"] / build["dockerfile"]
+def image_build(services: dict) -> dict:
+    """The one `build:` of the Airflow image (airflow-init's)."""
+    builds = {name: spec["build"] for name, spec in services.items() if "build" in spec}
+    assert list(builds) == ["airflow-init"], f"one service builds the image, airflow-init: {sorted(builds)}"
+    return builds["airflow-init"]
+
+
+@pytest.fixture(scope="module")
+def dockerfile_path(image_build: dict) -> Path:
+    return REPO_ROOT / image_build["context"] / image_build["dockerfile"]
 
 
 @pytest.fixture(scope="module")
@@ -274,11 +260,11 @@ def test_required_services_exist(services: dict) -> None:
 
 def test_airflow_services_share_the_common_block(compose: dict, airflow_services: dict) -> None:
     common = compose["x-airflow-common"]
-    assert {"image", "build", "environment", "volumes", "user", "depends_on"} <= set(common)
+    assert {"image", "environment", "volumes", "user", "depends_on"} <= set(common)
+    assert "build" not in common, "a build: per service builds and exports the same image once each"
     assert len(airflow_services) >= 5
     for name, spec in airflow_services.items():
         assert spec.get("image") == common["image"], name
-        assert spec.get("build") == common["build"], name
         assert spec.get("volumes") == common["volumes"], name
         for key, value in common["environment"].items():
             assert spec["environment"].get(key) == value, f"{name}: {key} differs from x-airflow-common"
@@ -311,7 +297,9 @@ def test_airflow_runs_local_executor_against_postgres_and_the_api_server(
     assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
     assert env["FRUITS_COMPUTE_MODE"] == "local"
-    assert "airflow db migrate" in json.dumps(services["airflow-init"]["command"])
+    assert services["airflow-init"]["command"] == "init"
+    init = ENTRYPOINT.read_text().split("\ninit() {", 1)[1].split("\n}\n", 1)[0]
+    assert "check_resources" in init and "airflow db migrate" in init
 
 
 def test_bind_mounted_paths_exist_in_the_repo(services: dict) -> None:
@@ -336,12 +324,23 @@ def test_named_volumes_are_declared(compose: dict, services: dict) -> None:
     assert used <= declared, f"undeclared named volumes: {sorted(used - declared)}"
 
 
-def test_code_and_data_are_mounted_read_only(compose: dict) -> None:
-    mounts = {split_volume(v)[0]: split_volume(v) for v in compose["x-airflow-common"]["volumes"]}
-    for source, target in CODE_AND_DATA_MOUNTS.items():
-        assert source in mounts, f"x-airflow-common does not mount {source}"
-        assert mounts[source][1:] == (target, True), f"{source} should be {target}:ro"
-    assert "/opt/airflow/logs" in {split_volume(v)[1] for v in compose["x-airflow-common"]["volumes"]}
+def test_the_repository_is_mounted_read_only_and_is_the_code(compose: dict, services: dict) -> None:
+    """One mount, the checkout: every top-level package (pyproject's, and any added later), the
+    DAG and plugin folders, the weights and emr/ are the host's, with no list to keep in step."""
+    volumes = [split_volume(v) for v in compose["x-airflow-common"]["volumes"]]
+    binds = [(source, target, read_only) for source, target, read_only in volumes if is_bind(source)]
+    assert binds == [(".", REPO_MOUNT, True)], "the Airflow containers mount the repository root, read-only, only"
+    assert "/opt/airflow/logs" in {target for _, target, _ in volumes}
+    env = compose["x-airflow-common"]["environment"]
+    assert (env["FRUITS_REPO_ROOT"], env["PYTHONPATH"]) == (REPO_MOUNT, REPO_MOUNT)
+    assert (env["AIRFLOW__CORE__DAGS_FOLDER"], env["AIRFLOW__CORE__PLUGINS_FOLDER"]) == (
+        f"{REPO_MOUNT}/dags", f"{REPO_MOUNT}/plugins")
+    weights = REPO_ROOT / env["FRUITS_WEIGHTS"]
+    assert weights.is_file(), f"FRUITS_WEIGHTS {env['FRUITS_WEIGHTS']} is not in the repository"
+    for name, spec in services.items():  # no host path outside the repository
+        for source, _, _ in (split_volume(v) for v in spec.get("volumes", [])):
+            if is_bind(source):
+                assert (REPO_ROOT / source).resolve().is_relative_to(REPO_ROOT), f"{name}: {source}"
 
 
 def test_s3_init_uploads_the_sample_to_the_bucket(services: dict, env_example: dict) -> None:
@@ -405,12 +404,12 @@ def test_s3_init_script_fails_clearly_without_images(tmp_path: Path) -> None:
 def test_every_image_is_pinned_by_tag_and_digest_and_served(services: dict) -> None:
     """Pulled images carry tag@sha256 (a moved tag cannot change them) and come from no
     repository known to be gone; the Airflow image is built here (docker/Dockerfile)."""
-    pulled = {name: spec["image"] for name, spec in services.items() if "build" not in spec}
+    built = {spec["image"] for spec in services.values() if "build" in spec}
+    pulled = {name: spec["image"] for name, spec in services.items() if spec["image"] not in built}
     assert pulled, "no pulled images found"
     for name, image in pulled.items():
         assert PINNED_IMAGE.match(image), f"{name}: {image} is not pinned as name:tag@sha256:<digest>"
         assert not image.startswith(GONE_REPOSITORIES), f"{name}: {image} comes from a repository that is gone"
-    built = {spec["image"] for spec in services.values() if "build" in spec}
     assert all(image.split(":")[0] == "fruits-airflow" or "${" in image for image in built), built
 
 
@@ -478,8 +477,8 @@ def test_depends_on_targets_exist_with_usable_conditions(services: dict) -> None
 # --------------------------------------------------------------------------- Dockerfile
 
 
-def test_build_context_and_copied_files_exist(compose: dict, dockerfile_path: Path, instructions: list) -> None:
-    context = REPO_ROOT / compose["x-airflow-common"]["build"]["context"]
+def test_build_context_and_copied_files_exist(image_build: dict, dockerfile_path: Path, instructions: list) -> None:
+    context = REPO_ROOT / image_build["context"]
     assert dockerfile_path.is_file()
     ignore_file = dockerfile_path.with_name(dockerfile_path.name + ".dockerignore")
     patterns = [
@@ -497,19 +496,24 @@ def test_build_context_and_copied_files_exist(compose: dict, dockerfile_path: Pa
             assert not dockerignore_excludes(source.rstrip("/"), patterns), f"{source} is excluded by {ignore_file.name}"
 
 
-def test_dockerfile_builds_on_the_airflow_image(instructions: list, requirements: str) -> None:
+def _base_image(instructions: list) -> str:
+    """The FROM line's image with the Dockerfile's ARG defaults (what a user's build pulls)."""
     args = dockerfile_args(instructions)
     base = next(rest for keyword, rest in instructions if keyword == "FROM")
-    base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
-    assert re.fullmatch(r"apache/airflow:\d+\.\d+\.\d+-python3\.\d+", base), base
-    assert base == f"apache/airflow:{args['AIRFLOW_VERSION']}-python{args['PYTHON_VERSION']}"
-    airflow_pin = pinned_version(requirements, "apache-airflow")
-    if airflow_pin is not None:
-        assert airflow_pin == args["AIRFLOW_VERSION"], "requirements.txt and docker/Dockerfile pin different Airflow"
+    return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
+
+
+def test_dockerfile_builds_on_a_python_image_pinned_by_digest(instructions: list) -> None:
+    """A plain Python image of Debian bookworm (Java 17 from its packages), pinned by tag and
+    digest; a build arg, so the compose test can put its stand-in there."""
+    base = _base_image(instructions)
+    assert PINNED_IMAGE.match(base), f"{base} is not pinned as name:tag@sha256:<digest>"
+    assert re.fullmatch(r"python:3\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base), base
+    assert next(rest for keyword, rest in instructions if keyword == "FROM") == "${PYTHON_IMAGE}"
 
 
 def _user_per_run(instructions: list) -> list[tuple[str, str]]:
-    user, runs = "airflow", []
+    user, runs = "root", []  # the Python image's user
     for keyword, rest in instructions:
         if keyword == "USER":
             user = rest
@@ -534,19 +538,26 @@ def test_dockerfile_installs_java_for_spark(instructions: list, requirements: st
     assert re.search(r"JAVA_HOME=\S+", envs)
 
 
-def test_dockerfile_installs_requirements_as_airflow_user(instructions: list) -> None:
-    installs = [(user, cmd) for user, cmd in _user_per_run(instructions) if "-r /tmp/requirements.txt" in cmd]
-    assert installs, "requirements.txt is never pip-installed"
-    assert all(user == "airflow" for user, _ in installs)
-    assert all('"apache-airflow==${AIRFLOW_VERSION}"' in cmd for _, cmd in installs)
-    assert all("-c /tmp/constraints.txt" in cmd for _, cmd in installs), "install without constraints.txt"
+def test_dockerfile_installs_the_project_pins_and_runs_as_a_non_root_user(instructions: list, requirements: str) -> None:
+    """requirements.txt with constraints.txt, Airflow included, as `make setup` installs them, and a
+    clean `pip check`; the containers then run as uid 50000 (compose: AIRFLOW_UID), via the repo's
+    entrypoint."""
+    installs = [cmd for _, cmd in _user_per_run(instructions) if "-r /tmp/requirements.txt" in cmd]
+    assert len(installs) == 1, "requirements.txt is pip-installed once"
+    assert "-c /tmp/constraints.txt" in installs[0] and installs[0].endswith("&& pip check")
+    assert pinned_version(requirements, "apache-airflow"), "requirements.txt pins the Airflow the image runs"
+    users = [rest for keyword, rest in instructions if keyword == "USER"]
+    assert users and users[-1] == "50000"
+    entrypoint = next(rest for keyword, rest in instructions if keyword == "ENTRYPOINT")
+    assert json.loads(entrypoint)[-1] == "/entrypoint"
+    assert "COPY docker/entrypoint.sh /entrypoint" in {f"{k} {rest}" for k, rest in instructions}
 
 
 def test_image_python_matches_the_resolved_constraints(instructions: list) -> None:
     header = (REPO_ROOT / "constraints.txt").read_text().splitlines()[0]
     python = re.search(r"Python (3\.\d+)", header)
     assert python, f"constraints.txt does not say which Python it was resolved for: {header!r}"
-    assert dockerfile_args(instructions)["PYTHON_VERSION"] == python.group(1)
+    assert _base_image(instructions).startswith(f"python:{python.group(1)}-")
 
 
 def _fetch_script():
@@ -570,7 +581,9 @@ def test_hadoop_aws_matches_the_pinned_pyspark(instructions: list, requirements:
     install = next(i for i, cmd in enumerate(runs) if "requirements.txt" in cmd)
     assert jars is not None, "the Dockerfile never runs scripts/fetch_s3a_jars.py"
     assert jars > install, "jars must be fetched after pip installed pyspark"
-    assert "--dest /opt/airflow/jars" in runs[jars]  # spark_jobs/s3a.py's JARS_DIR under FRUITS_REPO_ROOT
+    dest = re.search(r"--dest (\S+)", runs[jars]).group(1)
+    envs = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
+    assert f"FRUITS_JARS_DIR={dest}" in envs, "spark_jobs/s3a.py looks for the jars in FRUITS_JARS_DIR"
 
 
 def test_hadoop_version_matches_installed_pyspark_jars(requirements: str) -> None:
@@ -642,9 +655,16 @@ def test_aws_connection_and_spark_point_at_the_s3_service(
 
 
 def test_docker_compose_config_accepts_the_file(compose: dict, airflow_services: dict) -> None:
-    cli = compose_cli()
-    if cli is None:
-        pytest.skip("no Docker Compose v2 CLI (docker compose / docker-compose) installed")
+    """The pinned Compose (standalone, no engine needed) accepts the file and the stand-ins' override,
+    and resolves the environment the YAML anchors say."""
+    from .docker_engine import COMPOSE, DockerUnavailable, cli_plugin
+
+    try:
+        cli = [str(cli_plugin(COMPOSE))]
+    except DockerUnavailable as error:
+        if os.geteuid() == 0 and Path("/etc/debian_version").is_file():
+            raise
+        pytest.skip(str(error))
     variables = referenced_variables(COMPOSE_FILE.read_text())
     env = {k: v for k, v in os.environ.items() if k not in variables and not k.startswith("COMPOSE_")}
     base = [*cli, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE)]
@@ -660,3 +680,17 @@ def test_docker_compose_config_accepts_the_file(compose: dict, airflow_services:
         assert resolved[name]["environment"] == {
             key: str(value) for key, value in airflow_services[name]["environment"].items()
         }, f"{name}: compose resolves a different environment than the YAML anchors say"
+    # the compose test's override (the only place the stand-ins enter) merges into the same stack
+    override = Path(__file__).resolve().parent / "standins.compose.yaml"
+    standins = {"FRUITS_STANDIN_PYTHON": "standin/python:x", "FRUITS_STANDIN_POSTGRES": "standin/postgres:x",
+                "FRUITS_STANDIN_MOTO": "standin/moto:x"}
+    merged = subprocess.run([*base, "-f", str(override), "config", "--format", "json"], env={**env, **standins},
+                            capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr
+    merged_services = json.loads(merged.stdout)["services"]
+    assert merged_services["airflow-init"]["build"]["args"] == {"PYTHON_IMAGE": "standin/python:x"}
+    assert merged_services["airflow-init"]["build"]["dockerfile"] == "docker/Dockerfile"
+    assert {name: merged_services[name]["image"] for name in ("postgres", "s3", "s3-init")} == {
+        "postgres": "standin/postgres:x", "s3": "standin/moto:x", "s3-init": "standin/moto:x"}
+    assert {k: v for k, v in merged_services.items() if k not in ("postgres", "s3", "s3-init", "airflow-init")} == {
+        k: v for k, v in resolved.items() if k not in ("postgres", "s3", "s3-init", "airflow-init")}
