@@ -51,20 +51,20 @@ $(STAMP): pyproject.toml requirements.txt constraints.txt
 	$(PY) -m pip install --quiet -e . -c constraints.txt
 	@touch $(STAMP)
 
-# local Spark's JVM starts from an archive of the classes the jobs load (once, ~45 s; spark_jobs/local_jvm.py)
+# local Spark's JVM starts from an archive of the classes the jobs load (once, ~45-70 s; local_spark/class_archive.py)
 class-archive: $(STAMP) jars check-java
-	$(PY) -m spark_jobs.local_jvm
+	$(PY) -m local_spark.class_archive
 
 check-java:
 	@command -v java >/dev/null || [ -n "$$JAVA_HOME" ] || { \
 	  echo "error: Java not found. Spark needs Java 17 (or 11): apt-get install openjdk-17-jre-headless"; exit 1; }
 
 demo: jobs-setup
-	$(PY) -m spark_jobs.run_local --images data/sample --output out/demo \
+	$(PY) -m local_spark.run_local --images data/sample --output out/demo \
 	  --weights models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5 --alpha 0.35
 
 run: jobs-setup
-	$(PY) -m spark_jobs.run_local $(RUN_ARGS)
+	$(PY) -m local_spark.run_local $(RUN_ARGS)
 
 test: setup check-java lint
 	$(PY) -m pytest -q

@@ -5,7 +5,7 @@ a nearest-centroid probe on the labelled bundled images.
     python -m bench.int8 [--runs 5] [--results bench/results.json]   (merges its keys into --results)
 
 Model: MobileNetV2 alpha 0.35 at 224 with the bundled ImageNet weights, exported fp32 and int8
-(calibrated on data/sample, spark_jobs.quantize). Speed: inference only on decoded images, one
+(calibrated on data/sample, model_export.quantize). Speed: inference only on decoded images, one
 thread per session, as a featurize task runs it (one core per task); each run times an fp32 pass
 then an int8 pass over the same images. Probe split: in each label folder, sorted by file name,
 every 4th image (index 0, 4, 8, ...) is a test image, the others train the centroids.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spark_jobs.backbones import BUNDLED_WEIGHTS
+from local_spark.run_local import BUNDLED_WEIGHTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"
@@ -33,7 +33,7 @@ THREADS = 1  # featurize gives each task's engine the task's cores: 1 by default
 
 def labelled_images(root: Path, per_label: int | None = None) -> list[tuple[str, Path, bool]]:
     """(label, file, is_test) for the images of root/<label>/ (the first per_label of each), by the documented split."""
-    from spark_jobs.images import has_image_extension
+    from spark_jobs.contract.model_choices import has_image_extension
 
     rows = []
     for folder in sorted(path for path in root.iterdir() if path.is_dir()):
@@ -80,8 +80,9 @@ def centroid_accuracy(feats: np.ndarray, labels: np.ndarray, test: np.ndarray) -
 
 
 def export_models(workdir: Path) -> dict[str, Path]:
-    from spark_jobs.backbones import INT8_ENGINE, ModelSpec
-    from spark_jobs.export_model import export_onnx
+    from model_export.export_model import export_onnx
+    from spark_jobs.cnn.backbones import ModelSpec
+    from spark_jobs.contract.model_choices import INT8_ENGINE
 
     spec = ModelSpec(alpha=0.35, weights=str(BUNDLED_WEIGHTS))
     models = {"fp32": workdir / "int8-bench-fp32.onnx", "int8": workdir / "int8-bench-int8.onnx"}
@@ -93,7 +94,7 @@ def export_models(workdir: Path) -> dict[str, Path]:
 def int8_figures(images: Path, workdir: Path, runs: int = 5, per_label: int | None = None) -> dict:
     """int8_speedup (min/median/max over `runs` alternating passes), int8_cosine_min and
     int8_probe_accuracy_delta (points, fp32 minus int8), with what they rest on."""
-    from spark_jobs.images import decode_image
+    from spark_jobs.featurization.image_decode import decode_image
 
     workdir.mkdir(parents=True, exist_ok=True)
     rows = labelled_images(images, per_label)

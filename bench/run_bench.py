@@ -36,7 +36,7 @@ import pandas as pd
 from bench.bootstrap_install import KEY as BOOTSTRAP_KEY  # measured there, kept from the results file
 from bench.int8 import int8_figures
 from fruits_emr.cost import cost_model, load_prices
-from spark_jobs.backbones import BUNDLED_WEIGHTS
+from local_spark.run_local import BUNDLED_WEIGHTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images; pass --images for more
@@ -117,8 +117,8 @@ class PeakRss:
 
 
 def probe_featurize(args: argparse.Namespace) -> dict:
+    from local_spark.session import local_spark
     from spark_jobs import featurize
-    from spark_jobs.run_local import local_spark
 
     spark = local_spark("local[2]", "2g")
     source = ["--manifest", args.manifest] if args.manifest else ["--images", args.images]
@@ -142,8 +142,8 @@ def probe_seed_method(args: argparse.Namespace) -> dict:
     on every Arrow batch."""
     from pyspark.sql import functions as F
 
-    from spark_jobs.backbones import ModelSpec, build_model
-    from spark_jobs.run_local import local_spark
+    from local_spark.session import local_spark
+    from spark_jobs.cnn.backbones import ModelSpec, build_model
 
     spark = local_spark("local[2]", "2g")
     spec = ModelSpec(alpha=args.alpha, weights="random")
@@ -188,8 +188,8 @@ def probe_pca(args: argparse.Namespace) -> dict:
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
+    from local_spark.session import local_spark
     from spark_jobs.pca import fit_pca
-    from spark_jobs.run_local import local_spark
 
     spark = local_spark("local[2]", "4g")
     features = spark.read.parquet(args.features).select("features").persist()
@@ -236,8 +236,8 @@ def make_fit_rows(source: Path, target: Path, rows: int, chunk: int = 20_000) ->
 
 def probe_pca_fit(args: argparse.Namespace) -> dict:
     """The pca job's fit path on a features dataset: count, bounded sample, moments, eigh."""
+    from local_spark.session import local_spark
     from spark_jobs import pca
-    from spark_jobs.run_local import local_spark
 
     spark = local_spark("local[2]", "4g")
     with PeakRss() as rss:
@@ -276,7 +276,7 @@ def run_probe(kind: str, **options) -> dict:
 # ---------------------------------------------------------------- in-process measurements
 
 def decode_all(contents: list[bytes], size: int) -> np.ndarray:
-    from spark_jobs.images import decode_image
+    from spark_jobs.featurization.image_decode import decode_image
 
     return np.stack([decode_image(c, size).pixels for c in contents]).astype(np.float32)
 
@@ -286,7 +286,7 @@ def ceiling(artifact: Path, contents: list[bytes], batch_sizes: list[int]) -> di
     in-memory bytes; the best batch size."""
     import onnxruntime as ort
 
-    from spark_jobs.images import decode_image
+    from spark_jobs.featurization.image_decode import decode_image
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = os.cpu_count() or 1
@@ -309,7 +309,7 @@ def engine_difference(contents: list[bytes], workdir: Path) -> float:
     """max |onnx - tf| / max |tf| over the sample, real ImageNet weights (alpha 0.35)."""
     import onnxruntime as ort
 
-    from spark_jobs.backbones import ModelSpec, build_model, export_artifact
+    from spark_jobs.cnn.backbones import ModelSpec, build_model, export_artifact
 
     spec = ModelSpec(alpha=0.35, weights=str(BUNDLED_WEIGHTS))
     artifact = export_artifact(spec, "onnxruntime", workdir / "diff")
@@ -382,7 +382,8 @@ def versions() -> dict:
 
 def local_jvm_options_in_use() -> str:
     """The JVM options every local Spark of the bench runs with, its class archive built first."""
-    from spark_jobs.local_jvm import ensure_archive, local_jvm_options
+    from local_spark.class_archive import ensure_archive
+    from local_spark.jvm_options import local_jvm_options
 
     ensure_archive()
     return local_jvm_options()
@@ -513,8 +514,8 @@ def spread(values: list[float]) -> dict:
 
 
 def prepare(args: argparse.Namespace, work: Path) -> Workload:
-    from spark_jobs.backbones import ModelSpec
-    from spark_jobs.export_model import export_onnx
+    from model_export.export_model import export_onnx
+    from spark_jobs.cnn.backbones import ModelSpec
 
     sources = sample_files(Path(args.sample), 6 if args.smoke else None)
     full = make_replicas(work / f"replicas-{len(sources)}", sources, 2 if args.smoke else args.replicas)
@@ -582,8 +583,8 @@ def bench(args: argparse.Namespace) -> dict:
 
 def pca_fit_only(args: argparse.Namespace) -> int:
     """Featurize the sample once (bundled 0.35 weights) and measure the PCA fit at every corpus size."""
-    from spark_jobs.backbones import ModelSpec
-    from spark_jobs.export_model import export_onnx
+    from model_export.export_model import export_onnx
+    from spark_jobs.cnn.backbones import ModelSpec
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,7 @@ bounded, and writes bench/soak.json (+ its section in docs/performance.md with -
 
     python -m bench.soak [--replicas 10] [--smoke] [--results bench/soak.json] [--update-docs]
 
-Each run is `python -m spark_jobs.run_local` in a child process, exactly as a user runs it; the
+Each run is `python -m local_spark.run_local` in a child process, exactly as a user runs it; the
 RSS of its whole process tree (driver, Spark JVM, Python workers) is sampled while it runs.
 A 1x run of the same pipeline comes first as the memory baseline. "Bounded" means the 10x
 run's peak RSS stays within --max-rss-ratio of the 1x run's. Exits 1 when a run fails, a count
@@ -34,7 +34,7 @@ from bench.run_bench import (
     sample_files,
     versions,
 )
-from spark_jobs.backbones import BUNDLED_WEIGHTS
+from local_spark.run_local import BUNDLED_WEIGHTS
 
 PERFORMANCE_DOC = REPO_ROOT / "docs" / "performance.md"  # the section goes between its <!-- soak:start/end --> markers
 RSS_INTERVAL_SECONDS = 0.25
@@ -86,7 +86,7 @@ def plant_broken_files(target: Path, sources: list[Path]) -> dict[Path, str]:
 
 def undecodable(sources: list[Path]) -> list[str]:
     """Sample images the pipeline's own decoder rejects (the soak assumes there are none)."""
-    from spark_jobs.images import QuarantineError, decode_image
+    from spark_jobs.featurization.image_decode import QuarantineError, decode_image
 
     rejected = []
     for source in sources:
@@ -158,7 +158,7 @@ def binned_peaks(samples: list[tuple[float, int, int, int]], seconds: float, bin
 def run_pipeline(images: Path, output: Path, weights: str, alpha: float, log_path: Path) -> dict:
     """run_local on `images` in a child process, its process tree's RSS sampled throughout."""
     shutil.rmtree(output, ignore_errors=True)
-    argv = [sys.executable, "-m", "spark_jobs.run_local", "--images", str(images), "--output", str(output),
+    argv = [sys.executable, "-m", "local_spark.run_local", "--images", str(images), "--output", str(output),
             "--weights", weights, "--alpha", str(alpha)]
     with log_path.open("w") as log, RssSeries() as rss:
         started = time.monotonic()
@@ -252,7 +252,7 @@ def run_figures(run: dict, expected_images: int, planted: dict[Path, str]) -> di
 
 def local_master() -> str:
     """The Spark master run_local uses by default (the soak runs it with its defaults)."""
-    from spark_jobs.run_local import build_parser
+    from local_spark.run_local import build_parser
 
     return build_parser().get_default("master")
 
@@ -322,7 +322,7 @@ def docs_section(results: dict) -> str:
     full, machine, v = runs["full"], results["machine"], results["versions"]
     lines = [
         "`make soak` (`python -m bench.soak`; not part of `make test`, which runs only its `--smoke`) runs"
-        " `spark_jobs.run_local` (featurize + PCA) in a child process on 1× and then on"
+        " `local_spark.run_local` (featurize + PCA) in a child process on 1× and then on"
         f" {results['replicas']}× the sample with broken files planted among the replicas, checks every count"
         " against what it planted, samples the RSS of the whole process tree, and writes `bench/soak.json`.",
         "",

@@ -38,12 +38,26 @@ from airflow.providers.amazon.aws.operators.emr import EmrAddStepsOperator, EmrC
 from airflow.sdk import AssetOrTimeSchedule, CronDataIntervalTimetable, Param, Variable, chain, dag, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from fruits_emr import events, local, settings, storage, tasks
+from fruits_emr import (
+    commits,
+    emr_request,
+    events,
+    local_steps,
+    pca_plan,
+    preflight,
+    selection,
+    settings,
+    staging,
+    validation,
+    wheelhouse,
+)
+from fruits_emr.artifacts import StagedArtifacts
 from fruits_emr.cost import PRICES_VARIABLE
 from fruits_emr.operators import EmrStepSensorWithLogs, EmrTerminateRunClusters
 from fruits_emr.params import param_specs
 from fruits_emr.settings import RunConfig
-from fruits_emr.tasks import user_errors_fail_the_task, with_run_config
+from fruits_emr.task_io import task_body
+from fruits_emr.task_records import EmrRequest, PcaPlan, RunCommit, RunSelection, RunSummary
 
 # Parse-time settings come from the environment only (no Variable or AWS calls while parsing).
 COMPUTE_MODE = os.environ.get("FRUITS_COMPUTE_MODE", "emr").strip().lower()
@@ -109,24 +123,25 @@ def _prices_variable() -> Any:
 
 
 @task
-def resolve_config(params: dict[str, Any] | None = None) -> dict[str, Any]:
+@task_body
+def resolve_config(params: dict[str, Any] | None = None) -> RunConfig:
     """Merge Params over the defaults Variable and check them, before anything costs money."""
-    with user_errors_fail_the_task():
-        return tasks.resolve_config(params or {}, PARSE_DEFAULTS, _json_variable(settings.DEFAULTS_VARIABLE), _s3(),
-                                    _emr if COMPUTE_MODE == "emr" else None)
+    return preflight.checked_run_config(params or {}, PARSE_DEFAULTS, _json_variable(settings.DEFAULTS_VARIABLE),
+                                        _s3(), _emr() if COMPUTE_MODE == "emr" else None)
 
 
 @task
-@with_run_config
-def stage_artifacts(config: RunConfig) -> dict[str, str]:
+@task_body
+def stage_artifacts(config: RunConfig) -> StagedArtifacts:
     """Job code, bootstrap and weights in S3 under content hashes; unchanged content is not uploaded again."""
     # the local compute mode installs nothing on nodes: no wheelhouse
-    wheels = storage.wheelhouse.build_wheelhouse if COMPUTE_MODE == "emr" else None
-    return tasks.stage_artifacts(_s3(), config, REPO_ROOT, wheels)
+    wheels = wheelhouse.build_wheelhouse if COMPUTE_MODE == "emr" else None
+    staged, _ = staging.stage_artifacts(_s3(), config, REPO_ROOT, wheels)
+    return staged
 
 
 @task.short_circuit
-@with_run_config
+@task_body
 def find_new_images(
     config: RunConfig,
     data_interval_start: datetime | None = None,
@@ -134,65 +149,65 @@ def find_new_images(
     dag_run: Any = None,
     params: dict[str, Any] | None = None,
     triggering_asset_events: Any = None,
-) -> dict[str, Any] | None:
+) -> RunSelection | None:
     """Write the manifest of the run's new images into a new attempt folder: those its S3 events name
     (a run on the asset), else those of its data interval; images a committed run already processed
     are left out. None means the rest of the run is skipped (no cluster)."""
     run_after = getattr(dag_run, "run_after", None) or datetime.now(UTC)
-    if not events.is_event_run(dag_run):
-        return tasks.find_new_images(_s3(), config, data_interval_start, data_interval_end, run_after)
-    return tasks.find_new_images(
-        _s3(), config, data_interval_start, data_interval_end, run_after,
-        events.EventBatch(events.message_bodies(triggering_asset_events), int((params or {})["event_max_images"]),
-                          lambda records: events.requeue(_sqs(), EVENTS.queue_url, records)),
-    )
+    batch = None
+    if events.is_event_run(dag_run):
+        batch = events.EventBatch(events.message_bodies(triggering_asset_events), int((params or {})["event_max_images"]),
+                                  EVENTS.queue_url)
+    return selection.find_new_images(_s3(), config, data_interval_start, data_interval_end, run_after, batch,
+                                     _sqs() if batch else None)
 
 
 @task
-@with_run_config
-def plan_pca(config: RunConfig, run: dict[str, Any]) -> dict[str, Any]:
+@task_body
+def plan_pca(config: RunConfig, run: RunSelection) -> PcaPlan:
     """Fit a new PCA model version (refit_pca, full_refresh, or no model yet) or apply the current one."""
-    return tasks.plan_pca(_s3(), config, run)
+    return pca_plan.plan_run_pca(_s3(), config, run)
 
 
-@task(multiple_outputs=True)
-@with_run_config
-def emr_request(
-    config: RunConfig, staged: dict[str, str], run: dict[str, Any], pca: dict[str, Any], dag_run: Any = None
-) -> dict[str, Any]:
+@task(task_id="emr_request", multiple_outputs=True)
+@task_body
+def build_emr_request(
+    config: RunConfig, staged: StagedArtifacts, run: RunSelection, pca: PcaPlan, dag_run: Any = None
+) -> EmrRequest:
     """The RunJobFlow body (EMR mode: the local mode starts no cluster and stages no wheelhouse)
     and the steps, built from this run's config and PCA plan."""
     cluster_for = (dag_run.dag_id, dag_run.run_id) if COMPUTE_MODE == "emr" else None
-    return tasks.build_emr_request(config, staged, run, pca, cluster_for, _prices_variable, REPO_ROOT)
+    return emr_request.build_request(config, staged, run, pca, cluster_for, _prices_variable(), REPO_ROOT)
 
 
 @task
-@with_run_config
+@task_body
 def run_steps_locally(config: RunConfig, steps: list[dict[str, Any]]) -> dict[str, Any]:
     """Local compute mode: the EMR steps themselves, arguments unchanged, by spark-submit
     --master local[*,4] on this worker; Spark reads and writes S3 itself (S3A, FRUITS_S3_ENDPOINT)."""
-    return local.run_steps_locally(config, steps, LOCAL_MASTER, LOCAL_DRIVER_MEMORY, LOCAL_WORKDIR)
+    return local_steps.run_steps_locally(config, steps, LOCAL_MASTER, LOCAL_DRIVER_MEMORY, LOCAL_WORKDIR)
 
 
 @task
-@with_run_config
+@task_body
 def validate_outputs(
-    config: RunConfig, run: dict[str, Any], pca: dict[str, Any], cluster_id: str | None = None,
+    config: RunConfig, run: RunSelection, pca: PcaPlan, cluster_id: str | None = None,
     cluster_shape: str | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """Fail unless manifest images = features + quarantined, all outputs exist and the PCA step did what
     the plan said (fit: the new model folder is complete); log counts and cost."""
-    return tasks.validate_outputs(_s3(), config, run, pca, cluster_id, _emr, _prices_variable, cluster_shape)
+    return validation.validate_outputs(_s3(), config, run, pca, _prices_variable(), cluster_id,
+                                       _emr() if cluster_id else None, cluster_shape)
 
 
 @task
-@with_run_config
+@task_body
 def commit_outputs(
-    config: RunConfig, run: dict[str, Any], pca: dict[str, Any], summary: dict[str, Any], dag_run: Any = None
-) -> dict[str, Any]:
+    config: RunConfig, run: RunSelection, pca: PcaPlan, summary: RunSummary, dag_run: Any = None
+) -> RunCommit:
     """Publish the validated attempt: replace the run date's commit pointer, drop attempts nobody reads,
     then point the PCA pointer at this run's reduced rows (and, after a fit, at the new version)."""
-    return tasks.commit_outputs(_s3(), config, run, pca, summary, dag_run.run_id if dag_run else "")
+    return commits.commit_outputs(_s3(), config, run.paths, pca, summary, dag_run.run_id if dag_run else "")
 
 
 @dag(
@@ -211,7 +226,7 @@ def fruits_features() -> None:
     staged = stage_artifacts(config)
     run = find_new_images(config)
     pca = plan_pca(config, run)
-    request = emr_request(config, staged, run, pca)
+    request = build_emr_request(config, staged, run, pca)
     if COMPUTE_MODE == "local":
         validate = validate_outputs(config, run, pca)
         chain(staged, run, pca, request, run_steps_locally(config, request["steps"]), validate,

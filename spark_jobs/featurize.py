@@ -19,15 +19,16 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from spark_jobs import storage
-from spark_jobs.backbones import BACKBONES, ENGINES, POOLINGS, ModelConfigError, ModelSpec, feature_dim
-from spark_jobs.image_listing import ImageInputs, Unreadable, load_inputs, unscanned_files
-from spark_jobs.images import DEFAULT_MAX_IMAGE_PIXELS
-from spark_jobs.inference import make_featurize_batches
-from spark_jobs.input_errors import InputError
-from spark_jobs.model_acquisition import AcquiredModel, acquire_model
-from spark_jobs.phase_timer import PhaseTimer
-from spark_jobs.run_files import FEATURES, FEATURIZE_SUMMARY, QUARANTINE
+from spark_jobs import hadoop_fs
+from spark_jobs.cnn.backbones import ModelConfigError, ModelSpec, feature_dim
+from spark_jobs.cnn.model_acquisition import AcquiredModel, acquire_model
+from spark_jobs.contract.model_choices import BACKBONES, ENGINES, POOLINGS
+from spark_jobs.contract.run_files import FEATURES, FEATURIZE_SUMMARY, QUARANTINE
+from spark_jobs.featurization.image_decode import DEFAULT_MAX_IMAGE_PIXELS
+from spark_jobs.featurization.image_listing import ImageInputs, Unreadable, load_inputs, unscanned_files
+from spark_jobs.featurization.inference import make_featurize_batches
+from spark_jobs.featurization.input_errors import InputError
+from spark_jobs.featurization.phase_timer import PhaseTimer
 
 FEATURE_RESULT = T.StructType(
     [
@@ -44,7 +45,7 @@ QUARANTINE_COLUMNS = ["path", "label", "reason", "bytes", "modification_time", "
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="mobilenet_v2", choices=sorted(BACKBONES), help="CNN backbone")
+    model.add_argument("--model", default="mobilenet_v2", choices=BACKBONES, help="CNN backbone")
     model.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 width multiplier")
     model.add_argument("--image-size", type=int, default=224, help="square input size in pixels")
     model.add_argument("--pooling", default="avg", choices=POOLINGS, help="global pooling of the last feature map")
@@ -58,7 +59,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--model-artifact",
         default=None,
-        help="pre-exported ONNX model (spark_jobs.export_model; local or s3://, with its .json"
+        help="pre-exported ONNX model (model_export.export_model; local or s3://, with its .json"
         " sidecar): the driver then needs no TensorFlow and the model options above are read"
         " from the sidecar",
     )
@@ -66,7 +67,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--engine",
         default="onnxruntime",
         choices=ENGINES,
-        help="inference engine on executors; onnxruntime-int8: statically quantized (spark_jobs.quantize)",
+        help="inference engine on executors; onnxruntime-int8: statically quantized (model_export.quantize),"
+        " needs --model-artifact",
     )
     model.add_argument("--batch-size", type=int, default=32, help="images per CNN call")
     model.add_argument(
@@ -160,11 +162,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         results = featurize(inputs, model, args, partitions)
         try:
             with timer.phase("featurize_and_write"):
-                scanned, featurized = write_features(results, model, storage.join(args.output, FEATURES))
+                scanned, featurized = write_features(results, model, hadoop_fs.join(args.output, FEATURES))
             with timer.phase("quarantine"):
                 unreadable = inputs.unreadable + unscanned(spark, inputs, results, scanned)
                 write_quarantine(
-                    spark, results, scanned > featurized, unreadable, model, storage.join(args.output, QUARANTINE)
+                    spark, results, scanned > featurized, unreadable, model, hadoop_fs.join(args.output, QUARANTINE)
                 )
         finally:
             results.unpersist()
@@ -184,7 +186,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         "featurize_seconds": timer.total,
         "phase_seconds": timer.seconds,
     }
-    storage.write_json(spark, storage.join(args.output, FEATURIZE_SUMMARY), summary)
+    hadoop_fs.write_json(spark, hadoop_fs.join(args.output, FEATURIZE_SUMMARY), summary)
     return summary
 
 
@@ -282,7 +284,7 @@ def verify_counts(spark: SparkSession, inputs: ImageInputs, featurized: int, qua
     row. The features are counted as they are written, not read back: a write is one committed job."""
     reasons: dict[str, int] = {}
     if quarantined:  # the quarantine is small: read back, it gives the reasons too
-        written = spark.read.parquet(storage.join(output, QUARANTINE))
+        written = spark.read.parquet(hadoop_fs.join(output, QUARANTINE))
         kind = F.split("reason", ":").getItem(0).alias("kind")
         reasons = {row["kind"]: row["count"] for row in written.groupBy(kind).count().collect()}
     if featurized + quarantined != inputs.images_seen or sum(reasons.values()) != quarantined:

@@ -27,8 +27,8 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import pca_model, storage
-from spark_jobs.run_files import FEATURES, FEATURIZE_SUMMARY, PCA, PCA_CORPUS_PART, PCA_MODEL, REPORT
+from spark_jobs import hadoop_fs, pca_model
+from spark_jobs.contract.run_files import FEATURES, FEATURIZE_SUMMARY, PCA, PCA_CORPUS_PART, PCA_MODEL, REPORT
 
 SCATTER_SAMPLE = 20_000  # points drawn in pca_scatter.png at most
 MAX_FIT_ROWS = 200_000  # a uniform sample of this many rows fixes a 1,280-d correlation matrix well
@@ -181,17 +181,17 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     """Fit (and save) or load the model, write the reduced features, report.json and the plots."""
     started = time.monotonic()
     check_arguments(args)
-    features_uris = getattr(args, "features", None) or [storage.join(args.output, FEATURES)]
+    features_uris = getattr(args, "features", None) or [hadoop_fs.join(args.output, FEATURES)]
     corpus_uris = list(getattr(args, "corpus", None) or [])
     features = read_features(spark, features_uris)
     corpus = [read_features(spark, [uri]) for uri in corpus_uris]
     rows = features.count()
     model_uri, model, fit = fit_or_load(spark, args, features, rows, corpus, features_uris + corpus_uris)
-    reduced_uri = storage.join(args.output, PCA)
+    reduced_uri = hadoop_fs.join(args.output, PCA)
     reduce_features(model, features).write.mode("overwrite").parquet(reduced_uri)
     reprojected = []
     for index, (uri, frame) in enumerate(zip(corpus_uris, corpus, strict=True)):
-        target_uri = storage.join(model_uri, PCA_CORPUS_PART.format(index=index))
+        target_uri = hadoop_fs.join(model_uri, PCA_CORPUS_PART.format(index=index))
         reduce_features(model, frame).write.mode("overwrite").parquet(target_uri)
         reprojected.append({"features": uri, "pca": target_uri})
     if not args.pca_model:
@@ -200,9 +200,9 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     spectrum = np.asarray(model.info["explained_variance"], dtype=np.float64)
     cumulative = np.cumsum(spectrum)
     report = {}
-    featurize_summary = storage.join(args.output, FEATURIZE_SUMMARY)
-    if storage.exists(spark, featurize_summary):
-        report.update(storage.read_json(spark, featurize_summary))
+    featurize_summary = hadoop_fs.join(args.output, FEATURIZE_SUMMARY)
+    if hadoop_fs.exists(spark, featurize_summary):
+        report.update(hadoop_fs.read_json(spark, featurize_summary))
     report.update(
         {
             "features_input": ", ".join(features_uris),
@@ -223,7 +223,7 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         }
     )
     write_plots(spark, args.output, spectrum, model.k, report["variance_target"], scatter_points(spark, reduced_uri, rows))
-    storage.write_json(spark, storage.join(args.output, REPORT), report)
+    hadoop_fs.write_json(spark, hadoop_fs.join(args.output, REPORT), report)
     return report
 
 
@@ -257,7 +257,7 @@ def fit_or_load(
     model = fit_pca(spark, fit_sample(fit_on, corpus_rows, args.max_fit_rows), target, args.k,
                     getattr(args, "model_version", None))
     model.info.update({"corpus_rows": corpus_rows, "fitted_on": inputs, "feature_model": models[0] if models else None})
-    model_uri = getattr(args, "model_output", None) or storage.join(args.output, PCA_MODEL)
+    model_uri = getattr(args, "model_output", None) or hadoop_fs.join(args.output, PCA_MODEL)
     return model_uri, model, {"pca_fit_rows": model.info["fit_rows"], "pca_corpus_rows": corpus_rows}
 
 
@@ -311,8 +311,8 @@ def write_plots(spark: SparkSession, output: str, spectrum: np.ndarray, k: int, 
         curve, scatter = Path(tmp) / "explained_variance.png", Path(tmp) / "pca_scatter.png"
         plot_explained_variance(spectrum, k, variance, curve)
         plot_scatter(points, scatter)
-        storage.upload_file(spark, curve, storage.join(output, curve.name))
-        storage.upload_file(spark, scatter, storage.join(output, scatter.name))
+        hadoop_fs.upload_file(spark, curve, hadoop_fs.join(output, curve.name))
+        hadoop_fs.upload_file(spark, scatter, hadoop_fs.join(output, scatter.name))
 
 
 def main(argv: list[str] | None = None) -> int:

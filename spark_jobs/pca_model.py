@@ -28,8 +28,8 @@ from pyspark.ml.linalg import DenseMatrix, DenseVector
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from spark_jobs import storage
-from spark_jobs.run_files import PCA_MODEL_INFO
+from spark_jobs import hadoop_fs
+from spark_jobs.contract.run_files import PCA_MODEL_INFO
 
 PIPELINE_FOLDER = "pipeline"
 CHUNK_ROWS = 2048  # rows per numpy product on an executor: bounds its memory whatever the batch size
@@ -163,16 +163,16 @@ def build_pipeline(spark: SparkSession, spectrum: Spectrum, k: int) -> PipelineM
 
 def save(spark: SparkSession, model: SavedPca, uri: str) -> None:
     """pipeline/ first, pca_model.json last: the info file marks a complete model folder."""
-    model.pipeline.write().overwrite().save(storage.join(uri, PIPELINE_FOLDER))
-    storage.write_json(spark, storage.join(uri, PCA_MODEL_INFO), model.info)
+    model.pipeline.write().overwrite().save(hadoop_fs.join(uri, PIPELINE_FOLDER))
+    hadoop_fs.write_json(spark, hadoop_fs.join(uri, PCA_MODEL_INFO), model.info)
 
 
 def load(spark: SparkSession, uri: str) -> SavedPca:
     """A saved model folder; FileNotFoundError naming the folder when it holds no complete model."""
-    info_uri = storage.join(uri, PCA_MODEL_INFO)
-    if not storage.exists(spark, info_uri):
+    info_uri = hadoop_fs.join(uri, PCA_MODEL_INFO)
+    if not hadoop_fs.exists(spark, info_uri):
         raise FileNotFoundError(f"{uri} is not a saved PCA model folder (no {PCA_MODEL_INFO})")
-    return SavedPca(PipelineModel.load(storage.join(uri, PIPELINE_FOLDER)), storage.read_json(spark, info_uri))
+    return SavedPca(PipelineModel.load(hadoop_fs.join(uri, PIPELINE_FOLDER)), hadoop_fs.read_json(spark, info_uri))
 
 
 def apply(model: SavedPca, features: DataFrame) -> DataFrame:

@@ -31,7 +31,7 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(scope="session")
 def spark():
-    from spark_jobs.run_local import local_spark
+    from local_spark.session import local_spark
 
     session = local_spark("local[2]", "4g", FORCE_F2J_LAPACK)
     yield session
@@ -41,8 +41,8 @@ def spark():
 @pytest.fixture(scope="session")
 def s3_server(spark):
     """A moto S3 server, with the session's Spark reading and writing s3:// and s3a:// on it
-    through S3A (spark_jobs.s3a, as run_local does) and SSE-KMS on every object it writes."""
-    from spark_jobs.s3a import require_s3a_jars, s3a_conf
+    through S3A (local_spark.s3a, as run_local does) and SSE-KMS on every object it writes."""
+    from local_spark.s3a import require_s3a_jars, s3a_conf
     from tests.support.moto import JAVA_TRUST_ANY_CERT, running_moto_server
 
     require_s3a_jars()

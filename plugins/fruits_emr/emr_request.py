@@ -4,16 +4,22 @@ EMR model without Airflow running."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
+from fruits_emr import cost
 from fruits_emr.artifacts import StagedArtifacts, needs_tensorflow
 from fruits_emr.cost import CLUSTER
 from fruits_emr.layout import RunPaths
 from fruits_emr.pca_plan import pca_arguments
 from fruits_emr.settings import PROJECT_TAG, RunConfig, number_arg
-from spark_jobs.s3_uri import key_prefix
+from fruits_emr.task_records import EmrRequest, PcaPlan, RunSelection
+from spark_jobs.contract.s3_uri import key_prefix
+
+log = logging.getLogger(__name__)
 
 PYTHON = "/usr/bin/python3.11"  # absolute: the interpreter emr/bootstrap.sh installed the packages into
 SPOT_TIMEOUT_MINUTES = 10
@@ -38,7 +44,7 @@ DEPLOY_MODE = "client"  # the driver runs in the step's process on the on-demand
 
 def job_arguments(
     config: RunConfig, paths: RunPaths, weights_uri: str, model_artifact: str = "",
-    pca_plan: Mapping[str, Any] | None = None,
+    pca_plan: PcaPlan | None = None,
 ) -> dict[str, list[str]]:
     """Arguments of each Spark job (after the script), as its own argument parser takes them.
 
@@ -67,7 +73,7 @@ def job_arguments(
 
 
 def spark_steps(
-    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, pca_plan: Mapping[str, Any] | None = None
+    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, pca_plan: PcaPlan | None = None
 ) -> list[dict[str, Any]]:
     """EMR steps: featurize then pca, each a command-runner.jar spark-submit of the staged code.
 
@@ -236,3 +242,19 @@ def s3_encryption_configurations(config: RunConfig) -> list[dict[str, Any]]:
 def tag_value(value: str) -> str:
     """EMR tag values allow letters, digits, spaces and _ . : / = + - @ (max 256)."""
     return re.sub(r"[^\w .:/=+\-@]", "_", value)[:256]
+
+
+def build_request(
+    config: RunConfig, staged: StagedArtifacts, run: RunSelection, plan: PcaPlan,
+    cluster_for: tuple[str, str] | None, prices: Mapping[str, Any] | None, repo_root: Path,
+) -> EmrRequest:
+    """The emr_request task: the steps of this run and, for a cluster (cluster_for: its DAG id and run
+    id; None in local mode), the RunJobFlow body and the shape chosen from the run's image count."""
+    steps = spark_steps(config, run.paths, staged, plan)
+    if cluster_for is None:
+        return EmrRequest(steps=steps)
+    shape, reason = cost.choose_shape(config, run.images, cost.merge_prices(prices),
+                                      lambda: cost.load_cost_model(repo_root / cost.BENCH_RESULTS))
+    log.info("cluster shape %s: %s", shape, reason)
+    overrides = job_flow_overrides(config, run.paths, staged, *cluster_for, shape)
+    return EmrRequest(steps=steps, job_flow_overrides=overrides, cluster_shape=shape)

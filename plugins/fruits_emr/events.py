@@ -2,11 +2,8 @@
 
 - `S3EventQueueTrigger` (the watcher) collects a burst of notifications into one asset event: it
   keeps receiving until the queue has been quiet for the debounce window or it holds max images.
-- An event run's manifest is the images named by its asset events (`event_images`), at most
-  `event_max_images`; the rest go back to the queue for the next run.
-- Every run records the images it processes with their ETag (`images.json` in its attempt folder).
-  An image version that another committed partition lists is skipped (`covered_images`), so a
-  redelivered message, or the daily backstop after an event run, never makes a duplicate row.
+- An event run's manifest is the images named by its asset events (selection.event_images), at most
+  `event_max_images`; the rest go back to the queue for the next run (`requeue`).
 
 Parse-time settings come from the environment (FRUITS_EVENTS_*), as the DAG's others do.
 """
@@ -16,29 +13,19 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote_plus, unquote_plus
 
 from airflow.providers.amazon.aws.triggers.sqs import SqsSensorTrigger
 from airflow.triggers.base import TriggerEvent
-from botocore.exceptions import ClientError
-
-from fruits_emr.layout import COMMIT_FILE, RunPaths, is_image_key, partition_key
-from fruits_emr.settings import RunConfig
-from fruits_emr.storage import new_image_versions, read_commit, read_manifest
-from spark_jobs.s3_uri import key_prefix, split_s3_uri
 
 ASSET_NAME = "fruits_raw_images"
 WATCHER_NAME = "fruits_raw_images_sqs"
 QUEUE_ENV = "FRUITS_EVENTS_QUEUE_URL"  # set: the DAG also runs on S3 events from this queue
-IMAGES_FILE = "images.json"  # in each attempt folder: {image URI: ETag} of the images it processes
 EVENT_RUN_DATE = "%Y-%m-%dT%H%M%SZ"  # an event run's partition: run_date=2026-11-26T001530Z
-# A partition older than (oldest candidate's day - 1) cannot hold a candidate's version: a day's
-# run holds that day's uploads; a run without a data interval takes the day before it ran.
-COVERAGE_SLACK = timedelta(days=1)
 ASSET_TRIGGERED = "asset_triggered"
 
 
@@ -209,140 +196,16 @@ def event_run_date(run_after: datetime) -> str:
     return run_after.astimezone(UTC).strftime(EVENT_RUN_DATE)
 
 
-# --- what committed runs already processed -------------------------------------------------------
-
-def images_key(paths: RunPaths) -> str:
-    return f"{paths.attempt_key}{IMAGES_FILE}"
-
-
-def write_images(s3: Any, paths: RunPaths, versions: Mapping[str, str], sse: dict[str, str]) -> None:
-    """Record the image versions of the attempt; they count as processed once it is committed."""
-    body = (json.dumps(dict(sorted(versions.items())), indent=0) + "\n").encode()
-    s3.put_object(Bucket=paths.bucket, Key=images_key(paths), Body=body, ContentType="application/json", **sse)
-
-
-def covered_images(s3: Any, config: RunConfig, since: datetime, own_run_date: str) -> dict[str, set[str | None]]:
-    """{image URI: ETags} of the committed partitions from (since's day - 1) on, except own_run_date
-    (a re-run of a date replaces its own commit). None: a partition committed before images.json
-    existed, which names its images but not their versions."""
-    root = f"{key_prefix(config.output_prefix)}run_date="
-    first = (since - COVERAGE_SLACK).date().isoformat()
-    covered: dict[str, set[str | None]] = {}
-    pages = s3.get_paginator("list_objects_v2").paginate(
-        Bucket=config.bucket, Prefix=root, Delimiter="/", StartAfter=f"{root}{first}")
-    for page in pages:
-        for folder in page.get("CommonPrefixes", []):
-            run_date = folder["Prefix"][len(root):].rstrip("/")
-            if run_date == own_run_date:
-                continue
-            record = read_commit(s3, config.bucket, f"{partition_key(config, run_date)}{COMMIT_FILE}")
-            if record is not None:
-                for uri, etag in committed_versions(s3, record).items():
-                    covered.setdefault(uri, set()).add(etag)
-    return covered
-
-
-def committed_versions(s3: Any, record: Mapping[str, Any]) -> dict[str, str | None]:
-    """{image URI: ETag} of a committed attempt (from its images.json, else its manifest)."""
-    bucket, attempt_key = split_s3_uri(str(record["output"]).rstrip("/") + "/")
-    try:
-        body = s3.get_object(Bucket=bucket, Key=f"{attempt_key}{IMAGES_FILE}")["Body"].read()
-        return json.loads(body)
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-            raise
-    paths = RunPaths(bucket=bucket, run_date="", attempt="", partition_key="", attempts_key="", attempt_key=attempt_key,
-                     manifest_key=f"{attempt_key}manifest.txt", report_key="", commit_key="", log_uri="")
-    return dict.fromkeys(read_manifest(s3, paths))
-
-
-def is_covered(uri: str, etag: str, covered: Mapping[str, set[str | None]]) -> bool:
-    versions = covered.get(uri, set())
-    return None in versions or etag in versions
-
-
-# --- the images of a run -----------------------------------------------------------------------
+# --- an event run ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class EventBatch:
-    """What an asset-triggered run consumed: its messages' bodies, its cap on images, and how to send
-    back the records over the cap."""
+    """What an asset-triggered run consumed: its messages' bodies, its cap on images, and the queue
+    that takes back the records over the cap."""
 
     bodies: list[str]
     max_images: int
-    requeue: Callable[[list[ObjectCreated]], None]
-
-
-@dataclass
-class Selection:
-    """The images a run processes ({URI: ETag}), its partition, and what it left out and why."""
-
-    images: dict[str, str]
-    run_date: str
-    scope: str
-    skipped: dict[str, int]
-    requeue: list[ObjectCreated]
-
-
-def current_etag(s3: Any, bucket: str, key: str) -> str | None:
-    """The object's ETag now, or None when it was deleted since its notification. A listing, not a
-    HEAD: Airflow's policy lists raw/ but does not read it (iam/airflow-policy.json)."""
-    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
-    if listed and listed[0]["Key"] == key:  # the key itself sorts first among keys it prefixes
-        return str(listed[0]["ETag"]).strip('"')
-    return None
-
-
-def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: int, run_after: datetime) -> Selection:
-    """The images an event run processes: those its messages name under the raw prefix, in their
-    current version, not covered by a committed partition, at most max_images (oldest events first;
-    the rest are returned to requeue)."""
-    skipped: dict[str, int] = {}
-
-    def skip(reason: str) -> None:
-        skipped[reason] = skipped.get(reason, 0) + 1
-
-    raw = key_prefix(config.raw_prefix)
-    newest: dict[str, ObjectCreated] = {}
-    for record in (record for body in bodies for record in object_created(body)):
-        if record.bucket != config.bucket or not record.key.startswith(raw) or not is_image_key(record.key):
-            skip("not an image under the raw prefix")
-        elif record.uri in newest:
-            skip("named again in the batch")
-            newest[record.uri] = max(newest[record.uri], record, key=lambda r: r.event_time)
-        else:
-            newest[record.uri] = record
-    run_date = event_run_date(run_after)
-    ordered = sorted(newest.values(), key=lambda r: (r.event_time, r.key))
-    oldest = min((_parse_time(r.event_time) for r in ordered), default=run_after)
-    covered = covered_images(s3, config, oldest, run_date) if ordered else {}
-    images: dict[str, str] = {}
-    requeue: list[ObjectCreated] = []
-    for record in ordered:
-        if len(images) >= max_images:
-            requeue.append(record)
-            continue
-        etag = current_etag(s3, config.bucket, record.key)
-        if etag is None:
-            skip("deleted since")
-        elif is_covered(record.uri, etag, covered):
-            skip("already processed by a committed run")
-        else:
-            images[record.uri] = etag
-    scope = f"S3 events naming {len(newest)} images"
-    return Selection(images, run_date, scope, skipped, requeue)
-
-
-def interval_images(s3: Any, config: RunConfig, start: datetime, end: datetime, run_date: str) -> Selection:
-    """The images of a scheduled or manual run: LastModified in [start, end) (all with full_refresh),
-    less those another committed partition processed in that version (none left out on full_refresh)."""
-    versions = new_image_versions(s3, config, start, end)
-    if config.full_refresh:
-        return Selection(versions, run_date, "all images (full refresh)", {}, [])
-    covered = covered_images(s3, config, start, run_date) if versions else {}
-    images = {uri: etag for uri, etag in versions.items() if not is_covered(uri, etag, covered)}
-    skipped = {"already processed by a committed run": len(versions) - len(images)} if len(images) < len(versions) else {}
-    return Selection(images, run_date, f"LastModified in [{start}, {end})", skipped, [])
+    queue_url: str
 
 
 def requeue(sqs: Any, queue_url: str, records: list[ObjectCreated]) -> None:
@@ -358,10 +221,3 @@ def requeue(sqs: Any, queue_url: str, records: list[ObjectCreated]) -> None:
         failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed") or []
         if failed:
             raise RuntimeError(f"SQS refused {len(failed)} requeued messages ({failed[0]}); the daily run will take them.")
-
-
-def _parse_time(value: str) -> datetime:
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.now(UTC)

@@ -21,7 +21,7 @@ import sys
 from typing import Any
 
 from fruits_emr.settings import RunConfig
-from spark_jobs.s3_uri import key_prefix
+from spark_jobs.contract.s3_uri import key_prefix
 
 VERSION = "2012-10-17"
 

@@ -1,5 +1,5 @@
-"""The run's S3 layout: attempt folders, the commit pointer and the PCA model pointer (paths and
-the records written there), the run's LastModified window, which keys are images.
+"""The run's S3 layout: a run date's partition, its attempt folders and commit pointer, and the
+PCA model versions with their pointer.
 
 Pure functions only: no AWS calls.
 """
@@ -7,14 +7,12 @@ Pure functions only: no AWS calls.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime
 
 from fruits_emr.settings import RunConfig
-from spark_jobs.run_files import FEATURES, MANIFEST_FILE, PCA, PCA_CORPUS_PART, REPORT
-from spark_jobs.s3_uri import key_prefix
+from spark_jobs.contract.run_files import MANIFEST_FILE, REPORT
+from spark_jobs.contract.s3_uri import key_prefix
 
 ATTEMPTS_FOLDER = "_attempts"  # leading underscore: Spark/Hive readers of the prefix skip it
 COMMIT_FILE = "_COMMITTED.json"
@@ -60,9 +58,6 @@ class RunPaths:
     def commit_uri(self) -> str:
         return self.uri(self.commit_key)
 
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
-
 
 def new_attempt_id(now: datetime) -> str:
     """A sortable, unique-per-run attempt folder name: UTC time to the microsecond."""
@@ -98,25 +93,6 @@ def run_paths(config: RunConfig, run_date: str, attempt: str) -> RunPaths:
     )
 
 
-def commit_record(paths: RunPaths, summary: Mapping[str, Any], dag_run_id: str, committed_at: datetime) -> dict[str, Any]:
-    """The commit pointer's content: which attempt readers should read, and what it holds."""
-    return {
-        "run_date": paths.run_date,
-        "attempt": paths.attempt,
-        "output": paths.output_uri,
-        "features": f"{paths.output_uri}/{FEATURES}",
-        "pca": f"{paths.output_uri}/{PCA}",
-        "report": paths.report_uri,
-        "images": summary.get("images"),
-        "features_rows": summary.get("features_rows"),
-        "quarantined": summary.get("quarantined"),
-        "k": summary.get("k"),
-        "pca_model": summary.get("pca_model"),
-        "dag_run_id": dag_run_id,
-        "committed_at": committed_at.isoformat(),
-    }
-
-
 # --- PCA model versions ----------------------------------------------------------------------
 
 PCA_MODELS_FOLDER = "_pca_models"  # inside the output prefix; the underscore hides it from partition discovery
@@ -135,50 +111,3 @@ def pca_pointer_key(config: RunConfig) -> str:
 def pca_version_uri(config: RunConfig, number: int) -> str:
     """The folder of model version `number` (v0001, v0002, ...): written once, by the run that fits it."""
     return f"s3://{config.bucket}/{pca_models_key(config)}v{number:04d}"
-
-
-def pca_pointer_record(
-    previous: Mapping[str, Any] | None, plan: Mapping[str, Any], paths: RunPaths, summary: Mapping[str, Any],
-    dag_run_id: str, committed_at: datetime,
-) -> dict[str, Any]:
-    """The new pointer: the model version readers use and, per run date, its reduced rows in that space.
-
-    A fit starts the corpus afresh from its re-projections; an apply adds or replaces its own date.
-    """
-    if plan["fit"]:
-        # built from the plan, not from the paths the job reports
-        corpus = {date: f"{plan['model']}/{PCA_CORPUS_PART.format(index=index)}"
-                  for index, (date, _) in enumerate(plan["corpus"])}
-        fitted = {"fitted_run_date": paths.run_date, "k": summary.get("k")}
-    else:
-        corpus = dict(previous["corpus"]) if previous else {}
-        fitted = {"fitted_run_date": previous.get("fitted_run_date"), "k": previous.get("k")} if previous else {}
-    corpus[paths.run_date] = f"{paths.output_uri}/{PCA}"
-    return {"version": plan["version"], "number": plan["number"], "model": plan["model"], **fitted,
-            "corpus": dict(sorted(corpus.items())), "updated_by": dag_run_id, "updated_at": committed_at.isoformat()}
-
-
-# --- new images ------------------------------------------------------------------------------
-
-def run_window(
-    data_interval_start: datetime | None, data_interval_end: datetime | None, run_after: datetime
-) -> tuple[datetime, datetime, str]:
-    """The [start, end) window of image LastModified times and its run date (the start's day).
-
-    Runs without a data interval (e.g. triggered with no logical date) take the last full UTC day.
-    """
-    if data_interval_start is None or data_interval_end is None or data_interval_end <= data_interval_start:
-        end = datetime(run_after.year, run_after.month, run_after.day, tzinfo=run_after.tzinfo)
-        data_interval_start, data_interval_end = end - timedelta(days=1), end
-    return data_interval_start, data_interval_end, data_interval_start.date().isoformat()
-
-
-def in_window(last_modified: datetime, start: datetime, end: datetime) -> bool:
-    return start <= last_modified < end
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def is_image_key(key: str) -> bool:
-    return key.lower().endswith(IMAGE_SUFFIXES)

@@ -8,13 +8,12 @@ from typing import Any
 from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK
 from fruits_emr.settings import (
     CLUSTER_SHAPES,
-    ENGINES,
     MAX_CORE_INSTANCES,
     MAX_CORE_INSTANCES_ENV,
     MAX_FLEET_INSTANCE_TYPES,
-    MODELS,
     max_core_instances,
 )
+from spark_jobs.contract.model_choices import BACKBONES, ENGINES
 
 # A setting that may stay empty. Airflow's trigger form marks a Param required unless its schema's
 # type list includes "null" (and clears a text field to null), so "empty" must be nullable there.
@@ -35,7 +34,7 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
         {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
     ),
     "k": ("Fixed number of PCA components; empty = use variance.", {"type": ["null", "integer"], "minimum": 1}),
-    "model": ("CNN backbone.", {"type": "string", "enum": list(MODELS)}),
+    "model": ("CNN backbone.", {"type": "string", "enum": list(BACKBONES)}),
     "alpha": ("MobileNetV2 width multiplier.", {"type": "number", "exclusiveMinimum": 0}),
     "image_size": ("Square input size in pixels.", {"type": "integer", "minimum": 32, "maximum": 1024}),
     "weights": (

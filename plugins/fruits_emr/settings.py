@@ -14,7 +14,14 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK
-from spark_jobs.s3_uri import key_prefix
+from spark_jobs.contract.model_choices import (
+    BACKBONES,
+    ENGINES,
+    MOBILENET_ALPHAS,
+    MOBILENET_IMAGENET_SIZES,
+    NAMED_WEIGHTS,
+)
+from spark_jobs.contract.s3_uri import key_prefix
 
 DAG_ID = "fruits_features"
 PROJECT_TAG = "fruits"
@@ -23,13 +30,6 @@ DEFAULTS_VARIABLE = "fruits_features_defaults"
 
 MAX_FLEET_INSTANCE_TYPES = 30  # per fleet, with an allocation strategy (5 without one)
 
-MOBILENET_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-MOBILENET_SIZES = (96, 128, 160, 192, 224)
-PRESET_WEIGHTS = ("imagenet", "random")
-MODELS = ("mobilenet_v2", "resnet50", "vgg16")
-INT8_ENGINE = "onnxruntime-int8"  # a quantized ONNX model (spark_jobs.quantize), calibrated on CALIBRATION_IMAGES
-ENGINES = ("onnxruntime", INT8_ENGINE, "tensorflow")
-CALIBRATION_IMAGES = "data/sample"  # spark_jobs.quantize.CALIBRATION_ROOT, relative to the repo
 # auto: fruits_emr.cost.choose_shape from the day's image count; primary_only: the primary node runs
 # driver and executors; cluster: core_instance_count core nodes run the executors
 CLUSTER_SHAPES = ("auto", "primary_only", "cluster")
@@ -183,8 +183,8 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
         raise ConfigError(f"Param 'variance' = {config.variance} must be in (0, 1], e.g. 0.95.")
     if config.k is not None and config.k < 1:
         raise ConfigError(f"Param 'k' = {config.k} must be a positive integer, or empty to use 'variance'.")
-    if config.model not in MODELS:
-        raise ConfigError(f"Param 'model' = {config.model!r} is not a known backbone; use one of {list(MODELS)}.")
+    if config.model not in BACKBONES:
+        raise ConfigError(f"Param 'model' = {config.model!r} is not a known backbone; use one of {list(BACKBONES)}.")
     if config.cluster_shape not in CLUSTER_SHAPES:
         raise ConfigError(
             f"Param 'cluster_shape' = {config.cluster_shape!r} is not a cluster shape; use one of {list(CLUSTER_SHAPES)}."
@@ -205,10 +205,10 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
             raise ConfigError(
                 f"Param 'alpha' = {config.alpha} has no pretrained MobileNetV2; use one of {list(MOBILENET_ALPHAS)}."
             )
-        if config.weights == "imagenet" and config.image_size not in MOBILENET_SIZES:
+        if config.weights == "imagenet" and config.image_size not in MOBILENET_IMAGENET_SIZES:
             raise ConfigError(
                 f"Param 'image_size' = {config.image_size} has no ImageNet MobileNetV2 weights;"
-                f" use one of {list(MOBILENET_SIZES)}."
+                f" use one of {list(MOBILENET_IMAGENET_SIZES)}."
             )
     if not config.core_instance_types:
         raise ConfigError("Param 'core_instance_types' is empty; give at least one EC2 type, e.g. ['m5.xlarge'].")
@@ -260,7 +260,7 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
 
 def weights_kind(weights: str) -> str:
     """'preset' (imagenet/random), 's3' (already in S3) or 'file' (a local file the DAG stages)."""
-    if weights in PRESET_WEIGHTS:
+    if weights in NAMED_WEIGHTS:
         return "preset"
     if weights.startswith("s3://"):
         return "s3"

@@ -7,7 +7,7 @@ the repo's constraints.txt (the one source of versions; `python -m fruits_emr.wh
 writes the file, tests/fruits_emr/test_wheelhouse.py checks it is current).
 
 A wheelhouse is built once per content hash (requirement files, constraints, platform) into a
-local cache, and staged to S3 under the same hash by storage.stage_wheelhouse.
+local cache, and staged to S3 under the same hash by staging.stage_wheelhouse.
 """
 
 from __future__ import annotations

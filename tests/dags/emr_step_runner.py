@@ -10,8 +10,8 @@ import sys
 
 
 def main(argv: list[str]) -> int:
+    from local_spark.session import local_spark
     from spark_jobs import featurize, pca
-    from spark_jobs.run_local import local_spark
 
     job, args = argv[0], argv[1:]
     module = {"featurize": featurize, "pca": pca}[job]

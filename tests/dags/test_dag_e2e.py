@@ -11,6 +11,7 @@ with spark-submit, against moto's S3.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs.run_files import format_manifest, parse_manifest
-from spark_jobs.s3_uri import split_s3_uri
+from spark_jobs.contract.run_files import format_manifest, parse_manifest
+from spark_jobs.contract.s3_uri import split_s3_uri
 from tests.support import ACCOUNT, REGION, REPO_ROOT
 from tests.support.moto import JAVA_TRUST_ANY_CERT
 
@@ -196,9 +197,17 @@ def run_dag(conf: dict, logical_date: datetime):
     return run, {ti.task_id: ti.state for ti in run.get_task_instances()}
 
 
-def task_logs(capfd) -> str:
-    """What the run's tasks logged: dag.test() runs them in this process and they log to stdout."""
-    return capfd.readouterr().out
+@pytest.fixture
+def task_log(caplog, capfd):
+    """What the run's tasks logged so far: dag.test() runs them in this process; their own lines go
+    through logging (caplog), Airflow's and the operators' to the console."""
+    caplog.set_level(logging.INFO)
+
+    def logged() -> str:
+        captured = capfd.readouterr()
+        return caplog.text + captured.out + captured.err
+
+    return logged
 
 
 def clusters(emr_client) -> list[dict]:
@@ -246,7 +255,7 @@ def partition_snapshot(s3, tmp_path: Path, run_date: str) -> dict:
 
 
 @needs_jobs
-def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_images, driver, tmp_path, capfd):
+def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_images, driver, tmp_path, task_log):
     """(1) a run commits its outputs; (2) a re-run whose pca step fails after featurize wrote part of
     its outputs changes nothing readers see; (3) the next re-run completes cleanly with the same
     outputs, no duplicates, and the failed attempt's files gone."""
@@ -278,7 +287,7 @@ def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_i
     summary = run.get_task_instance("validate_outputs").xcom_pull(task_ids="validate_outputs")
     assert (summary["images"], summary["features_rows"], summary["quarantined"]) == (41, 40, 1)
     assert summary["k"] == first["report"]["k"] and summary["estimated_cost_usd"] >= 0
-    assert "41 images -> 40 featurized, 1 quarantined" in task_logs(capfd)
+    assert "41 images -> 40 featurized, 1 quarantined" in task_log()
     first_attempt = committed(s3, run_date)["attempt"]
 
     # (2) pca fails after featurize wrote its outputs into the new attempt's folder
@@ -309,7 +318,7 @@ def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_i
     assert [c["Status"]["State"] for c in clusters(emr_client)] == ["TERMINATED"] * 3
 
 
-def test_failed_step_fails_run_and_still_terminates(airflow_db, s3, emr_client, raw_images, driver, capfd):
+def test_failed_step_fails_run_and_still_terminates(airflow_db, s3, emr_client, raw_images, driver, task_log):
     logical_date, _ = raw_images
     emr_driver = driver(fail="featurize")
 
@@ -323,7 +332,7 @@ def test_failed_step_fails_run_and_still_terminates(airflow_db, s3, emr_client, 
     [cluster] = clusters(emr_client)
     assert cluster["Status"]["State"] == "TERMINATED"
     step_id = emr_client.list_steps(ClusterId=cluster["Id"], StepStates=["FAILED"])["Steps"][0]["Id"]
-    log = task_logs(capfd)
+    log = task_log()
     assert "ended FAILED: Step failed by the test: simulated executor loss" in log
     assert f"s3://{BUCKET}/emr-logs/{cluster['Id']}/steps/{step_id}/stderr.gz" in log
     assert f"s3://{BUCKET}/emr-logs/{cluster['Id']}/steps/{step_id}/stdout.gz" in log
@@ -331,7 +340,7 @@ def test_failed_step_fails_run_and_still_terminates(airflow_db, s3, emr_client, 
     assert committed(s3, (logical_date - timedelta(days=1)).date().isoformat()) is None  # nothing visible
 
 
-def test_no_new_images_no_cluster(airflow_db, s3, emr_client, raw_images, capfd):
+def test_no_new_images_no_cluster(airflow_db, s3, emr_client, raw_images, task_log):
     run, states = run_dag(CONF, datetime(2024, 3, 2, tzinfo=UTC))  # nothing landed on 2024-03-01
 
     assert run.state == "success"
@@ -339,18 +348,18 @@ def test_no_new_images_no_cluster(airflow_db, s3, emr_client, raw_images, capfd)
     assert {states[t] for t in ("emr_request", "create_cluster", "add_steps", "watch_featurize", "watch_pca",
                                 "terminate_cluster", "validate_outputs")} == {"skipped"}
     assert emr_client.list_clusters()["Clusters"] == []
-    assert "LastModified in [2024-03-01 00:00:00+00:00, 2024-03-02 00:00:00+00:00): no cluster" in task_logs(capfd)
+    assert "LastModified in [2024-03-01 00:00:00+00:00, 2024-03-02 00:00:00+00:00): no cluster" in task_log()
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix="features/").get("KeyCount", 0) == 0
 
 
-def test_missing_bucket_fails_before_any_cluster(airflow_db, s3, emr_client, capfd):
+def test_missing_bucket_fails_before_any_cluster(airflow_db, s3, emr_client, task_log):
     run, states = run_dag({**CONF, "bucket": "no-such-bucket"}, datetime(2024, 6, 2, tzinfo=UTC))
 
     assert run.state == "failed"
     assert states["resolve_config"] == "failed"
     assert states["create_cluster"] == "upstream_failed"
     assert emr_client.list_clusters()["Clusters"] == []
-    log = task_logs(capfd)
+    log = task_log()
     assert "Param 'bucket': s3://no-such-bucket does not exist with the Airflow connection aws_default" in log
 
 
@@ -398,7 +407,7 @@ def bucket_keys(s3, prefix: str) -> list[str]:
 
 
 @needs_jobs
-def test_local_compute_mode_end_to_end(airflow_db, moto, s3, emr_client, few_raw_images, tmp_path, monkeypatch, capfd):
+def test_local_compute_mode_end_to_end(airflow_db, moto, s3, emr_client, few_raw_images, tmp_path, monkeypatch, task_log):
     """The same DAG parsed with FRUITS_COMPUTE_MODE=local: the EMR steps run by spark-submit on this
     machine, S3 is moto's, no cluster; outputs and report land in S3 and reconcile."""
     import pyarrow.parquet as pq
@@ -414,7 +423,7 @@ def test_local_compute_mode_end_to_end(airflow_db, moto, s3, emr_client, few_raw
 
     run, states = run_dag(conf, logical_date)
 
-    log = task_logs(capfd)
+    log = task_log()
     assert run.state == "success", (states, log[-5000:])
     assert states == dict.fromkeys(
         ["resolve_config", "stage_artifacts", "find_new_images", "plan_pca", "emr_request", "run_steps_locally",
@@ -505,11 +514,11 @@ def upload_on(s3, images: dict[str, Path], day: datetime) -> None:
 @needs_jobs
 @pytest.mark.parametrize("mode", ["emr", "local"])
 def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
-    mode, airflow_db, moto, s3, emr_client, driver, tmp_path, monkeypatch, capfd
+    mode, airflow_db, moto, s3, emr_client, driver, tmp_path, monkeypatch, task_log
 ):
     """Day 1 fits model v0001; day 2 applies it (no fit: the same image gets identical coordinates);
     a refit of day 2 makes v0002 and re-projects day 1, and the pointer switches both dates at once."""
-    from fruits_emr import settings, storage
+    from fruits_emr import commits, settings, validation
 
     if mode == "local":
         monkeypatch.setenv("FRUITS_COMPUTE_MODE", "local")
@@ -529,7 +538,7 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
     conf = {**CONF, "variance": 0.95}
 
     first, states = run_dag(conf, day2)
-    assert first.state == "success", (states, task_logs(capfd)[-3000:])
+    assert first.state == "success", (states, task_log()[-3000:])
     v1 = pca_pointer(s3)
     run1 = committed(s3, day1.date().isoformat())
     assert (v1["version"], v1["number"], v1["model"]) == ("v0001", 1, f"s3://{BUCKET}/features/_pca_models/v0001")
@@ -537,16 +546,16 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
     report1 = json.loads(s3.get_object(Bucket=BUCKET, Key=run1["report"].removeprefix(f"s3://{BUCKET}/"))["Body"].read())
     assert (report1["pca_fitted"], report1["pca_model"], report1["pca_fit_rows"]) == (True, "v0001", 10)
     assert "pca_model" not in {k.split("/")[-2] for k in bucket_keys(s3, run1["output"].removeprefix(f"s3://{BUCKET}/"))}
-    assert storage.pca_model_written(s3, v1["model"])
+    assert validation.pca_model_written(s3, v1["model"])
 
     second, states = run_dag(conf, today)
-    assert second.state == "success", (states, task_logs(capfd)[-3000:])
+    assert second.state == "success", (states, task_log()[-3000:])
     v1_day2 = pca_pointer(s3)
     run2 = committed(s3, day2.date().isoformat())
     report2 = json.loads(s3.get_object(Bucket=BUCKET, Key=run2["report"].removeprefix(f"s3://{BUCKET}/"))["Body"].read())
     assert (report2["pca_fitted"], report2["pca_model"], report2["k"]) == (False, "v0001", report1["k"])
     assert report2["explained_variance"] == report1["explained_variance"]
-    assert "PCA: apply the current model v0001" in task_logs(capfd)
+    assert "PCA: apply the current model v0001" in task_log()
     assert v1_day2["version"] == "v0001" and v1_day2["corpus"] == {
         day1.date().isoformat(): run1["output"] + "/pca", day2.date().isoformat(): run2["output"] + "/pca"}
     by_name = lambda rows: {Path(r["path"]).name: r for r in rows}  # noqa: E731
@@ -557,7 +566,7 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
     assert {r["pca_model"] for r in [*day1_rows.values(), *day2_rows.values()]} == {"v0001"}
 
     third, states = run_dag({**conf, "refit_pca": True}, today)
-    assert third.state == "success", (states, task_logs(capfd)[-3000:])
+    assert third.state == "success", (states, task_log()[-3000:])
     v2 = pca_pointer(s3)
     run3 = committed(s3, day2.date().isoformat())
     report3 = json.loads(s3.get_object(Bucket=BUCKET, Key=run3["report"].removeprefix(f"s3://{BUCKET}/"))["Body"].read())
@@ -565,11 +574,11 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
     assert (v2["version"], v2["number"], v2["model"]) == ("v0002", 2, f"s3://{BUCKET}/features/_pca_models/v0002")
     assert v2["corpus"] == {day1.date().isoformat(): v2["model"] + "/corpus/part-00000",
                             day2.date().isoformat(): run3["output"] + "/pca"}
-    assert storage.reduced_corpus(s3, settings.RunConfig(bucket=BUCKET)) == {
+    assert commits.reduced_corpus(s3, settings.RunConfig(bucket=BUCKET)) == {
         "version": "v0002", "model": v2["model"], "k": report3["k"], "parts": v2["corpus"]}
     reprojected = by_name(read_parquet(s3, v2["corpus"][day1.date().isoformat()], tmp_path))
     assert set(reprojected) == set(day1_rows) and {r["pca_model"] for r in reprojected.values()} == {"v0002"}
     assert {len(r["pca"]) for r in reprojected.values()} == {report3["k"]}
     refitted_day2 = by_name(read_parquet(s3, v2["corpus"][day2.date().isoformat()], tmp_path))
     assert refitted_day2[f"again_{again.name}"]["pca"] == reprojected[again.name]["pca"]
-    assert storage.pca_model_written(s3, v1["model"])  # v0001 is left as it was, for readers mid-way
+    assert validation.pca_model_written(s3, v1["model"])  # v0001 is left as it was, for readers mid-way

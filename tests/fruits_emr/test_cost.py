@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fruits_emr import artifacts, cost, emr_request, layout, tasks
+from fruits_emr import artifacts, cost, emr_request, layout, pca_plan
 from fruits_emr.cost import CLUSTER, PRIMARY_ONLY
 from fruits_emr.settings import ConfigError, RunConfig
+from fruits_emr.task_records import EmrRequest, RunSelection
 from tests.support import REPO_ROOT
 
 from .test_emr_config import ATTEMPT, WHEELHOUSE, assert_valid, resolve
@@ -127,20 +128,19 @@ def test_emr_request_task_picks_the_shape_from_the_days_images():
     paths = layout.run_paths(run_config, "2024-06-01", ATTEMPT)
     staged = artifacts.code_layout(run_config.bucket, run_config.artifacts_prefix, "0123456789abcdef",
                                    run_config.weights, "s3://fruits-data/artifacts/models/m/model.onnx", WHEELHOUSE)
-    plan = {"fit": True, "reason": "no model yet", "number": 1, "version": "v0001", "corpus": [],
-            "model": "s3://fruits-data/features/_pca_models/v0001", "previous_number": None}
+    plan = pca_plan.plan_pca(run_config, None, {}, "2024-06-01")
     fits = cost.primary_only_limits(run_config, PRICES, MODEL)["within_target_below"]
 
-    def built(images: int, cluster_for=("fruits_features", "manual__1")) -> dict:
-        run = {"paths": paths.to_dict(), "images": images}
-        return tasks.build_emr_request(run_config, staged.to_dict(), run, plan, cluster_for, lambda: None, REPO_ROOT)
+    def built(images: int, cluster_for=("fruits_features", "manual__1")) -> EmrRequest:
+        run = RunSelection(paths=paths, images=images, scope="test")
+        return emr_request.build_request(run_config, staged, run, plan, cluster_for, None, REPO_ROOT)
 
     small, large = built(1_000), built(int(fits) + 1)
-    assert small["cluster_shape"] == PRIMARY_ONLY and len(small["job_flow_overrides"]["Instances"]["InstanceFleets"]) == 1
-    assert large["cluster_shape"] == CLUSTER and len(large["job_flow_overrides"]["Instances"]["InstanceFleets"]) == 2
-    assert small["steps"] == large["steps"]
+    assert small.cluster_shape == PRIMARY_ONLY and len(small.job_flow_overrides["Instances"]["InstanceFleets"]) == 1
+    assert large.cluster_shape == CLUSTER and len(large.job_flow_overrides["Instances"]["InstanceFleets"]) == 2
+    assert small.steps == large.steps
     local = built(1_000, cluster_for=None)
-    assert (local["job_flow_overrides"], local["cluster_shape"]) == (None, None) and local["steps"] == small["steps"]
+    assert (local.job_flow_overrides, local.cluster_shape) == (None, None) and local.steps == small.steps
 
 
 def test_primary_only_cost_estimate_bills_no_core_nodes():

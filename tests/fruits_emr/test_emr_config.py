@@ -9,11 +9,26 @@ import botocore.session
 import pytest
 from botocore.validate import ParamValidator
 
-from fruits_emr import artifacts, cost, emr_request, layout, local, pca_plan, reconcile, settings
+from fruits_emr import (
+    artifacts,
+    commits,
+    cost,
+    emr_request,
+    layout,
+    local_steps,
+    pca_plan,
+    selection,
+    settings,
+    validation,
+)
 from fruits_emr.params import param_specs
 from fruits_emr.settings import ConfigError, RunConfig
-from spark_jobs.local_jvm import local_jvm_options
-from tests.support import REPO_ROOT
+from fruits_emr.task_records import CorpusDate
+from local_spark import s3a
+from local_spark.jvm_options import local_jvm_options
+from model_export import export_model, model_identity
+from spark_jobs import featurize, pca
+from tests.support import REPO_ROOT, run_summary
 
 ENV = {}  # no FRUITS_* variables: code defaults
 DEFAULTS = settings.parse_time_defaults(ENV)
@@ -174,11 +189,10 @@ def test_attempts_are_separate_folders_and_the_commit_pointer_names_one():
     assert first.output_uri != second.output_uri and first.commit_uri == second.commit_uri == (
         "s3://fruits-data/derived/features/run_date=2024-06-01/_COMMITTED.json")
     assert first.report_key.startswith(first.attempt_key) and first.manifest_key.startswith(first.attempt_key)
-    record = layout.commit_record(first, {"images": 41, "features_rows": 40, "quarantined": 1, "k": 7},
-                               "manual__1", datetime(2024, 6, 2, 2, tzinfo=UTC))
-    assert (record["attempt"], record["output"], record["features"]) == (
-        ATTEMPT, first.output_uri, first.output_uri + "/features")
-    assert (record["images"], record["features_rows"], record["quarantined"], record["k"]) == (41, 40, 1, 7)
+    record = commits.commit_record(first, run_summary(images=41, features_rows=40, quarantined=1, k=7),
+                                   "manual__1", datetime(2024, 6, 2, 2, tzinfo=UTC))
+    assert (record.attempt, record.output, record.features) == (ATTEMPT, first.output_uri, first.output_uri + "/features")
+    assert (record.images, record.features_rows, record.quarantined, record.k) == (41, 40, 1, 7)
     with pytest.raises(ValueError, match="not a plain folder name"):
         layout.run_paths(config, "2024-06-01", "../escape")
 
@@ -199,16 +213,16 @@ def test_non_default_cluster_shape():
 def test_steps_submit_staged_code_to_run_date_partition():
     config = resolve({"bucket": "fruits-data"})
     paths, staged, _, steps = build(config, "2024-06-01")
-    featurize, pca = (step["HadoopJarStep"]["Args"] for step in steps)
-    for args, script in ((featurize, staged.featurize_py), (pca, staged.pca_py)):
+    featurize_args, pca_args = (step["HadoopJarStep"]["Args"] for step in steps)
+    for args, script in ((featurize_args, staged.featurize_py), (pca_args, staged.pca_py)):
         # client mode: the driver runs in the step on the on-demand primary, its stderr is the step's
         assert args[:5] == ["spark-submit", "--deploy-mode", "client", "--py-files", staged.py_files]
         assert args[5] == script
         # into the attempt's own folder, which readers never see before commit_outputs
         assert args[args.index("--output") + 1] == f"s3://fruits-data/features/run_date=2024-06-01/_attempts/{ATTEMPT}"
-    assert featurize[featurize.index("--manifest") + 1] == (
+    assert featurize_args[featurize_args.index("--manifest") + 1] == (
         f"s3://fruits-data/features/run_date=2024-06-01/_attempts/{ATTEMPT}/manifest.txt")
-    assert featurize[featurize.index("--allowed-prefix") + 1] == "s3://fruits-data/raw/"
+    assert featurize_args[featurize_args.index("--allowed-prefix") + 1] == "s3://fruits-data/raw/"
     assert {step["ActionOnFailure"] for step in steps} == {"CANCEL_AND_WAIT"}
     assert {step["HadoopJarStep"]["Jar"] for step in steps} == {"command-runner.jar"}
 
@@ -216,27 +230,25 @@ def test_steps_submit_staged_code_to_run_date_partition():
 @pytest.mark.parametrize("params", [{"bucket": "fruits-data"}, NON_DEFAULT], ids=["defaults", "non-default"])
 def test_step_arguments_accepted_by_job_parsers(params):
     """Each step's arguments after the script parse with the job's own argument parser."""
-    featurize_job = pytest.importorskip("spark_jobs.featurize")
-    pca_job = pytest.importorskip("spark_jobs.pca")
     config = resolve(params)
     paths, staged, _, steps = build(config)
-    parsers = {staged.featurize_py: featurize_job.build_parser(), staged.pca_py: pca_job.build_parser()}
+    parsers = {staged.featurize_py: featurize.build_parser(), staged.pca_py: pca.build_parser()}
     parsed = {}
     for step in steps:
         args = step["HadoopJarStep"]["Args"]
         script_at = next(i for i, arg in enumerate(args) if arg in parsers)
         parsed[args[script_at]] = parsers[args[script_at]].parse_args(args[script_at + 1:])
-    featurize, pca = parsed[staged.featurize_py], parsed[staged.pca_py]
-    assert featurize.manifest == paths.manifest_uri and featurize.images is None
-    assert featurize.output == pca.output == paths.output_uri
-    assert (featurize.engine, featurize.arrow_batch_size) == (config.engine, config.arrow_batch_size)
+    job, reduction = parsed[staged.featurize_py], parsed[staged.pca_py]
+    assert job.manifest == paths.manifest_uri and job.images is None
+    assert job.output == reduction.output == paths.output_uri
+    assert (job.engine, job.arrow_batch_size) == (config.engine, config.arrow_batch_size)
     if config.engine == "onnxruntime":
-        assert featurize.model_artifact == staged.model_artifact != ""
+        assert job.model_artifact == staged.model_artifact != ""
     else:
-        assert featurize.model_artifact is None
-        assert (featurize.model, featurize.alpha, featurize.image_size, featurize.weights) == (
+        assert job.model_artifact is None
+        assert (job.model, job.alpha, job.image_size, job.weights) == (
             config.model, config.alpha, config.image_size, config.weights)
-    assert (pca.k, pca.variance if config.k is None else None) == (
+    assert (reduction.k, reduction.variance if config.k is None else None) == (
         config.k, config.variance if config.k is None else None)
 
 
@@ -252,12 +264,11 @@ def build_onnx(config: RunConfig, run_date: str = "2024-06-01"):
 
 
 def test_onnx_steps_pass_the_exported_model_and_parse_with_featurize():
-    featurize_job = pytest.importorskip("spark_jobs.featurize")
     config = resolve({"bucket": "fruits-data", "arrow_batch_size": 64})
     paths, staged, overrides, steps = build_onnx(config)
     assert_valid("AddJobFlowSteps", {"JobFlowId": "j-1", "Steps": steps})
     args = steps[0]["HadoopJarStep"]["Args"]
-    parsed = featurize_job.build_parser().parse_args(args[args.index(staged.featurize_py) + 1:])
+    parsed = featurize.build_parser().parse_args(args[args.index(staged.featurize_py) + 1:])
     assert (parsed.model_artifact, parsed.engine, parsed.arrow_batch_size) == (MODEL, "onnxruntime", 64)
     assert parsed.manifest == paths.manifest_uri and parsed.output == paths.output_uri
     # the settings live in the model's sidecar only; the cluster gets the light requirements only
@@ -276,24 +287,23 @@ def test_tensorflow_engine_adds_the_tensorflow_requirements():
 
 
 def test_export_command_parses_with_the_exporter():
-    export_job = pytest.importorskip("spark_jobs.export_model")
     config = resolve({"bucket": "fruits-data", "alpha": 0.35, "image_size": 96, "weights": "random"})
-    command = artifacts.export_model_command(config, "random", "/tmp/m/model.onnx", "/usr/bin/python3")
-    assert command[:3] == ["/usr/bin/python3", "-m", "spark_jobs.export_model"]
-    parsed = export_job.build_parser().parse_args(command[3:])
-    assert (parsed.output, parsed.model, parsed.alpha, parsed.image_size, parsed.weights) == (
-        "/tmp/m/model.onnx", "mobilenet_v2", 0.35, 96, "random")
-    assert artifacts.SIDECAR_SUFFIX == export_job.SIDECAR_SUFFIX
+    command = artifacts.export_settings(config, "random").command("/usr/bin/python3", "/tmp/m/model.onnx")
+    assert command[:3] == ["/usr/bin/python3", "-m", "model_export.export_model"]
+    parsed = export_model.build_parser().parse_args(command[3:])
+    assert (parsed.output, parsed.model, parsed.alpha, parsed.image_size, parsed.weights, parsed.engine) == (
+        "/tmp/m/model.onnx", "mobilenet_v2", 0.35, 96, "random", "onnxruntime")
+    int8 = artifacts.export_settings(resolve({"bucket": "fruits-data", "engine": "onnxruntime-int8"}), "imagenet")
+    parsed = export_model.build_parser().parse_args(int8.command("python", "m.onnx")[3:])
+    assert (parsed.engine, parsed.calibration_images) == ("onnxruntime-int8", model_identity.CALIBRATION_ROOT)
 
 
 def test_local_step_command_runs_the_emr_step_itself_against_s3():
-    featurize_job = pytest.importorskip("spark_jobs.featurize")
-    pca_job = pytest.importorskip("spark_jobs.pca")
     config = resolve({"bucket": "fruits-local", "k": 5})
     paths, staged, _, steps = build_onnx(config)
     featurize_args, pca_args = (step["HadoopJarStep"]["Args"] for step in steps)
     s3_conf = {"spark.hadoop.fs.s3.impl": "org.apache.hadoop.fs.s3a.S3AFileSystem"}
-    command = local.local_step_command(featurize_args, "/venv/bin/spark-submit", s3_conf, "local[2]", "3g")
+    command = local_steps.local_step_command(featurize_args, "/venv/bin/spark-submit", s3_conf, "local[2]", "3g")
     assert command[:5] == ["/venv/bin/spark-submit", "--master", "local[2]", "--driver-memory", "3g"]
     assert "--deploy-mode" not in command and "client" not in command
     assert "spark.hadoop.fs.s3.impl=org.apache.hadoop.fs.s3a.S3AFileSystem" in command
@@ -303,26 +313,23 @@ def test_local_step_command_runs_the_emr_step_itself_against_s3():
     assert command[script_at - 2:script_at] == ["--py-files", staged.py_files]
     # everything after the script is the step's own job arguments, S3 URIs unchanged
     assert command[script_at + 1:] == featurize_args[featurize_args.index(staged.featurize_py) + 1:]
-    parsed = featurize_job.build_parser().parse_args(command[script_at + 1:])
+    parsed = featurize.build_parser().parse_args(command[script_at + 1:])
     assert (parsed.manifest, parsed.output) == (paths.manifest_uri, paths.output_uri)
     assert parsed.allowed_prefix == ["s3://fruits-local/raw/"]
-    pca_command = local.local_step_command(pca_args, "spark-submit", {})
+    pca_command = local_steps.local_step_command(pca_args, "spark-submit", {})
     assert pca_command[:3] == ["spark-submit", "--master", "local[*,4]"]  # task retries, as on EMR
-    pca = pca_job.build_parser().parse_args(pca_command[pca_command.index(staged.pca_py) + 1:])
-    assert (pca.output, pca.k) == (paths.output_uri, 5)
+    pca_args_parsed = pca.build_parser().parse_args(pca_command[pca_command.index(staged.pca_py) + 1:])
+    assert (pca_args_parsed.output, pca_args_parsed.k) == (paths.output_uri, 5)
     with pytest.raises(ValueError, match="not a spark-submit step"):
-        local.local_step_command(["hadoop-streaming"], "spark-submit", {})
+        local_steps.local_step_command(["hadoop-streaming"], "spark-submit", {})
 
 
 def test_local_steps_encrypt_what_spark_writes_as_the_run_asks():
-    local = pytest.importorskip("fruits_emr.local")
-    s3a = pytest.importorskip("spark_jobs.s3a")
-    if not s3a.s3a_jars():
-        pytest.skip("S3A jars not fetched (make setup)")
-    kms = local.step_s3_conf(settings.sse_arguments(resolve({"bucket": "fruits-data", "kms_key_id": "alias/k"})))
+    assert s3a.s3a_jars(), "S3A jars not fetched: run make setup"
+    kms = local_steps.step_s3_conf(settings.sse_arguments(resolve({"bucket": "fruits-data", "kms_key_id": "alias/k"})))
     assert (kms["spark.hadoop.fs.s3a.encryption.algorithm"], kms["spark.hadoop.fs.s3a.encryption.key"]) == (
         "SSE-KMS", "alias/k")
-    s3 = local.step_s3_conf(settings.sse_arguments(resolve({"bucket": "fruits-data"})))
+    s3 = local_steps.step_s3_conf(settings.sse_arguments(resolve({"bucket": "fruits-data"})))
     assert s3["spark.hadoop.fs.s3a.encryption.algorithm"] == "AES256" and "spark.hadoop.fs.s3a.encryption.key" not in s3
     assert {s3[f"spark.hadoop.fs.{scheme}.impl"] for scheme in ("s3", "s3a")} == {s3a.S3A}
 
@@ -460,26 +467,26 @@ def test_params_cover_every_setting_with_a_description():
 
 def test_run_window_is_the_data_interval_or_the_last_full_day():
     start = datetime(2024, 6, 1, tzinfo=UTC)
-    assert layout.run_window(start, start + timedelta(days=1), start) == (start, start + timedelta(days=1), "2024-06-01")
+    assert selection.run_window(start, start + timedelta(days=1), start) == (start, start + timedelta(days=1), "2024-06-01")
     after = datetime(2024, 6, 3, 15, 30, tzinfo=UTC)
-    assert layout.run_window(None, None, after) == (
+    assert selection.run_window(None, None, after) == (
         datetime(2024, 6, 2, tzinfo=UTC), datetime(2024, 6, 3, tzinfo=UTC), "2024-06-02")
-    assert layout.in_window(start, start, start + timedelta(days=1))
-    assert not layout.in_window(start + timedelta(days=1), start, start + timedelta(days=1))
+    assert selection.in_window(start, start, start + timedelta(days=1))
+    assert not selection.in_window(start + timedelta(days=1), start, start + timedelta(days=1))
 
 
 def test_reconcile_flags_counts_and_missing_outputs():
     present = {"features/", "quarantine/", "pca/", "report.json", "manifest.txt"}
     good = {"images_seen": 41, "features_rows": 40, "quarantined": 1}
-    assert reconcile.reconcile(good, 41, present) == []
-    problems = reconcile.reconcile({"images_seen": 41, "features_rows": 38, "quarantined": 1}, 41, present - {"pca/"})
+    assert validation.reconcile(good, 41, present) == []
+    problems = validation.reconcile({"images_seen": 41, "features_rows": 38, "quarantined": 1}, 41, present - {"pca/"})
     assert problems == [
         "output pca/ is missing",
         "features (38) + quarantined (1) = 39, not the 41 images of the manifest",
     ]
-    assert reconcile.reconcile({"images_seen": 40, "features_rows": 40, "quarantined": 0}, 41, present)[0] == (
+    assert validation.reconcile({"images_seen": 40, "features_rows": 40, "quarantined": 0}, 41, present)[0] == (
         "report says 40 images seen, the manifest lists 41")
-    assert "lacks a count" in reconcile.reconcile({"images_seen": 41}, 41, present)[0]
+    assert "lacks a count" in validation.reconcile({"images_seen": 41}, 41, present)[0]
 
 
 def test_cost_estimate_from_instance_hours():
@@ -519,10 +526,17 @@ def test_step_failure_message_names_reason_and_logs():
 
 
 def test_param_choices_match_the_jobs():
-    backbones = pytest.importorskip("spark_jobs.backbones")
+    """The DAG's Params offer exactly what the jobs' own argument parsers and model code accept."""
+    from model_export.export_model import build_parser as exporter_parser
+    from spark_jobs.cnn.backbones import KERAS_APPLICATIONS
+    from spark_jobs.featurize import build_parser as featurize_parser
+
     specs = param_specs(DEFAULTS)
-    assert specs["model"]["enum"] == sorted(backbones.BACKBONES)
-    assert specs["engine"]["enum"] == list(backbones.ENGINES)
+    choices = {action.dest: list(action.choices) for action in featurize_parser()._actions if action.choices}
+    assert specs["model"]["enum"] == choices["model"] == sorted(KERAS_APPLICATIONS)
+    assert specs["engine"]["enum"] == choices["engine"]
+    exporter = {action.dest: list(action.choices) for action in exporter_parser()._actions if action.choices}
+    assert exporter["model"] == choices["model"] and set(exporter["engine"]) < set(choices["engine"])
 
 
 def test_executor_memory_overhead_covers_the_measured_python_workers():
@@ -572,16 +586,18 @@ def test_pca_plan_fits_when_asked_or_when_no_model_and_applies_otherwise():
     committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a/features",
                  "2024-06-02": "s3://fruits-data/features/run_date=2024-06-02/_attempts/b/features"}
     first = pca_plan.plan_pca(config, None, committed, "2024-06-02")
-    assert (first["fit"], first["reason"], first["version"], first["previous_number"]) == (True, "no model yet", "v0001", None)
-    assert first["model"] == "s3://fruits-data/features/_pca_models/v0001"
-    assert first["corpus"] == [["2024-06-01", committed["2024-06-01"]]]  # this run's date is refitted from its new features
-    pointer = {"version": "v0001", "number": 1, "model": first["model"], "corpus": {}}
+    assert (first.fit, first.reason, first.version, first.pointer_number) == (True, "no model yet", "v0001", None)
+    assert first.model == "s3://fruits-data/features/_pca_models/v0001"
+    # this run's date is refitted from its new features
+    assert first.corpus == (CorpusDate("2024-06-01", committed["2024-06-01"]),)
+    pointer = {"version": "v0001", "number": 1, "model": first.model, "corpus": {}}
     daily = pca_plan.plan_pca(config, pointer, committed, "2024-06-03")
-    assert (daily["fit"], daily["version"], daily["model"], daily["corpus"]) == (False, "v0001", first["model"], [])
+    assert (daily.fit, daily.version, daily.model, daily.corpus, daily.pointer_number) == (
+        False, "v0001", first.model, (), 1)
     refit = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), pointer, committed, "2024-06-03")
-    assert (refit["fit"], refit["version"], refit["previous_number"], len(refit["corpus"])) == (True, "v0002", 1, 2)
+    assert (refit.fit, refit.version, refit.pointer_number, len(refit.corpus)) == (True, "v0002", 1, 2)
     full = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "full_refresh": True}), pointer, committed, "2024-06-03")
-    assert (full["fit"], full["reason"], full["corpus"]) == (True, "full_refresh", [])
+    assert (full.fit, full.reason, full.corpus) == (True, "full_refresh", ())
 
 
 def test_pca_step_arguments_follow_the_plan():
@@ -590,10 +606,10 @@ def test_pca_step_arguments_follow_the_plan():
     committed = {"2024-06-01": "s3://fruits-data/features/run_date=2024-06-01/_attempts/a/features"}
     fit = pca_plan.plan_pca(config, None, committed, "2024-06-03")
     assert pca_plan.pca_arguments(config, paths, fit) == [
-        "--output", paths.output_uri, "--variance", "0.95", "--model-output", fit["model"], "--model-version", "v0001",
+        "--output", paths.output_uri, "--variance", "0.95", "--model-output", fit.model, "--model-version", "v0001",
         "--corpus", committed["2024-06-01"]]
-    apply = pca_plan.plan_pca(config, {"version": "v0001", "number": 1, "model": fit["model"], "corpus": {}}, {}, "2024-06-04")
-    assert pca_plan.pca_arguments(config, paths, apply) == ["--output", paths.output_uri, "--model", fit["model"]]
+    apply = pca_plan.plan_pca(config, {"version": "v0001", "number": 1, "model": fit.model, "corpus": {}}, {}, "2024-06-04")
+    assert pca_plan.pca_arguments(config, paths, apply) == ["--output", paths.output_uri, "--model", fit.model]
 
 
 def test_pca_pointer_and_problems():
@@ -602,21 +618,22 @@ def test_pca_pointer_and_problems():
     day1 = layout.run_paths(config, "2024-06-01", ATTEMPT)
     fit = pca_plan.plan_pca(config, None, {}, "2024-06-01")
     report = {"pca_fitted": True, "pca_model": "v0001", "pca_corpus": [], "k": 9}
-    assert reconcile.pca_problems(report, fit) == []
-    pointer = layout.pca_pointer_record(None, fit, day1, report, "r1", now)
+    assert validation.pca_problems(report, fit) == []
+    pointer = commits.pca_pointer_record(None, fit, day1, run_summary(k=9), "r1", now)
     assert pointer["corpus"] == {"2024-06-01": f"{day1.output_uri}/pca"}
     assert (pointer["version"], pointer["number"], pointer["k"], pointer["fitted_run_date"]) == ("v0001", 1, 9, "2024-06-01")
     day2 = layout.run_paths(config, "2024-06-02", ATTEMPT)
     apply = pca_plan.plan_pca(config, pointer, {}, "2024-06-02")
-    applied = layout.pca_pointer_record(pointer, apply, day2, {"pca_fitted": False, "pca_model": "v0001"}, "r2", now)
+    applied = commits.pca_pointer_record(pointer, apply, day2, run_summary(pca_fitted=False, k=9), "r2", now)
     assert applied["corpus"] == {"2024-06-01": f"{day1.output_uri}/pca", "2024-06-02": f"{day2.output_uri}/pca"}
     assert (applied["version"], applied["k"]) == ("v0001", 9)
-    assert reconcile.pca_problems({"pca_fitted": True, "pca_model": "sha-1"}, apply) == [
+    assert validation.pca_problems({"pca_fitted": True, "pca_model": "sha-1"}, apply) == [
         "report says pca_fitted=True, the run planned fit=False",
         "report names PCA model 'sha-1', the run planned 'v0001'"]
     refit = pca_plan.plan_pca(resolve({"bucket": "fruits-data", "refit_pca": True}), applied,
                          {"2024-06-01": "s3://x/f1", "2024-06-02": "s3://x/f2"}, "2024-06-02")
-    part = f"{refit['model']}/corpus/part-00000"
-    refitted = layout.pca_pointer_record(applied, refit, day2, {"pca_corpus": [{"features": "s3://x/f1", "pca": "/mirror"}], "k": 4}, "r3", now)
+    part = f"{refit.model}/corpus/part-00000"
+    refitted = commits.pca_pointer_record(applied, refit, day2, run_summary(
+        pca_corpus=[{"features": "s3://x/f1", "pca": "/mirror"}], k=4), "r3", now)
     assert refitted["corpus"] == {"2024-06-01": part, "2024-06-02": f"{day2.output_uri}/pca"}
     assert (refitted["version"], refitted["k"]) == ("v0002", 4)

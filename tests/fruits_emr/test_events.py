@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fruits_emr import events, iam, layout, storage
+from fruits_emr import commits, events, iam, layout, selection
 from fruits_emr.settings import RunConfig
-from tests.support import ACCOUNT, LABELS, REGION, SAMPLE
+from tests.support import ACCOUNT, LABELS, REGION, SAMPLE, run_summary
 
 BUCKET = "fruits-data"
 QUEUE = "fruits-raw-images"
@@ -64,9 +64,9 @@ def upload(s3, per_label: int, offset: int = 0, name=lambda source: source.name)
 def commit(s3, run_date: str, versions: dict[str, str]) -> layout.RunPaths:
     """Commit a run date as commit_outputs does, having processed these image versions."""
     paths = layout.run_paths(config(), run_date, layout.new_attempt_id(datetime.now(UTC)))
-    storage.write_manifest(s3, paths, sorted(versions), {})
-    events.write_images(s3, paths, versions, {})
-    storage.commit_run(s3, paths, layout.commit_record(paths, {"images": len(versions)}, "test", datetime.now(UTC)), {})
+    selection.write_manifest(s3, paths, sorted(versions), {})
+    selection.write_images(s3, paths, versions, {})
+    commits.commit_run(s3, paths, commits.commit_record(paths, run_summary(images=len(versions)), "test", datetime.now(UTC)), {})
     return paths
 
 
@@ -141,27 +141,27 @@ def test_redelivered_messages_are_a_no_op_once_committed(s3, sqs, queue_url):
     # at least once: the same messages twice, in two asset events
     delivered = events.message_bodies({"fruits_raw_images": [AssetEvent(bodies), AssetEvent(bodies)]})
 
-    first = events.event_images(s3, config(), delivered, 100, run_after)
+    first = selection.event_images(s3, config(), delivered, 100, run_after)
     assert sorted(first.images) == uploaded
     assert first.skipped == {"named again in the batch": len(uploaded)}
     assert first.run_date == run_after.strftime("%Y-%m-%dT%H%M%SZ")
     commit(s3, first.run_date, first.images)
 
-    again = events.event_images(s3, config(), bodies, 100, run_after + timedelta(minutes=5))
+    again = selection.event_images(s3, config(), bodies, 100, run_after + timedelta(minutes=5))
     assert again.images == {}
     assert again.skipped == {"already processed by a committed run": len(uploaded)}
 
 
 def test_a_new_version_of_a_processed_image_is_processed_again(s3, sqs, queue_url):
     upload(s3, 1)
-    first = events.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
+    first = selection.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
     commit(s3, first.run_date, first.images)
     apple = sorted(first.images)[0]
     key = apple.removeprefix(f"s3://{BUCKET}/")
     other = sorted((SAMPLE / "lemon").iterdir())[5]
     s3.upload_file(str(other), BUCKET, key)  # same name, other photo
 
-    later = events.event_images(s3, config(), drain(sqs, queue_url), 100,
+    later = selection.event_images(s3, config(), drain(sqs, queue_url), 100,
                                 datetime.now(UTC) + timedelta(seconds=1))
     assert later.images == {apple: s3.head_object(Bucket=BUCKET, Key=key)["ETag"].strip('"')}
     assert later.images[apple] != first.images[apple]
@@ -170,18 +170,18 @@ def test_a_new_version_of_a_processed_image_is_processed_again(s3, sqs, queue_ur
 def test_deleted_images_are_left_out(s3, sqs, queue_url):
     uploaded = upload(s3, 1)
     s3.delete_object(Bucket=BUCKET, Key=uploaded[0].removeprefix(f"s3://{BUCKET}/"))
-    found = events.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
+    found = selection.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
     assert sorted(found.images) == uploaded[1:]
     assert found.skipped == {"deleted since": 1}
 
 
 def test_images_past_max_go_back_to_the_queue(s3, sqs, queue_url):
     uploaded = upload(s3, 2)
-    found = events.event_images(s3, config(), drain(sqs, queue_url), 3, datetime.now(UTC))
+    found = selection.event_images(s3, config(), drain(sqs, queue_url), 3, datetime.now(UTC))
     assert len(found.images) == 3 and len(found.requeue) == len(uploaded) - 3
 
     events.requeue(sqs, queue_url, found.requeue)
-    rest = events.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
+    rest = selection.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
     assert sorted([*found.images, *rest.images]) == uploaded
 
 
@@ -191,35 +191,35 @@ def test_daily_backstop_takes_only_what_event_runs_missed(s3, sqs, queue_url):
     uploaded = upload(s3, 2)
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     bodies = drain(sqs, queue_url)
-    caught = events.event_images(s3, config(), bodies[: len(bodies) // 2], 100, datetime.now(UTC))
+    caught = selection.event_images(s3, config(), bodies[: len(bodies) // 2], 100, datetime.now(UTC))
     event_paths = commit(s3, caught.run_date, caught.images)
     run_date = day.date().isoformat()
 
-    daily = events.interval_images(s3, config(), day, day + timedelta(days=1), run_date)
+    daily = selection.interval_images(s3, config(), day, day + timedelta(days=1), run_date)
     assert sorted(daily.images) == sorted(set(uploaded) - set(caught.images))
     assert daily.skipped == {"already processed by a committed run": len(caught.images)}
     daily_paths = commit(s3, run_date, daily.images)
 
-    committed = storage.committed_features(s3, config())
+    committed = commits.committed_features(s3, config())
     assert set(committed) == {run_date, caught.run_date}
-    assert storage.read_commit(s3, BUCKET, event_paths.commit_key)["attempt"] == event_paths.attempt
-    assert storage.read_commit(s3, BUCKET, daily_paths.commit_key)["attempt"] == daily_paths.attempt
+    assert commits.read_commit(s3, BUCKET, event_paths.commit_key)["attempt"] == event_paths.attempt
+    assert commits.read_commit(s3, BUCKET, daily_paths.commit_key)["attempt"] == daily_paths.attempt
     # a re-run of the day replaces its own commit: its own partition does not count as processed
-    rerun = events.interval_images(s3, config(), day, day + timedelta(days=1), run_date)
+    rerun = selection.interval_images(s3, config(), day, day + timedelta(days=1), run_date)
     assert rerun.images == daily.images
     # full refresh takes everything
-    everything = events.interval_images(s3, config(full_refresh=True), day, day + timedelta(days=1), run_date)
+    everything = selection.interval_images(s3, config(full_refresh=True), day, day + timedelta(days=1), run_date)
     assert sorted(everything.images) == uploaded
 
 
 def test_partitions_committed_before_images_json_count_by_name(s3, sqs, queue_url):
     uploaded = upload(s3, 1)
     paths = commit(s3, "2024-06-01", dict.fromkeys(uploaded, "x"))
-    s3.delete_object(Bucket=BUCKET, Key=events.images_key(paths))
+    s3.delete_object(Bucket=BUCKET, Key=selection.images_key(paths))
     day = datetime(2024, 6, 1, tzinfo=UTC)
-    covered = events.covered_images(s3, config(), day, "2024-06-02")
+    covered = selection.covered_images(s3, config(), day, "2024-06-02")
     assert covered == {uri: {None} for uri in uploaded}
-    assert events.covered_images(s3, config(), day + timedelta(days=3), "2024-06-05") == {}
+    assert selection.covered_images(s3, config(), day + timedelta(days=3), "2024-06-05") == {}
 
 
 def test_settings_from_the_environment():

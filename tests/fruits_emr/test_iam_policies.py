@@ -22,16 +22,25 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import boto3  # noqa: E402
+import botocore.exceptions as botocore_exceptions  # noqa: E402
 import pytest
-
-from fruits_emr import artifacts, emr_request, iam, layout, settings, storage
-from tests.support import REPO_ROOT
-
-boto3 = pytest.importorskip("boto3")
-botocore_exceptions = pytest.importorskip("botocore.exceptions")
-pytest.importorskip("moto.server")
 from moto.core.authorization import enable_iam_authentication  # noqa: E402
 
+from fruits_emr import (
+    artifacts,
+    commits,
+    emr_request,
+    iam,
+    layout,
+    preflight,
+    selection,
+    settings,
+    staging,
+    validation,
+)
+from fruits_emr.s3_objects import RunOutputError
+from tests.support import REPO_ROOT, run_summary
 from tests.support.moto import running_moto_server  # noqa: E402
 from tests.support.wheels import probe_builder  # noqa: E402
 
@@ -148,13 +157,11 @@ def test_every_emr_call_of_the_dag_is_allowed():
     )
     from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 
-    from fruits_emr import operators, tasks
+    from fruits_emr import commits, operators, preflight, selection, staging, validation
 
     sources = [
         (REPO_ROOT / "dags" / "fruits_features.py").read_text(),
-        inspect.getsource(tasks),
-        inspect.getsource(operators),
-        inspect.getsource(storage),
+        *(inspect.getsource(module) for module in (operators, preflight, staging, selection, validation, commits)),
         inspect.getsource(EmrCreateJobFlowOperator.execute),
         inspect.getsource(EmrAddStepsOperator.execute),
         inspect.getsource(EmrTerminateJobFlowOperator.execute),
@@ -278,25 +285,25 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
                                          "S3EncryptionConfiguration": {"EncryptionMode": "SSE-S3"}}}}))
     with enable_iam_authentication():
         s3 = client("s3", endpoint, airflow_key)
-        storage.check_bucket(s3, BUCKET)
+        preflight.check_bucket(s3, BUCKET)
         build, _ = probe_builder(tmp_path / "wheels")
-        staged, uploaded = storage.stage_artifacts(s3, config, repo, build)
+        staged, uploaded = staging.stage_artifacts(s3, config, repo, build)
         assert len(uploaded) == 9  # weights, 7 bundle files, 1 wheel
-        assert storage.stage_artifacts(s3, config, repo, build)[1] == []  # second run: head_object finds the markers
+        assert staging.stage_artifacts(s3, config, repo, build)[1] == []  # second run: head_object finds the markers
         now = datetime.now(UTC)
-        images = sorted(storage.new_image_versions(s3, config, now - timedelta(days=1), now + timedelta(days=1)))
+        images = sorted(selection.new_image_versions(s3, config, now - timedelta(days=1), now + timedelta(days=1)))
         assert images == [f"s3://{BUCKET}/raw/apple/1.jpg", f"s3://{BUCKET}/raw/lemon/2.jpg"]
-        storage.write_manifest(s3, paths, images, sse)
-        assert storage.read_manifest(s3, paths) == images
+        selection.write_manifest(s3, paths, images, sse)
+        assert selection.read_manifest(s3, BUCKET, paths.manifest_key) == images
         s3.put_object(Bucket=BUCKET, Key=paths.report_key, Body=b'{"images_seen": 2}')  # as the pca step would
-        assert storage.read_report(s3, paths) == {"images_seen": 2}
-        assert storage.attempt_entries(s3, paths) == {"manifest.txt", "report.json"}
-        record = layout.commit_record(paths, {"images": 2}, "manual__1", datetime.now(UTC))
-        assert storage.commit_run(s3, paths, record, sse) == (None, 1)  # the failed attempt's file is deleted
-        assert storage.committed_output(s3, config, RUN_DATE)["attempt"] == "20240602T02Z"
+        assert validation.read_report(s3, paths) == {"images_seen": 2}
+        assert validation.attempt_entries(s3, paths) == {"manifest.txt", "report.json"}
+        record = commits.commit_record(paths, run_summary(), "manual__1", datetime.now(UTC))
+        assert commits.commit_run(s3, paths, record, sse) == (None, 1)  # the failed attempt's file is deleted
+        assert commits.committed_output(s3, config, RUN_DATE)["attempt"] == "20240602T02Z"
 
         emr_client = client("emr", endpoint, airflow_key)
-        storage.check_security_configuration(emr_client, config.security_configuration)
+        preflight.check_security_configuration(emr_client, config.security_configuration)
         overrides = emr_request.job_flow_overrides(config, paths, staged, settings.DAG_ID, "manual__1")
         cluster_id = emr_client.run_job_flow(**overrides)["JobFlowId"]
         step_ids = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=emr_request.spark_steps(config, paths, staged))[
@@ -346,11 +353,11 @@ def test_commit_reports_attempts_it_could_not_delete(endpoint, airflow_key):
             {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": [f"arn:aws:s3:::{BUCKET}/features/*"]},
         ]}))
     key = iam_client.create_access_key(UserName="writer")["AccessKey"]
-    record = layout.commit_record(paths, {}, "manual__1", datetime.now(UTC))
+    record = commits.commit_record(paths, run_summary(), "manual__1", datetime.now(UTC))
     with enable_iam_authentication():
-        with pytest.raises(storage.RunOutputError, match=re.escape(
+        with pytest.raises(RunOutputError, match=re.escape(
                 f"Could not delete old attempts under s3://{BUCKET}/{paths.attempts_key}: 1 objects not deleted")):
-            storage.commit_run(client("s3", endpoint, key), paths, record, settings.sse_arguments(config))
+            commits.commit_run(client("s3", endpoint, key), paths, record, settings.sse_arguments(config))
 
 
 def test_event_driven_calls_pass_with_only_the_airflow_policy(endpoint, monkeypatch):
@@ -393,11 +400,11 @@ def test_event_driven_calls_pass_with_only_the_airflow_policy(endpoint, monkeypa
         bodies = [m["Body"] for m in asyncio.run(first_event()).payload["message_batch"]]
         s3, sqs = client("s3", endpoint, key), client("sqs", endpoint, key)
         config = settings.RunConfig(bucket=BUCKET)
-        found = events.event_images(s3, config, bodies, 2, datetime.now(UTC))
+        found = selection.event_images(s3, config, bodies, 2, datetime.now(UTC))
         assert len(found.images) == 2 and len(found.requeue) == 1
         events.requeue(sqs, queue_url, found.requeue)
         paths = layout.run_paths(config, found.run_date, "20240602T02Z")
-        events.write_images(s3, paths, found.images, settings.sse_arguments(config))
+        selection.write_images(s3, paths, found.images, settings.sse_arguments(config))
         assert denied(sqs.send_message, QueueUrl=other_url, MessageBody="x") == "AccessDenied"
         assert denied(sqs.receive_message, QueueUrl=other_url) == "AccessDenied"
         assert denied(sqs.purge_queue, QueueUrl=queue_url) == "AccessDenied"

@@ -7,8 +7,10 @@ import argparse
 import numpy as np
 import pytest
 
-from spark_jobs import featurize, image_listing, model_acquisition
-from spark_jobs.backbones import ModelConfigError, ModelSpec
+from spark_jobs import featurize
+from spark_jobs.cnn import model_acquisition
+from spark_jobs.cnn.backbones import ModelConfigError, ModelSpec
+from spark_jobs.featurization import image_listing
 from tests.support import LABELS, SAMPLE, WEIGHTS, copy_sample
 from tests.support.images import broken_images, odd_valid_images, write_files
 
@@ -164,7 +166,7 @@ def test_user_errors_are_clear(spark, tmp_path):
 
 def test_exported_model_matches_the_in_job_export(spark, tmp_path):
     """--model-artifact: features equal those of the in-job export; sidecar gives the model id."""
-    from spark_jobs.export_model import main as export_main
+    from model_export.export_model import main as export_main
 
     copy_sample(tmp_path / "imgs", per_label=2, offset=70)
     artifact = tmp_path / "staged" / "model.onnx"

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spark_jobs.images import IMAGE_GLOB, QuarantineError, decode_image, has_image_extension, to_rgb
+from spark_jobs.contract.model_choices import has_image_extension
+from spark_jobs.featurization.image_decode import QuarantineError, decode_image, to_rgb
+from spark_jobs.featurization.image_listing import IMAGE_GLOB
 from tests.support import SAMPLE
 from tests.support.images import broken_images, encode, odd_valid_images
 

@@ -8,7 +8,7 @@ import unicodedata
 import pandas as pd
 import pytest
 
-from spark_jobs import featurize, pca, storage
+from spark_jobs import featurize, hadoop_fs, pca
 from tests.support import S3_KMS_KEY, SAMPLE, s3_client_of
 
 BUCKET = "fruits-s3a"
@@ -84,7 +84,7 @@ def test_featurize_and_pca_run_directly_on_s3(spark, s3_client, raw_keys, scheme
 def test_manifest_of_s3_keys_round_trips(spark, s3_client, raw_keys, tmp_path):
     listed = [f"s3://{BUCKET}/{key}" for key in raw_keys] + [f"s3://{BUCKET}/raw/lemon/gone?.jpg"]
     manifest = f"s3://{BUCKET}/manifests/odd names.txt"
-    storage.write_bytes(spark, manifest, "".join(f"{uri}\n" for uri in listed).encode())
+    hadoop_fs.write_bytes(spark, manifest, "".join(f"{uri}\n" for uri in listed).encode())
     out = f"s3://{BUCKET}/out-manifest"
 
     summary = featurize.run(spark, featurize_args(["--manifest", manifest], out))

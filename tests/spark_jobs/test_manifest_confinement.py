@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from spark_jobs import featurize, input_confinement, run_local
+from local_spark import run_local
+from spark_jobs import featurize
+from spark_jobs.featurization import input_confinement
 from tests.support import SAMPLE, WEIGHTS, copy_sample
 
 

@@ -19,7 +19,8 @@ import pandas as pd
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from spark_jobs import featurize, image_listing, storage
+from spark_jobs import featurize, hadoop_fs
+from spark_jobs.featurization import image_listing
 from tests.support import REPO_ROOT, SAMPLE, s3_client_of
 
 PHOTO = sorted((SAMPLE / "apple").iterdir())[0]
@@ -111,7 +112,7 @@ def check_invariant(summary: dict, features: pd.DataFrame, quarantine: pd.DataFr
     names each file: Spark skips only a hidden file name)."""
 
     def hidden(folder: str, name: str) -> bool:
-        return storage.is_hidden_name(name) or (folders_hide and storage.is_hidden_name(folder))
+        return hadoop_fs.is_hidden_name(name) or (folders_hide and hadoop_fs.is_hidden_name(folder))
 
     assert sorted([*features.path, *quarantine.path]) == sorted(expected)
     assert summary["images_seen"] == len(expected) == summary["features_rows"] + summary["quarantined"]
@@ -142,7 +143,7 @@ def _unopenable(path: str) -> bool:
 
 
 def test_literal_path_inverts_hadoop_uri_encoding(spark):
-    """storage.literal_path(Path.toUri().toString()) == Path.toString(), as the JVM computes both."""
+    """hadoop_fs.literal_path(Path.toUri().toString()) == Path.toString(), as the JVM computes both."""
     jvm = spark.sparkContext._jvm
 
     @given(st.lists(names(IMAGE_SUFFIXES + ("",)), min_size=1, max_size=3), st.sampled_from(["file:", "s3a://b", "s3://b"]))
@@ -150,8 +151,8 @@ def test_literal_path_inverts_hadoop_uri_encoding(spark):
     def check(parts: list[str], base: str) -> None:
         path = jvm.org.apache.hadoop.fs.Path(base + "/" + "/".join(parts))
         encoded = str(path.toUri().toString())
-        assert storage.literal_path(encoded) == str(path.toString())
-        assert storage.literal_path(encoded) == str(jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(encoded)).toString())
+        assert hadoop_fs.literal_path(encoded) == str(path.toString())
+        assert hadoop_fs.literal_path(encoded) == str(jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(encoded)).toString())
 
     check()
 
@@ -197,7 +198,7 @@ def test_odd_s3_keys_round_trip_through_a_manifest(spark, s3_server, tree):
         if is_input(name):
             expected[f"s3://{bucket}/{key}"] = (folder, name, kind)
     manifest = f"s3://{bucket}/{run}/manifest.txt"
-    storage.write_bytes(spark, manifest, "".join(f"{uri}\n" for uri in listed).encode())
+    hadoop_fs.write_bytes(spark, manifest, "".join(f"{uri}\n" for uri in listed).encode())
     out = f"s3://{bucket}/{run}/out"
 
     summary = featurize.run(spark, job_args(["--manifest", manifest], out))
@@ -221,7 +222,7 @@ def s3_parquet(s3, bucket: str, prefix: str) -> pd.DataFrame:
 
 def test_zero_byte_file_beside_an_accented_name_no_longer_crashes(tmp_path):
     """The run of issue 10: `run_local` over a folder with a zero-byte file and "pêche mûre ü.jpg"
-    crashed in unscanned_files -> storage.size on a URI-encoded path."""
+    crashed in unscanned_files -> hadoop_fs.size on a URI-encoded path."""
     images = tmp_path / "images" / "apple"
     images.mkdir(parents=True)
     photos = sorted((SAMPLE / "apple").iterdir())
@@ -230,7 +231,7 @@ def test_zero_byte_file_beside_an_accented_name_no_longer_crashes(tmp_path):
     (images / "empty.jpg").write_bytes(b"")
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "spark_jobs.run_local", "--images", str(tmp_path / "images"), "--output", str(out),
+        [sys.executable, "-m", "local_spark.run_local", "--images", str(tmp_path / "images"), "--output", str(out),
          "--weights", "random", "--alpha", "0.35", "--image-size", "96", "--k", "1", "--master", "local[1]"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
     )

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from spark_jobs import phase_timer
-from spark_jobs.phase_timer import PhaseTimer
+from spark_jobs.featurization import phase_timer
+from spark_jobs.featurization.phase_timer import PhaseTimer
 
 
 @pytest.fixture

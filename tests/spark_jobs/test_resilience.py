@@ -122,7 +122,7 @@ def test_crashed_python_worker_is_retried_without_duplicate_rows(tmp_path):
         f"--conf spark.eventLog.enabled=true --conf spark.eventLog.dir={events.as_uri()} pyspark-shell"
     )
     command = [
-        sys.executable, "-m", "spark_jobs.run_local", "--images", str(SAMPLE), "--output", str(out),
+        sys.executable, "-m", "local_spark.run_local", "--images", str(SAMPLE), "--output", str(out),
         "--weights", str(WEIGHTS), "--alpha", "0.35",
     ]  # default --master: the retrying local[2,4]
     with open(tmp_path / "stdout.log", "w") as stdout, open(tmp_path / "stderr.log", "w") as stderr:

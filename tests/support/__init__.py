@@ -42,3 +42,14 @@ def s3_client_of(endpoint: str):
         "s3", endpoint_url=endpoint, region_name=REGION, verify=certificate_of(endpoint),
         aws_access_key_id="testing", aws_secret_access_key="testing",
     )
+
+
+def run_summary(**fields):
+    """A validated run's summary (fruits_emr.task_records.RunSummary) with plain defaults, for tests of
+    what a commit writes."""
+    from fruits_emr.task_records import RunSummary
+
+    defaults = dict(output="s3://fruits-data/features/run", images=2, features_rows=2, quarantined=0,
+                    quarantine_reasons={}, k=1, variance_target=0.95, pca_model="v0001", pca_fitted=True,
+                    pca_fit_rows=2)
+    return RunSummary(**{**defaults, **fields})

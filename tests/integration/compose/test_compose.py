@@ -583,7 +583,7 @@ def test_hadoop_aws_matches_the_pinned_pyspark(instructions: list, requirements:
     assert jars > install, "jars must be fetched after pip installed pyspark"
     dest = re.search(r"--dest (\S+)", runs[jars]).group(1)
     envs = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
-    assert f"FRUITS_JARS_DIR={dest}" in envs, "spark_jobs/s3a.py looks for the jars in FRUITS_JARS_DIR"
+    assert f"FRUITS_JARS_DIR={dest}" in envs, "local_spark/s3a.py looks for the jars in FRUITS_JARS_DIR"
 
 
 def test_hadoop_version_matches_installed_pyspark_jars(requirements: str) -> None:
@@ -631,9 +631,9 @@ def test_env_example_credentials_are_labelled_dev_only() -> None:
 def test_aws_connection_and_spark_point_at_the_s3_service(
     source: str, compose: dict, services: dict, env_example: dict
 ) -> None:
-    """boto3 (the DAG's connection) and Spark (S3A, spark_jobs/s3a.py) use the same server and keys."""
+    """boto3 (the DAG's connection) and Spark (S3A, local_spark/s3a.py) use the same server and keys."""
     connection_module = pytest.importorskip("airflow.models.connection")
-    from spark_jobs.s3a import s3a_conf
+    from local_spark.s3a import s3a_conf
 
     env = compose["x-airflow-common"]["environment"] if source == "compose default" else env_example
     env = {name: interpolate(str(value), {}) for name, value in env.items()}

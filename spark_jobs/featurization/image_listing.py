@@ -10,11 +10,11 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
 
-from spark_jobs import storage
-from spark_jobs.images import IMAGE_EXTENSIONS, IMAGE_GLOB, has_image_extension
-from spark_jobs.input_confinement import confine_inputs
-from spark_jobs.input_errors import InputError
-from spark_jobs.run_files import parse_manifest
+from spark_jobs import hadoop_fs
+from spark_jobs.contract.model_choices import IMAGE_EXTENSIONS, has_image_extension
+from spark_jobs.contract.run_files import parse_manifest
+from spark_jobs.featurization.input_confinement import confine_inputs
+from spark_jobs.featurization.input_errors import InputError
 
 BINARY_FILE_SCHEMA = T.StructType(
     [
@@ -24,6 +24,10 @@ BINARY_FILE_SCHEMA = T.StructType(
         T.StructField("content", T.BinaryType()),
     ]
 )
+# Hadoop glob for binaryFile's pathGlobFilter: contract.model_choices.IMAGE_EXTENSIONS in any letter case.
+IMAGE_GLOB = "*.{" + ",".join(
+    "".join(f"[{c.lower()}{c.upper()}]" for c in ext) for ext in IMAGE_EXTENSIONS
+) + "}"
 HIDDEN_REASON = "hidden name (a file or folder name starts with '.' or '_'): Spark skips it; rename it to featurize it"
 UNADDRESSABLE_REASON = (
     "name has ':' and one of {}[]*?\\ : Hadoop's path globbing cannot address it; rename it to featurize it"
@@ -64,34 +68,34 @@ def load_inputs(
         str(max(8, 4 * spark.sparkContext.defaultParallelism)),
     )
     files, unreadable = list_images(spark, images=images, manifest_entries=entries)
-    return ImageInputs(files, storage.input_files(spark, files), unreadable, images or manifest)  # no Spark job
+    return ImageInputs(files, hadoop_fs.input_files(spark, files), unreadable, images or manifest)  # no Spark job
 
 
 def read_manifest(spark: SparkSession, manifest: str) -> list[str]:
     """Image URIs listed in a manifest (run_files.parse_manifest: in order, without blanks, comments or repeats)."""
-    if not storage.exists(spark, manifest):
+    if not hadoop_fs.exists(spark, manifest):
         raise InputError(f"manifest {manifest} does not exist")
-    return parse_manifest(storage.read_bytes(spark, manifest).decode("utf-8"))
+    return parse_manifest(hadoop_fs.read_bytes(spark, manifest).decode("utf-8"))
 
 
 def unaddressable(path: str) -> str | None:
     """Why Hadoop cannot address a literal manifest entry, or None: Hadoop globs any path with
     {}[]*?\\ in it, and its glob splits the path into names and parses a name with ':' as a URI."""
-    rest = storage.URI_PARTS.match(path)
+    rest = hadoop_fs.URI_PARTS.match(path)
     body = rest["path"] if rest else path
-    if ":" in body and storage.GLOB_CHARACTERS.search(body):
+    if ":" in body and hadoop_fs.GLOB_CHARACTERS.search(body):
         return UNADDRESSABLE_REASON
     return None
 
 
 def hidden_images(spark: SparkSession, root: str) -> list[Unreadable]:
     """Images under root that Spark's listing skips because a name on their path is hidden."""
-    base = storage.qualify(spark, root).rstrip("/") + "/"
+    base = hadoop_fs.qualify(spark, root).rstrip("/") + "/"
     hidden = []
-    for path in storage.list_files(spark, root):
+    for path in hadoop_fs.list_files(spark, root):
         relative = path[len(base):] if path.startswith(base) else path.rsplit("/", 1)[-1]
-        if has_image_extension(path) and any(map(storage.is_hidden_name, relative.split("/"))):
-            hidden.append((path, HIDDEN_REASON, storage.size(spark, path)))
+        if has_image_extension(path) and any(map(hadoop_fs.is_hidden_name, relative.split("/"))):
+            hidden.append((path, HIDDEN_REASON, hadoop_fs.size(spark, path)))
     return hidden
 
 
@@ -100,7 +104,7 @@ def manifest_entry_problem(entry: str) -> str | None:
     if not has_image_extension(entry):
         return f"unsupported file extension (expected {', '.join(IMAGE_EXTENSIONS)})"
     reason = unaddressable(entry)
-    if reason is None and storage.is_hidden_name(entry.rstrip("/").rsplit("/", 1)[-1]):
+    if reason is None and hadoop_fs.is_hidden_name(entry.rstrip("/").rsplit("/", 1)[-1]):
         return HIDDEN_REASON
     return reason
 
@@ -110,17 +114,17 @@ def list_images(
 ) -> tuple[DataFrame, list[Unreadable]]:
     """The image files to featurize (binaryFile rows, lazily) and the listed inputs that
     cannot be read at all, as (path, reason, bytes) — from an image root or the entries of a
-    manifest (read_manifest). Paths are literal (storage.literal_path) throughout."""
+    manifest (read_manifest). Paths are literal (hadoop_fs.literal_path) throughout."""
     # A file Hadoop cannot open (see unscanned_files) is left out of the scan instead of failing
     # the job; unscanned_files then quarantines it with the reason.
     reader = spark.read.format("binaryFile").option("ignoreCorruptFiles", "true")
     if images is not None:
-        if not storage.is_dir(spark, images):
+        if not hadoop_fs.is_dir(spark, images):
             raise InputError(f"image root {images} does not exist or is not a folder")
         files = (
             reader.option("recursiveFileLookup", "true")
             .option("pathGlobFilter", IMAGE_GLOB)
-            .load(storage.glob_escaped(images))
+            .load(hadoop_fs.glob_escaped(images))
         )
         return files, hidden_images(spark, images)
     problems: list[Unreadable] = []
@@ -135,7 +139,7 @@ def list_images(
     def load(entries: list[str]) -> DataFrame:
         if not entries:
             return spark.createDataFrame([], BINARY_FILE_SCHEMA)
-        return reader.load([storage.glob_escaped(entry) for entry in entries])
+        return reader.load([hadoop_fs.glob_escaped(entry) for entry in entries])
 
     try:
         files = load(wanted)
@@ -144,7 +148,7 @@ def list_images(
             raise
         present = []
         for entry in wanted:
-            if storage.exists(spark, entry):
+            if hadoop_fs.exists(spark, entry):
                 present.append(entry)
             else:
                 problems.append((_qualified(spark, entry), "listed in the manifest but not found", None))
@@ -156,7 +160,7 @@ def _qualified(spark: SparkSession, entry: str) -> str:
     """The entry as Spark reports paths (file:/… for a local path); as given if Hadoop cannot parse it."""
     if unaddressable(entry) is not None:
         return entry
-    return storage.qualify(spark, entry)
+    return hadoop_fs.qualify(spark, entry)
 
 
 def unscanned_reason(uri: str, size: int) -> str:
@@ -173,8 +177,8 @@ def unscanned_files(spark: SparkSession, listed: list[str], scanned: set[str]) -
     """Listed files missing from the scan, with the reason. `listed` holds
     DataFrame.inputFiles() (URI-encoded), `scanned` the path column (literal)."""
     skipped = []
-    for uri in map(storage.literal_path, listed):
+    for uri in map(hadoop_fs.literal_path, listed):
         if uri not in scanned:
-            size = storage.size(spark, uri)
+            size = hadoop_fs.size(spark, uri)
             skipped.append((uri, unscanned_reason(uri, size), size))
     return skipped

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import storage
-from spark_jobs.input_errors import InputError
-from spark_jobs.s3_uri import S3_SCHEMES
+from spark_jobs import hadoop_fs
+from spark_jobs.contract.s3_uri import S3_SCHEMES
+from spark_jobs.featurization.input_errors import InputError
 
 SHOWN_OUTSIDE = 5
 
@@ -21,7 +21,7 @@ def normalise_uri(uri: str, qualify: Callable[[str], str]) -> str:
     s3; '.' segments and repeated slashes go. A '..' segment is a ValueError: Hadoop resolves
     it, so raw/../other/x.jpg reads other/x.jpg.
     """
-    parts = storage.URI_PARTS.match(uri) or storage.URI_PARTS.match(qualify(uri))
+    parts = hadoop_fs.URI_PARTS.match(uri) or hadoop_fs.URI_PARTS.match(qualify(uri))
     scheme, authority, path = parts["scheme"].lower(), (parts["authority"] or "").lower(), parts["path"]
     segments = path.split("/")
     if ".." in segments:
@@ -43,7 +43,7 @@ def hadoop_qualifier(spark: SparkSession) -> Callable[[str], str]:
     def qualify(path: str) -> str:
         base = "/" if path.startswith("/") else "."  # "." = the working directory
         if base not in bases:
-            bases[base] = storage.qualify(spark, base).rstrip("/")
+            bases[base] = hadoop_fs.qualify(spark, base).rstrip("/")
         return f"{bases[base]}/{path.lstrip('/')}"
 
     return qualify

@@ -14,20 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-# name -> (keras.applications module, constructor); each module has its preprocess_input
-BACKBONES: dict[str, tuple[str, str]] = {
+from spark_jobs.contract.model_choices import BACKBONES, ENGINES, INT8_ENGINE, POOLINGS
+
+# backbone -> (keras.applications module, constructor); each module has its preprocess_input
+KERAS_APPLICATIONS: dict[str, tuple[str, str]] = {
     "mobilenet_v2": ("keras.applications.mobilenet_v2", "MobileNetV2"),
-    "vgg16": ("keras.applications.vgg16", "VGG16"),
     "resnet50": ("keras.applications.resnet50", "ResNet50"),
+    "vgg16": ("keras.applications.vgg16", "VGG16"),
 }
-INT8_ENGINE = "onnxruntime-int8"  # the ONNX graph statically quantized (spark_jobs.quantize)
-ONNX_ENGINES = ("onnxruntime", INT8_ENGINE)  # the artifact is an ONNX graph
-ENGINES = (*ONNX_ENGINES, "tensorflow")
-NAMED_WEIGHTS = ("imagenet", "random")  # any other --weights value is a file
-POOLINGS = ("avg", "max")
-CALIBRATION_IMAGES = 32
-# the repository's real ImageNet MobileNetV2 alpha 0.35 weights (make demo's)
-BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+BATCHNORM_CALIBRATION_IMAGES = 32  # synthetic images that set a random model's BatchNorm statistics
 
 
 class ModelConfigError(ValueError):
@@ -72,7 +67,7 @@ class ModelSpec:
 
 
 def _application(spec: ModelSpec):
-    module_name, constructor = BACKBONES[spec.backbone]
+    module_name, constructor = KERAS_APPLICATIONS[spec.backbone]
     module = importlib.import_module(module_name)
     return getattr(module, constructor), module.preprocess_input
 
@@ -118,7 +113,7 @@ def build_model(spec: ModelSpec, load_weights: bool = True):
     return model
 
 
-def calibration_images(size: int, seed: int, count: int = CALIBRATION_IMAGES) -> np.ndarray:
+def calibration_images(size: int, seed: int, count: int = BATCHNORM_CALIBRATION_IMAGES) -> np.ndarray:
     """Seeded, smooth, photo-like RGB images (0..255) for BatchNorm calibration."""
     from PIL import Image
 
@@ -171,13 +166,17 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def export_artifact(spec: ModelSpec, engine: str, out_dir: Path, calibration: Path | None = None) -> Path:
-    """Build the model once on the driver and write what executors load: model.onnx (int8:
-    quantized, calibrated on the images under `calibration`, default quantize.CALIBRATION_ROOT)
-    or model.weights.h5."""
+def export_artifact(spec: ModelSpec, engine: str, out_dir: Path) -> Path:
+    """Build the model once on the driver and write what executors load: model.onnx (fp32) or
+    model.weights.h5 (tensorflow). The int8 engine's model is exported beforehand by model_export
+    (quantization needs the fine-tuning and calibration tooling, which is not staged to the cluster)."""
     check_engine(engine)
     if engine == INT8_ENGINE:
-        return _export_int8(spec, out_dir, calibration)
+        raise ModelConfigError(
+            f"--engine {INT8_ENGINE} needs a pre-exported --model-artifact: make one with"
+            f" `python -m model_export.export_model --engine {INT8_ENGINE} --output model.onnx ...`"
+            " (make run and the DAG do this for you)"
+        )
     model = build_model(spec)
     out_dir.mkdir(parents=True, exist_ok=True)
     if engine == "onnxruntime":
@@ -191,26 +190,6 @@ def write_onnx(model, spec: ModelSpec, path: Path) -> Path:
     model(np.zeros((1, spec.image_size, spec.image_size, 3), np.float32), training=False)  # export needs a built graph
     path.parent.mkdir(parents=True, exist_ok=True)
     model.export(str(path), format="onnx", verbose=False)
-    return path
-
-
-def _export_int8(spec: ModelSpec, out_dir: Path, calibration: Path | None) -> Path:
-    """Quantization-aware fine-tuning (MobileNetV2: spark_jobs.quantization_training), then the
-    static quantization (spark_jobs.quantize), both on the calibration images."""
-    from spark_jobs import quantization_training, quantize
-
-    try:
-        files = quantize.calibration_files(calibration or quantize.CALIBRATION_ROOT)
-    except quantize.CalibrationError as exc:
-        raise ModelConfigError(str(exc)) from None
-    pixels = quantize.calibration_pixels(files, spec.image_size)
-    trained = quantization_training.applies_to(spec.backbone)
-    model = build_model(spec)
-    if trained:  # the weights learn to tolerate int8 first; bias correction would then count twice
-        quantization_training.fine_tune(model, build_model(spec), pixels, quantize.CALIBRATION_PERCENTILE)
-    fp32 = write_onnx(model, spec, out_dir / "fp32" / "model.onnx")
-    path = quantize.quantize_onnx(fp32, out_dir / "model.onnx", pixels, bias_correction=not trained)
-    fp32.unlink()
     return path
 
 

@@ -1,4 +1,5 @@
-"""Local Spark's JVM options: C1 only, the caller's options, and the class archive once built."""
+"""Local Spark's JVM options (local_spark.jvm_options) and its class archive (local_spark.class_archive):
+C1 only, the caller's options, the archive once built."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 
-from spark_jobs import local_jvm
+from local_spark import class_archive, jvm_options
 from tests.support import FORCE_F2J_LAPACK, REPO_ROOT
 
 F2J_OPTION = FORCE_F2J_LAPACK["spark.driver.extraJavaOptions"]
@@ -18,18 +19,18 @@ def test_the_session_jvm_runs_c1_only_with_the_archive_when_built_and_the_caller
     """The session fixture passes its own JVM option (F2J LAPACK): every option is in effect."""
     jvm = spark.sparkContext._jvm
     arguments = list(jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
-    expected = local_jvm.local_jvm_options(F2J_OPTION).split()
-    assert local_jvm.LOCAL_JVM_OPTIONS in expected and F2J_OPTION in expected
+    expected = jvm_options.local_jvm_options(F2J_OPTION).split()
+    assert jvm_options.LOCAL_JVM_OPTIONS in expected and F2J_OPTION in expected
     assert set(expected) <= set(arguments)
 
 
 def test_the_archive_is_used_only_once_it_is_there(tmp_path, monkeypatch):
-    monkeypatch.setenv(local_jvm.CACHE_ENV, str(tmp_path))
-    archive = local_jvm.archive_path()
+    monkeypatch.setenv(jvm_options.CACHE_ENV, str(tmp_path))
+    archive = jvm_options.archive_path()
     assert archive is not None and archive.parent == tmp_path
-    assert local_jvm.local_jvm_options("-Dx=1") == f"{local_jvm.LOCAL_JVM_OPTIONS} -Dx=1"
+    assert jvm_options.local_jvm_options("-Dx=1") == f"{jvm_options.LOCAL_JVM_OPTIONS} -Dx=1"
     archive.write_bytes(b"")
-    assert local_jvm.local_jvm_options("-Dx=1") == f"{local_jvm.LOCAL_JVM_OPTIONS} -XX:SharedArchiveFile={archive} -Dx=1"
+    assert jvm_options.local_jvm_options("-Dx=1") == f"{jvm_options.LOCAL_JVM_OPTIONS} -XX:SharedArchiveFile={archive} -Dx=1"
 
 
 def test_archives_of_a_class_path_that_is_gone_or_changed_are_removed(tmp_path):
@@ -38,27 +39,27 @@ def test_archives_of_a_class_path_that_is_gone_or_changed_are_removed(tmp_path):
         jar.parent.mkdir()
         jar.write_bytes(b"jar")
         (tmp_path / f"{name}.jsa").write_bytes(b"archive")
-        (tmp_path / f"{name}.json").write_text(json.dumps({"class_path": local_jvm.file_identities([jar])}))
+        (tmp_path / f"{name}.json").write_text(json.dumps({"class_path": jvm_options.file_identities([jar])}))
     jars["gone"].unlink()
     jars["changed"].write_bytes(b"another jar")  # a re-created virtualenv: same path, other file
-    local_jvm.remove_stale_archives(tmp_path)
+    class_archive.remove_stale_archives(tmp_path)
     assert sorted(path.name for path in tmp_path.glob("*.js*")) == ["kept.jsa", "kept.json"]
 
 
 def test_a_built_archive_is_mapped_by_the_next_local_spark(tmp_path, monkeypatch):
-    """`python -m spark_jobs.local_jvm` (what make setup runs) builds the archive; a local Spark
+    """`python -m local_spark.class_archive` (what make setup runs) builds the archive; a local Spark
     started with -Xshare:on (the JVM refuses to start unless it maps the archive) then runs a job."""
-    monkeypatch.setenv(local_jvm.CACHE_ENV, str(tmp_path))
-    env = {**os.environ, local_jvm.CACHE_ENV: str(tmp_path)}
-    built = subprocess.run([sys.executable, "-m", "spark_jobs.local_jvm"], cwd=REPO_ROOT, env=env,
+    monkeypatch.setenv(jvm_options.CACHE_ENV, str(tmp_path))
+    env = {**os.environ, jvm_options.CACHE_ENV: str(tmp_path)}
+    built = subprocess.run([sys.executable, "-m", "local_spark.class_archive"], cwd=REPO_ROOT, env=env,
                            capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-3000:]
-    archive = local_jvm.archive_path()
+    archive = jvm_options.archive_path()
     assert f"local Spark class archive: {archive}" in built.stdout
     assert archive.is_file() and archive.stat().st_size > 0
     assert sorted(path.name for path in archive.parent.iterdir()) == [archive.name, archive.with_suffix(".json").name]
     job = textwrap.dedent(f"""
-        from spark_jobs.run_local import local_spark
+        from local_spark.session import local_spark
         spark = local_spark("local[1]", "1g", {{"spark.driver.extraJavaOptions": "-Xshare:on"}})
         arguments = list(spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean().getInputArguments())
         assert "-XX:SharedArchiveFile={archive}" in arguments, arguments

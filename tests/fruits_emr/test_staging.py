@@ -1,4 +1,4 @@
-"""S3 work of the DAG's tasks (plugins/fruits_emr/storage.py) against moto."""
+"""The stage_artifacts task (plugins/fruits_emr/staging.py) and the preflight checks against moto."""
 
 from __future__ import annotations
 
@@ -8,14 +8,13 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from fruits_emr import artifacts, emr_request, layout, pca_plan, settings, storage
+from fruits_emr import artifacts, emr_request, layout, preflight, s3_objects, settings, staging
 from fruits_emr.settings import ConfigError
-from tests.support import ACCOUNT, REPO_ROOT
+from tests.support import REPO_ROOT
 from tests.support.wheels import PROBE, PROBE_VERSION, probe_builder
 
 WEIGHTS = "models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
@@ -45,7 +44,7 @@ def config(**overrides) -> settings.RunConfig:
 
 
 def keys(s3, bucket: str, prefix: str = "") -> list[str]:
-    return sorted(obj["Key"] for obj in storage.list_objects(s3, bucket, prefix))
+    return sorted(obj["Key"] for obj in s3_objects.list_objects(s3, bucket, prefix))
 
 
 def test_stage_uploads_once_per_content_hash(s3, tmp_path):
@@ -54,7 +53,7 @@ def test_stage_uploads_once_per_content_hash(s3, tmp_path):
     repo = make_repo(tmp_path)
     s3.create_bucket(Bucket="fruits-data")
     tf_config = config(weights="w.h5", engine="tensorflow")
-    staged, uploaded = storage.stage_artifacts(s3, tf_config, repo, None)
+    staged, uploaded = staging.stage_artifacts(s3, tf_config, repo, None)
     code_prefix = staged.code_uri.removeprefix("s3://fruits-data/")
     assert keys(s3, "fruits-data", code_prefix) == sorted(
         code_prefix + name for name in
@@ -68,22 +67,21 @@ def test_stage_uploads_once_per_content_hash(s3, tmp_path):
     assert {s3.head_object(Bucket="fruits-data", Key=key).get("ServerSideEncryption")
             for key in keys(s3, "fruits-data", "artifacts/")} == {"AES256"}
 
-    again, uploaded_again = storage.stage_artifacts(s3, tf_config, repo, None)
+    again, uploaded_again = staging.stage_artifacts(s3, tf_config, repo, None)
     assert (again, uploaded_again) == (staged, [])
 
     (repo / "spark_jobs" / "pca.py").write_text("print('pca v2')\n")
     (repo / "w.h5").write_bytes(b"weights-v2")
-    changed, uploaded_changed = storage.stage_artifacts(s3, tf_config, repo, None)
+    changed, uploaded_changed = staging.stage_artifacts(s3, tf_config, repo, None)
     assert changed.code_uri != staged.code_uri and changed.weights != staged.weights
     assert len(uploaded_changed) == 8
 
 
-@pytest.mark.skipif(not (REPO_ROOT / "spark_jobs" / "export_model.py").exists(), reason="needs spark_jobs/")
 def test_stage_exports_the_onnx_model_once(s3):
     """Engine onnxruntime: the model is exported on the worker and staged under its hash; re-staging skips."""
     s3.create_bucket(Bucket="fruits-data")
     onnx_config = config(weights="random", alpha=0.35, image_size=96, kms_key_id="alias/fruits-outputs")
-    staged, uploaded = storage.stage_artifacts(s3, onnx_config, REPO_ROOT, None)
+    staged, uploaded = staging.stage_artifacts(s3, onnx_config, REPO_ROOT, None)
     model = staged.model_artifact
     assert {(head.get("ServerSideEncryption"), head.get("SSEKMSKeyId")) for head in (
         s3.head_object(Bucket="fruits-data", Key=key) for key in keys(s3, "fruits-data", "artifacts/"))} == {
@@ -100,22 +98,21 @@ def test_stage_exports_the_onnx_model_once(s3):
 
     assert onnx.load_model_from_string(onnx_bytes).graph.input  # a loadable ONNX model
 
-    again, uploaded_again = storage.stage_artifacts(s3, onnx_config, REPO_ROOT, None)
+    again, uploaded_again = staging.stage_artifacts(s3, onnx_config, REPO_ROOT, None)
     assert (again, uploaded_again) == (staged, [])
     # other model settings: another artifact (here a setting the exporter rejects: one clear message)
     with pytest.raises(settings.ConfigError, match="cannot be exported.*alpha"):
-        storage.stage_artifacts(s3, config(weights="random", model="vgg16", alpha=0.5), REPO_ROOT, None)
+        staging.stage_artifacts(s3, config(weights="random", model="vgg16", alpha=0.5), REPO_ROOT, None)
 
 
-@pytest.mark.skipif(not (REPO_ROOT / "spark_jobs" / "quantize.py").exists(), reason="needs spark_jobs/")
 def test_stage_int8_model_with_its_calibration_list(s3, tmp_path):
     """Engine onnxruntime-int8: a quantized model under its own hash (which covers the calibration
     images), its sidecar listing them; the featurize step asks for the int8 engine."""
     s3.create_bucket(Bucket="fruits-data")
     settings = {"weights": "random", "alpha": 0.35, "image_size": 96}
     int8_config = config(engine="onnxruntime-int8", **settings)
-    staged, uploaded = storage.stage_artifacts(s3, int8_config, REPO_ROOT, None)
-    fp32, _ = storage.stage_artifacts(s3, config(**settings), REPO_ROOT, None)
+    staged, uploaded = staging.stage_artifacts(s3, int8_config, REPO_ROOT, None)
+    fp32, _ = staging.stage_artifacts(s3, config(**settings), REPO_ROOT, None)
     model = staged.model_artifact
     assert model != fp32.model_artifact and {model, model + ".json"} <= set(uploaded)
     model_key = model.removeprefix("s3://fruits-data/")
@@ -127,8 +124,8 @@ def test_stage_int8_model_with_its_calibration_list(s3, tmp_path):
     featurize_args = emr_request.job_arguments(int8_config, layout.run_paths(int8_config, "2026-11-26", "a1"), "", model)["featurize"]
     assert featurize_args[featurize_args.index("--model-artifact"):][:4] == ["--model-artifact", model, "--engine", "onnxruntime-int8"]
     # a checkout without the calibration photos: one message naming the folder and the fix
-    with pytest.raises(ConfigError, match="calibrates on the photos under .*data/sample, and there are none"):
-        storage.stage_artifacts(s3, int8_config, make_repo(tmp_path / "repo"), None)
+    with pytest.raises(ConfigError, match="no calibration images under .*data/sample"):
+        staging.stage_artifacts(s3, int8_config, make_repo(tmp_path / "repo"), None)
 
 
 def test_stage_wheelhouse_once_per_hash_and_nodes_install_from_it_offline(s3, tmp_path):
@@ -139,7 +136,7 @@ def test_stage_wheelhouse_once_per_hash_and_nodes_install_from_it_offline(s3, tm
     build, builds = probe_builder(tmp_path / "cache")
     onnx = config(weights="random", kms_key_id="alias/fruits-outputs")
     model = "s3://fruits-data/artifacts/models/0123/model.onnx"
-    uri, uploaded = storage.stage_wheelhouse(s3, onnx, repo, artifacts.needs_tensorflow(onnx, model), build)
+    uri, uploaded = staging.stage_wheelhouse(s3, onnx, repo, artifacts.needs_tensorflow(onnx, model), build)
     assert uri.startswith("s3://fruits-data/artifacts/wheelhouse/") and uri.endswith("/")
     assert builds == [[repo / "emr" / "requirements-emr.txt"]]  # exported model: no TensorFlow add-on
     key = uri.removeprefix("s3://fruits-data/")
@@ -147,13 +144,13 @@ def test_stage_wheelhouse_once_per_hash_and_nodes_install_from_it_offline(s3, tm
     assert uploaded == [uri + f"{PROBE}-{PROBE_VERSION}-py3-none-any.whl"]
     assert {s3.head_object(Bucket="fruits-data", Key=k).get("SSEKMSKeyId") for k in keys(s3, "fruits-data", key)} == {
         "alias/fruits-outputs"}
-    assert storage.stage_wheelhouse(s3, onnx, repo, False, build) == (uri, [])
+    assert staging.stage_wheelhouse(s3, onnx, repo, False, build) == (uri, [])
     assert len(builds) == 1  # the marker in S3: no build at all
 
     # the TensorFlow add-on and any change of the pins are other wheelhouses
-    tf_uri, _ = storage.stage_wheelhouse(s3, onnx, repo, True, build)
+    tf_uri, _ = staging.stage_wheelhouse(s3, onnx, repo, True, build)
     (repo / "emr" / "constraints-emr.txt").write_text("numpy==2.4.6\n")
-    pinned_uri, _ = storage.stage_wheelhouse(s3, onnx, repo, False, build)
+    pinned_uri, _ = staging.stage_wheelhouse(s3, onnx, repo, False, build)
     assert len({uri, tf_uri, pinned_uri}) == 3 and len(builds) == 3
 
     # a node's install: the staged wheels only, no index
@@ -176,7 +173,7 @@ def test_stage_artifacts_stages_a_wheelhouse_for_the_cluster(s3, tmp_path):
     s3.create_bucket(Bucket="fruits-data")
     build, builds = probe_builder(tmp_path / "cache")
     tf_config = config(weights="w.h5", engine="tensorflow")
-    staged, uploaded = storage.stage_artifacts(s3, tf_config, repo, build)
+    staged, uploaded = staging.stage_artifacts(s3, tf_config, repo, build)
     assert staged.wheelhouse.startswith("s3://fruits-data/artifacts/wheelhouse/") and len(uploaded) == 9
     assert builds == [[repo / "emr" / "requirements-emr.txt", repo / "emr" / "requirements-emr-tensorflow.txt"]]
     assert emr_request.bootstrap_args(tf_config, staged) == [
@@ -185,8 +182,8 @@ def test_stage_artifacts_stages_a_wheelhouse_for_the_cluster(s3, tmp_path):
 
 def test_package_zip_is_importable_and_reproducible(tmp_path):
     repo = make_repo(tmp_path)
-    first_hash, files = storage.code_bundle(repo)
-    second_hash, again = storage.code_bundle(repo)
+    first_hash, files = staging.code_bundle(repo)
+    second_hash, again = staging.code_bundle(repo)
     assert first_hash == second_hash and files["spark_jobs.zip"] == again["spark_jobs.zip"]
     names = zipfile.ZipFile(io.BytesIO(files["spark_jobs.zip"])).namelist()
     assert names == ["spark_jobs/__init__.py", "spark_jobs/featurize.py", "spark_jobs/pca.py",
@@ -207,7 +204,7 @@ def test_package_zip_is_importable_and_reproducible(tmp_path):
 def test_real_repo_bundle_holds_the_job_entry_points():
     if not (REPO_ROOT / "spark_jobs" / "__init__.py").exists():
         pytest.skip("spark_jobs/ not in the repo yet")
-    _, files = storage.code_bundle(REPO_ROOT)
+    _, files = staging.code_bundle(REPO_ROOT)
     names = zipfile.ZipFile(io.BytesIO(files["spark_jobs.zip"])).namelist()
     assert {"spark_jobs/featurize.py", "spark_jobs/pca.py", "spark_jobs/__init__.py"} <= set(names)
     assert files["featurize.py"] == (REPO_ROOT / "spark_jobs" / "featurize.py").read_bytes()
@@ -222,127 +219,25 @@ def test_bad_weights_fail_with_one_message(s3, tmp_path, weights, message):
     s3.create_bucket(Bucket="fruits-data")
     for engine in ("onnxruntime", "tensorflow"):
         with pytest.raises(settings.ConfigError, match=message):
-            storage.stage_artifacts(s3, config(weights=weights, engine=engine), make_repo(tmp_path / engine), None)
+            staging.stage_artifacts(s3, config(weights=weights, engine=engine), make_repo(tmp_path / engine), None)
 
 
 def test_missing_bucket_fails_with_one_message(s3):
     with pytest.raises(settings.ConfigError, match=r"s3://no-such-bucket does not exist"):
-        storage.check_bucket(s3, "no-such-bucket")
-
-
-def test_new_images_by_last_modified_window(s3):
-    from moto.s3.models import s3_backends
-
-    s3.create_bucket(Bucket="fruits-data")
-    day = datetime(2024, 6, 1, tzinfo=UTC)
-    stamped = {
-        "raw/apple/before.jpg": day - timedelta(seconds=1),
-        "raw/apple/first.jpg": day,
-        "raw/lemon/late.PNG": day + timedelta(hours=23, minutes=59),
-        "raw/lemon/next.jpeg": day + timedelta(days=1),
-        "raw/lemon/notes.txt": day + timedelta(hours=1),
-        "features/apple/x.jpg": day + timedelta(hours=1),
-    }
-    for key in stamped:
-        s3.put_object(Bucket="fruits-data", Key=key, Body=b"x")
-    backend_keys = s3_backends[ACCOUNT]["aws"].buckets["fruits-data"].keys
-    for key, stamp in stamped.items():
-        backend_keys[key].last_modified = stamp
-
-    found = sorted(storage.new_image_versions(s3, config(), day, day + timedelta(days=1)))
-    assert found == ["s3://fruits-data/raw/apple/first.jpg", "s3://fruits-data/raw/lemon/late.PNG"]
-    everything = sorted(storage.new_image_versions(s3, config(full_refresh=True), day, day + timedelta(days=1)))
-    assert len(everything) == 4 and "s3://fruits-data/raw/lemon/notes.txt" not in everything
-
-
-def attempt(config_: settings.RunConfig, attempt_id: str, run_date: str = "2024-06-01") -> layout.RunPaths:
-    return layout.run_paths(config_, run_date, attempt_id)
-
-
-def test_manifest_goes_to_the_attempt_folder_encrypted(s3):
-    s3.create_bucket(Bucket="fruits-data")
-    paths = attempt(config(), "20240602T010000000000Z")
-    images = ["s3://fruits-data/raw/a/1.jpg", "s3://fruits-data/raw/b/2.jpg"]
-    storage.write_manifest(s3, paths, images, settings.sse_arguments(config()))
-    assert keys(s3, "fruits-data", "features/") == [
-        "features/run_date=2024-06-01/_attempts/20240602T010000000000Z/manifest.txt"]
-    assert s3.head_object(Bucket="fruits-data", Key=paths.manifest_key)["ServerSideEncryption"] == "AES256"
-    assert storage.read_manifest(s3, paths) == images
-    assert storage.attempt_entries(s3, paths) == {"manifest.txt"}
-    with pytest.raises(storage.RunOutputError, match="report.json is missing"):
-        storage.read_report(s3, paths)
-
-
-def test_commit_switches_readers_at_once_and_drops_unread_attempts(s3):
-    """Readers follow _COMMITTED.json: nothing before the first commit, then exactly the committed
-    attempt; a failed attempt never shows and is deleted by the next commit, the previous commit is kept."""
-    s3.create_bucket(Bucket="fruits-data")
-    kms = config(kms_key_id="alias/fruits-outputs")
-    sse = settings.sse_arguments(kms)
-    first, failed, second = (attempt(kms, a) for a in ("20240602T01Z", "20240602T02Z", "20240602T03Z"))
-    other_day = attempt(kms, "20240603T01Z", "2024-06-02")
-    for paths in (first, failed, second, other_day):
-        s3.put_object(Bucket="fruits-data", Key=paths.attempt_key + "features/part-0.parquet", Body=b"rows", **sse)
-    assert storage.committed_output(s3, kms, "2024-06-01") is None  # written, not committed: invisible
-
-    now = datetime(2024, 6, 2, 4, tzinfo=UTC)
-    record = layout.commit_record(first, {"images": 2, "features_rows": 2, "quarantined": 0, "k": 1}, "r1", now)
-    assert storage.commit_run(s3, first, record, sse) == (None, 2)  # the failed and the later attempts' files
-    seen = storage.committed_output(s3, kms, "2024-06-01")
-    assert seen == record and seen["features"] == first.output_uri + "/features"
-    head = s3.head_object(Bucket="fruits-data", Key=first.commit_key)
-    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", "alias/fruits-outputs")
-
-    for paths in (failed, second):  # a failed re-run, then a good one
-        s3.put_object(Bucket="fruits-data", Key=paths.attempt_key + "features/part-0.parquet", Body=b"rows", **sse)
-    assert storage.committed_output(s3, kms, "2024-06-01")["attempt"] == "20240602T01Z"
-    record = layout.commit_record(second, {"images": 2, "features_rows": 2, "quarantined": 0, "k": 1}, "r3", now)
-    assert storage.commit_run(s3, second, record, sse) == ("20240602T01Z", 1)
-    assert storage.committed_output(s3, kms, "2024-06-01")["attempt"] == "20240602T03Z"
-    assert keys(s3, "fruits-data", "features/") == [
-        "features/run_date=2024-06-01/_COMMITTED.json",
-        "features/run_date=2024-06-01/_attempts/20240602T01Z/features/part-0.parquet",  # kept for readers mid-way
-        "features/run_date=2024-06-01/_attempts/20240602T03Z/features/part-0.parquet",
-        "features/run_date=2024-06-02/_attempts/20240603T01Z/features/part-0.parquet",  # other dates untouched
-    ]
+        preflight.check_bucket(s3, "no-such-bucket")
 
 
 def test_security_configuration_must_exist(emr_client):
     with pytest.raises(settings.ConfigError, match="Param 'security_configuration' = 'fruits-at-rest': EMR cannot describe"
                                               " it .*Create it .*or leave the Param empty"):
-        storage.check_security_configuration(emr_client, "fruits-at-rest")
+        preflight.check_security_configuration(emr_client, "fruits-at-rest")
     emr_client.create_security_configuration(Name="fruits-at-rest", SecurityConfiguration=json.dumps(
         {"EncryptionConfiguration": {"EnableInTransitEncryption": False, "EnableAtRestEncryption": True,
                                      "AtRestEncryptionConfiguration": {
                                          "S3EncryptionConfiguration": {"EncryptionMode": "SSE-S3"}}}}))
-    storage.check_security_configuration(emr_client, "fruits-at-rest")
+    preflight.check_security_configuration(emr_client, "fruits-at-rest")
     # the cluster request then sends no S3 encryption keys, so the configuration must encrypt S3 itself
     emr_client.create_security_configuration(Name="transit-only", SecurityConfiguration=json.dumps(
         {"EncryptionConfiguration": {"EnableInTransitEncryption": True, "EnableAtRestEncryption": False}}))
     with pytest.raises(settings.ConfigError, match="'transit-only' does not encrypt S3 at rest"):
-        storage.check_security_configuration(emr_client, "transit-only")
-
-
-def test_pca_pointer_commit_and_the_reduced_corpus(s3):
-    """The corpus a refit reads is every committed date; the PCA pointer is replaced in one PUT, never
-    over a version another run committed in between."""
-    s3.create_bucket(Bucket="fruits-data")
-    cfg, sse = config(), settings.sse_arguments(config())
-    now = datetime(2024, 6, 3, tzinfo=UTC)
-    day1, day2 = attempt(cfg, "20240602T01Z", "2024-06-01"), attempt(cfg, "20240603T01Z", "2024-06-02")
-    storage.commit_run(s3, day1, layout.commit_record(day1, {"pca_model": "v0001"}, "r1", now), sse)
-    s3.put_object(Bucket="fruits-data", Key=day2.attempt_key + "features/part-0.parquet", Body=b"rows")  # not committed
-    assert storage.committed_features(s3, cfg) == {"2024-06-01": day1.output_uri + "/features"}
-    assert storage.read_pca_pointer(s3, cfg) is None and storage.reduced_corpus(s3, cfg) is None
-
-    fit = pca_plan.plan_pca(cfg, None, storage.committed_features(s3, cfg), "2024-06-01")
-    storage.commit_pca(s3, cfg, layout.pca_pointer_record(None, fit, day1, {"k": 3}, "r1", now), None, sse)
-    assert storage.reduced_corpus(s3, cfg) == {
-        "version": "v0001", "model": "s3://fruits-data/features/_pca_models/v0001", "k": 3,
-        "parts": {"2024-06-01": day1.output_uri + "/pca"}}
-    assert s3.head_object(Bucket="fruits-data", Key="features/_pca_models/_CURRENT.json")["ServerSideEncryption"] == "AES256"
-    with pytest.raises(storage.RunOutputError, match="is at version 1, this run planned on None: another run changed it"):
-        storage.commit_pca(s3, cfg, layout.pca_pointer_record(None, fit, day1, {"k": 3}, "r9", now), None, sse)
-    assert not storage.pca_model_written(s3, fit["model"])
-    s3.put_object(Bucket="fruits-data", Key="features/_pca_models/v0001/pca_model.json", Body=b"{}")
-    assert storage.pca_model_written(s3, fit["model"])
+        preflight.check_security_configuration(emr_client, "transit-only")

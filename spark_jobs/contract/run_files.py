@@ -17,6 +17,8 @@ REPORT = "report.json"  # pca, written last: the run's counts
 PCA_MODEL = "pca_model"  # pca without a model lifecycle: the fitted model beside the outputs
 PCA_MODEL_INFO = "pca_model.json"  # written last into a model folder: the model is complete
 PCA_CORPUS_PART = "corpus/part-{index:05d}"  # where a fit re-projects its index-th --corpus input
+MODEL_FILE = "model.onnx"  # an exported model (model_export), as staged and cached
+MODEL_SIDECAR_SUFFIX = ".json"  # an exported model's description sits beside it: model.onnx.json
 # what a finished run's output folder must hold (a folder name ends in '/')
 REQUIRED_OUTPUTS = (f"{FEATURES}/", f"{PCA}/", REPORT)
 

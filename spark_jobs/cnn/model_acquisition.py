@@ -14,9 +14,11 @@ from urllib.parse import urlparse
 
 from pyspark.sql import SparkSession
 
-from spark_jobs import storage
-from spark_jobs.backbones import NAMED_WEIGHTS, ONNX_ENGINES, ModelSpec, engine_model_id, export_artifact
-from spark_jobs.input_errors import InputError
+from spark_jobs import hadoop_fs
+from spark_jobs.cnn.backbones import ModelSpec, engine_model_id, export_artifact
+from spark_jobs.cnn.exported_model import sidecar_path, spec_from_description
+from spark_jobs.contract.model_choices import NAMED_WEIGHTS, ONNX_ENGINES
+from spark_jobs.featurization.input_errors import InputError
 
 # Driver-side cache: one exported artifact per (spec, engine) in this process.
 _ARTIFACTS: dict[tuple[ModelSpec, str], Path] = {}
@@ -70,10 +72,10 @@ def resolve_weights(spark: SparkSession, weights: str, workdir: Path) -> str:
         return weights
     scheme = urlparse(weights).scheme
     if scheme and len(scheme) > 1:  # s3://, s3a://, hdfs://, file: — not a Windows drive letter
-        if not storage.exists(spark, weights):
+        if not hadoop_fs.exists(spark, weights):
             raise InputError(f"weights file {weights} does not exist")
         local = workdir / Path(urlparse(weights).path).name
-        return str(storage.download_file(spark, weights, local))
+        return str(hadoop_fs.download_file(spark, weights, local))
     if not Path(weights).is_file():
         raise InputError(f"weights file {weights} does not exist (or use imagenet / random)")
     return str(Path(weights).resolve())
@@ -98,19 +100,17 @@ def model_artifact(spec: ModelSpec, engine: str) -> Path:
 
 def fetch_exported_model(spark: SparkSession, uri: str, engine: str, workdir: Path) -> tuple[Path, ModelSpec, str, str]:
     """A pre-exported ONNX model and its sidecar: (local file named by content, spec, model id, weights)."""
-    from spark_jobs.export_model import sidecar_path, spec_from_description
-
     for needed in (uri, sidecar_path(uri)):
-        if not storage.exists(spark, needed):
-            raise InputError(f"model artifact {needed} does not exist (make it with spark_jobs.export_model)")
-    description = storage.read_json(spark, sidecar_path(uri))
+        if not hadoop_fs.exists(spark, needed):
+            raise InputError(f"model artifact {needed} does not exist (make it with python -m model_export.export_model)")
+    description = hadoop_fs.read_json(spark, sidecar_path(uri))
     exported_for = description.get("engine", "onnxruntime")
     if exported_for != engine:
         raise InputError(
             f"model artifact {uri} was exported for --engine {exported_for}, not {engine}:"
-            f" use it with --engine {exported_for}, or export one with spark_jobs.export_model --engine {engine}"
+            f" use it with --engine {exported_for}, or export one with model_export.export_model --engine {engine}"
         )
-    local = content_named(storage.download_file(spark, uri, workdir / "model.onnx"), workdir)
+    local = content_named(hadoop_fs.download_file(spark, uri, workdir / "model.onnx"), workdir)
     spec = spec_from_description(description)
     return local, spec, description["model_id"], description["weights"]
 

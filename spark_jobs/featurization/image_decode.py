@@ -14,11 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png")
-# Hadoop glob for binaryFile's pathGlobFilter: the extensions above in any letter case.
-IMAGE_GLOB = "*.{" + ",".join(
-    "".join(f"[{c.lower()}{c.upper()}]" for c in ext) for ext in IMAGE_EXTENSIONS
-) + "}"
 # What the bytes must be, whatever the file is called; anything else is quarantined.
 ACCEPTED_FORMATS = ("JPEG", "PNG")  # the JPEG plugin also opens MPO (multi-picture JPEG)
 DEFAULT_MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own default bomb limit
@@ -39,11 +34,6 @@ class DecodedImage:
     width: int  # after EXIF orientation, before resizing
     height: int
     mode: str  # the source mode, before conversion to RGB
-
-
-def has_image_extension(path: str) -> bool:
-    """As IMAGE_GLOB matches a file name: "..jpg" and ".JPG" count too (splitext would say no extension)."""
-    return path.rsplit("/", 1)[-1].lower().endswith(tuple(f".{ext}" for ext in IMAGE_EXTENSIONS))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -1,7 +1,10 @@
 """The whole pipeline on this machine: featurize then pca with local Spark, then a summary.
 
-    python -m spark_jobs.run_local --images data/sample --output out/demo \
+    python -m local_spark.run_local --images data/sample --output out/demo \
         --weights models/<file>.h5 --alpha 0.35
+
+With an ONNX engine the model comes from the machine's model cache (model_export.model_cache):
+exported once per model identity, then read in well under a second by every later run.
 """
 
 from __future__ import annotations
@@ -12,22 +15,25 @@ import shutil
 import sys
 from pathlib import Path
 
-from spark_jobs.s3_uri import is_s3_uri
+from local_spark.s3a import S3ConfigError, require_s3a_jars
+from local_spark.session import DEFAULT_MASTER, REPO_ROOT, local_spark
+from model_export.model_cache import ModelExportRefused, exported_model
+from model_export.model_identity import ExportSettings
+from spark_jobs import featurize, pca
+from spark_jobs.cnn.backbones import ModelConfigError
+from spark_jobs.contract.model_choices import NAMED_WEIGHTS, ONNX_ENGINES
+from spark_jobs.contract.s3_uri import is_s3_uri
+from spark_jobs.featurization.input_errors import InputError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-# local[N] gives a failed task no second attempt; local[N,F] allows F attempts per task, so a
-# crashed Python worker costs one retried task instead of the whole run, as on a cluster.
-DEFAULT_MASTER = "local[2,4]"
+# the repository's real ImageNet MobileNetV2 alpha 0.35 weights (make demo's)
+BUNDLED_WEIGHTS = REPO_ROOT / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spark_jobs.featurize import add_input_options, add_model_options
-    from spark_jobs.pca import add_pca_options
-
     parser = argparse.ArgumentParser(prog="run_local", description=__doc__.split("\n\n")[0])
-    add_input_options(parser)
-    add_model_options(parser)
-    add_pca_options(parser)
+    featurize.add_input_options(parser)
+    featurize.add_model_options(parser)
+    pca.add_pca_options(parser)
     spark = parser.add_argument_group("local spark")
     spark.add_argument(
         "--master",
@@ -36,40 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     spark.add_argument("--driver-memory", default="4g", help="Spark driver memory")
     return parser
-
-
-def local_spark(master: str = DEFAULT_MASTER, driver_memory: str = "4g", conf: dict[str, str] | None = None):
-    """A local SparkSession whose Python workers use this interpreter and see this repo (plus `conf`)."""
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-    paths = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    os.environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from pyspark.sql import SparkSession
-
-    from spark_jobs.local_jvm import local_jvm_options
-    from spark_jobs.s3a import s3a_conf
-
-    builder = SparkSession.builder
-    # s3:// and s3a:// through S3A (server from the environment), then the caller's settings
-    settings = {**s3a_conf(), **(conf or {})}
-    settings["spark.driver.extraJavaOptions"] = local_jvm_options(settings.get("spark.driver.extraJavaOptions"))
-    for name, value in settings.items():
-        builder = builder.config(name, value)
-    spark = (
-        builder.master(master)
-        .appName("fruits-local")
-        .config("spark.driver.memory", driver_memory)
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "8")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.executorEnv.PYTHONPATH", os.environ["PYTHONPATH"])
-        .config("spark.executorEnv.TF_CPP_MIN_LOG_LEVEL", "2")
-        .getOrCreate()
-    )
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark
 
 
 def summary_text(report: dict, output: str) -> str:
@@ -89,10 +61,28 @@ def summary_text(report: dict, output: str) -> str:
     return "\n".join(lines)
 
 
+def with_cached_model(args: argparse.Namespace) -> argparse.Namespace:
+    """args with --model-artifact from the machine's model cache, for an ONNX engine and named or
+    local weights; otherwise unchanged (the job then builds the model itself)."""
+    weights = args.weights
+    if args.model_artifact or args.engine not in ONNX_ENGINES or is_s3_uri(weights):
+        return args
+    if weights not in NAMED_WEIGHTS:
+        if not Path(weights).is_file():
+            raise InputError(f"weights file {weights} does not exist (or use imagenet / random)")
+        weights = str(Path(weights).resolve())
+    settings = ExportSettings(model=args.model, alpha=args.alpha, image_size=args.image_size, weights=weights,
+                              engine=args.engine, pooling=args.pooling, seed=args.seed)
+    try:
+        artifact = exported_model(settings)
+    except ModelExportRefused as exc:
+        raise ModelConfigError(str(exc)) from None
+    return argparse.Namespace(**{**vars(args), "model_artifact": str(artifact)})
+
+
 def run_pipeline(spark, args: argparse.Namespace) -> dict:
     """featurize, then pca on its output; the pca report."""
-    from spark_jobs import featurize, pca
-
+    args = with_cached_model(args)
     featurize.run(spark, args)
     return pca.run(spark, args)
 
@@ -103,10 +93,6 @@ def main(argv: list[str] | None = None) -> int:
         print("run_local: error: Java not found. Spark needs a JDK/JRE 17 (e.g. apt-get install"
               " openjdk-17-jre-headless) on PATH or in JAVA_HOME.", file=sys.stderr)
         return 2
-    from spark_jobs import featurize, pca
-    from spark_jobs.backbones import ModelConfigError
-    from spark_jobs.s3a import S3ConfigError, require_s3a_jars
-
     uris = (args.images, args.manifest, args.output, args.weights, getattr(args, "model_artifact", None))
     try:
         if any(is_s3_uri(str(uri or "")) for uri in uris):
@@ -117,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         report = run_pipeline(spark, args)
-    except (featurize.InputError, ModelConfigError, pca.PcaInputError) as exc:
+    except (InputError, ModelConfigError, pca.PcaInputError) as exc:
         print(f"run_local: error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -16,7 +16,7 @@ from tests.support.images import broken_images, write_files
 
 def run_local(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "spark_jobs.run_local", *args],
+        [sys.executable, "-m", "local_spark.run_local", *args],
         cwd=REPO_ROOT,
         env=env or os.environ.copy(),
         capture_output=True,
@@ -107,14 +107,14 @@ def test_exported_model_run_never_imports_tensorflow(local_run, tmp_path):
     _, first = local_run
     artifact = tmp_path / "model.onnx"
     export = subprocess.run(
-        [sys.executable, "-m", "spark_jobs.export_model", "--output", str(artifact), "--alpha", "0.35", "--weights", str(WEIGHTS)],
+        [sys.executable, "-m", "model_export.export_model", "--output", str(artifact), "--alpha", "0.35", "--weights", str(WEIGHTS)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
     )
     assert export.returncode == 0, export.stderr[-2000:]
     assert json.loads((tmp_path / "model.onnx.json").read_text())["feature_dim"] == 1280
     copy_sample(tmp_path / "imgs", per_label=3, offset=90)
     probe = (
-        "import sys; from spark_jobs import run_local; "
+        "import sys; from local_spark import run_local; "
         f"code = run_local.main(['--images', {str(tmp_path / 'imgs')!r}, '--output', {str(tmp_path / 'out')!r}, "
         f"'--model-artifact', {str(artifact)!r}, '--pca-model', {str(first / 'pca_model')!r}]); "
         "print('heavy modules:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules)); sys.exit(code)"

@@ -2,7 +2,7 @@
 
 The steps are the ones `emr_request.spark_steps` builds for EMR, arguments unchanged: Spark reads the
 staged code, the manifest and the images from S3 and writes its outputs there itself, through
-Hadoop's S3A connector (spark_jobs.s3a: jars from `make setup`, the S3 server from
+Hadoop's S3A connector (local_spark.s3a: jars from `make setup`, the S3 server from
 FRUITS_S3_ENDPOINT and the AWS_* variables), with the run's server-side encryption.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import logging
 import os
 import shlex
 import shutil
@@ -21,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from fruits_emr.settings import RunConfig, sse_arguments
-from spark_jobs.local_jvm import local_jvm_options
+from local_spark.jvm_options import local_jvm_options
+from local_spark.s3a import encryption_conf, require_s3a_jars, s3a_conf
+
+log = logging.getLogger(__name__)
 
 
 class StepRejectedInput(ValueError):
@@ -57,8 +61,6 @@ def spark_env() -> dict[str, str]:
 def step_s3_conf(sse: Mapping[str, str]) -> dict[str, str]:
     """Spark settings for S3 through S3A, encrypting what the steps write as `sse` (boto3's
     ServerSideEncryption/SSEKMSKeyId, settings.sse_arguments) asks. Raises S3ConfigError."""
-    from spark_jobs.s3a import encryption_conf, require_s3a_jars, s3a_conf
-
     require_s3a_jars()
     conf = s3a_conf()
     conf.update(encryption_conf(sse.get("ServerSideEncryption"), sse.get("SSEKMSKeyId")))
@@ -66,14 +68,14 @@ def step_s3_conf(sse: Mapping[str, str]) -> dict[str, str]:
 
 
 def run_streaming(command: list[str], env: dict[str, str], cwd: str) -> tuple[int, list[str]]:
-    """Run command, echoing its output line by line into the task log; returns (exit code, last lines)."""
+    """Run command, logging its output line by line into the task log; returns (exit code, last lines)."""
     tail: collections.deque[str] = collections.deque(maxlen=40)
     with subprocess.Popen(
         command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     ) as process:
         assert process.stdout is not None
         for line in process.stdout:
-            print(line, end="", flush=True)
+            log.info("%s", line.rstrip("\n"))
             tail.append(line.rstrip())
         returncode = process.wait()
     return returncode, list(tail)
@@ -96,12 +98,12 @@ def local_step_command(
     """An EMR step's `spark-submit --deploy-mode client ...` as a local spark-submit.
 
     Same script, --py-files and job arguments, s3:// URIs included: Spark reads and writes them
-    itself through S3A (`s3_conf`, spark_jobs.s3a). Only the master and the Spark settings differ.
+    itself through S3A (`s3_conf`, local_spark.s3a). Only the master and the Spark settings differ.
     """
     if not args or args[0] != "spark-submit":
         raise ValueError(f"not a spark-submit step: {args[:3]}")
     command = [spark_submit, "--master", master, "--driver-memory", driver_memory]
-    # the JVM as spark_jobs.run_local.local_spark runs it (C1 only, the class archive once built)
+    # the JVM as local_spark.session.local_spark runs it (C1 only, the class archive once built)
     jvm = {"spark.driver.extraJavaOptions": local_jvm_options()}
     for name, value in {**LOCAL_SPARK_CONF, **jvm, **s3_conf}.items():
         command += ["--conf", f"{name}={value}"]
@@ -135,7 +137,7 @@ def run_steps(
         for step in steps:
             name, args = step["Name"], step["HadoopJarStep"]["Args"]
             command = local_step_command(args, spark_submit, s3_conf, master, driver_memory)
-            print(f"$ {shlex.join(command)}", flush=True)
+            log.info("$ %s", shlex.join(command))
             returncode, _ = run_streaming(command, env, cwd=scratch)
             if returncode == 2:
                 raise StepRejectedInput(f"step {name} rejected its input (exit 2); its message is above.")

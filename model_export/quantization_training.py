@@ -1,5 +1,5 @@
 """Quantization-aware fine-tuning of MobileNetV2 by distillation, before the int8 engine's
-quantization (spark_jobs.quantize): the network learns to tolerate uint8 activations and int8
+quantization (model_export.quantize): the network learns to tolerate uint8 activations and int8
 weights, so the quantized model's features stay close to the original model's.
 
 Student: the model's own backbone with fake quantization where ONNX Runtime will quantize (uint8
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spark_jobs.quantize import WEIGHT_LEVELS
+from model_export.quantize import WEIGHT_LEVELS
 
 STEPS = 400
 BATCH = 8

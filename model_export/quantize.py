@@ -1,57 +1,27 @@
 """The int8 engine's model: the exported ONNX backbone statically quantized by ONNX Runtime
 (QDQ format, int8 per-channel weights, uint8 activations, ranges at the 99.99th percentile, the
 normalised pixels on the uint8 grid: exact_input_grid), calibrated on
-real photos decoded exactly as the featurize job decodes them (images.decode_image). MobileNetV2
-comes fine-tuned for int8 first (spark_jobs.quantization_training); other backbones get their
+real photos decoded exactly as the featurize job decodes them (spark_jobs.featurization.image_decode.decode_image). MobileNetV2
+comes fine-tuned for int8 first (model_export.quantization_training); other backbones get their
 convolutions' biases corrected for the rounding of their weights instead (correct_biases).
 
-The calibration set is every image under a folder (default: the repo's data/sample, 40 photos,
-10 per fruit), sorted by relative path; the same images and model give the same bytes.
+The calibration set is every image under a folder (model_identity.calibration_files; default the
+repo's data/sample, 40 photos, 10 per fruit), sorted by relative path; the same images and model give the same bytes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from spark_jobs.images import decode_image, has_image_extension
+from spark_jobs.featurization.image_decode import decode_image
 
-CALIBRATION_ROOT = Path(__file__).resolve().parent.parent / "data" / "sample"
 CALIBRATION_BATCH = 8  # images per calibration run (sets memory only: the histograms span all images)
 # activation range: 99.99 % of the calibration values; MinMax (every extreme) gives cosine 0.96, this 0.98
 CALIBRATION_PERCENTILE = 99.99
 WEIGHT_LEVELS = 127  # ONNX Runtime's symmetric int8 weights: -127..127 times a per-channel scale
-
-
-class CalibrationError(ValueError):
-    """No usable calibration images; the message names the folder and the fix."""
-
-
-def calibration_files(root: Path = CALIBRATION_ROOT) -> list[Path]:
-    """The calibration set: every image file under root, sorted by its path relative to root."""
-    root = Path(root)
-    files = sorted(
-        (path for path in root.rglob("*") if path.is_file() and has_image_extension(path.name)),
-        key=lambda path: path.relative_to(root).as_posix(),
-    )
-    if not files:
-        raise CalibrationError(
-            f"no calibration images under {root}: the int8 engine calibrates on real photos"
-            " (<label>/<image> files); give a folder of them, or use a model artifact exported"
-            " with `python -m spark_jobs.export_model --engine onnxruntime-int8`"
-        )
-    return files
-
-
-def calibration_list(files: list[Path], root: Path = CALIBRATION_ROOT) -> list[dict[str, str]]:
-    """What the quantized model was calibrated on: relative path and sha256 of each image."""
-    return [
-        {"image": path.relative_to(root).as_posix(), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-        for path in files
-    ]
 
 
 def calibration_pixels(files: list[Path], image_size: int) -> np.ndarray:
@@ -174,7 +144,7 @@ def exact_input_grid(model) -> dict[str, list[dict]]:
 
 def quantize_onnx(fp32_model: Path, output: Path, pixels: np.ndarray, bias_correction: bool = True) -> Path:
     """Write the int8 model of fp32_model to output, calibrated on `pixels`; bias_correction off
-    for weights fine-tuned for int8 (spark_jobs.quantization_training), which already account for
+    for weights fine-tuned for int8 (model_export.quantization_training), which already account for
     their rounding."""
     import onnx
     from onnxruntime.quantization import (

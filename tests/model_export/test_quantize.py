@@ -1,4 +1,4 @@
-"""The int8 engine (spark_jobs.quantize): real photos, real ONNX Runtime, real Spark."""
+"""The int8 engine (model_export.quantize): real photos, real ONNX Runtime, real Spark."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from spark_jobs import featurize, quantize
-from spark_jobs.backbones import ModelConfigError, ModelSpec, check_engine, feature_dim
-from spark_jobs.export_model import export_onnx, sidecar_path
-from spark_jobs.images import decode_image
+from model_export import model_identity, quantize
+from model_export.export_model import export_onnx
+from spark_jobs import featurize
+from spark_jobs.cnn.backbones import ModelConfigError, ModelSpec, check_engine, feature_dim
+from spark_jobs.cnn.exported_model import sidecar_path
+from spark_jobs.featurization.image_decode import decode_image
 from tests.spark_jobs.test_featurize import job_args
 from tests.support import SAMPLE, WEIGHTS, copy_sample
 
@@ -43,7 +45,7 @@ def run_model(path, pixels: np.ndarray) -> np.ndarray:
 def real_pixels(per_label: int = 2) -> np.ndarray:
     """Photos that are not in the calibration set (data/sample, also the int8 fine-tuning's images),
     decoded as the job decodes them."""
-    calibration = {path.read_bytes() for path in quantize.calibration_files()}
+    calibration = {path.read_bytes() for path in model_identity.calibration_files()}
     files = [path for label in sorted(SAMPLE.iterdir()) if label.is_dir() for path in sorted(label.iterdir())]
     fresh = {}
     for path in files:
@@ -115,13 +117,13 @@ def test_the_first_convolution_reads_the_pixels_codes_without_float_preprocessin
 
 def test_sidecar_lists_the_calibration_images(exported):
     description = json.loads(open(sidecar_path(str(exported / "a" / "model.onnx"))).read())
-    files = quantize.calibration_files()
+    files = model_identity.calibration_files()
     assert description["engine"] == INT8 and description["model_id"] == SPEC.model_id + "+int8"
     assert [entry["image"] for entry in description["calibration"]] == [
-        path.relative_to(quantize.CALIBRATION_ROOT).as_posix() for path in files
+        path.relative_to(model_identity.CALIBRATION_ROOT).as_posix() for path in files
     ]
     assert all(
-        entry["sha256"] == hashlib.sha256((quantize.CALIBRATION_ROOT / entry["image"]).read_bytes()).hexdigest()
+        entry["sha256"] == hashlib.sha256((model_identity.CALIBRATION_ROOT / entry["image"]).read_bytes()).hexdigest()
         for entry in description["calibration"]
     )
     assert len(files) == 40 and {path.parent.name for path in files} == {"apple", "lemon", "mango", "raspberry"}

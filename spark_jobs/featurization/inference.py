@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pandas as pd
 
-from spark_jobs.backbones import ONNX_ENGINES, ModelSpec
-from spark_jobs.images import QuarantineError, decode_image
+from spark_jobs.cnn.backbones import ModelSpec
+from spark_jobs.contract.model_choices import ONNX_ENGINES
+from spark_jobs.featurization.image_decode import QuarantineError, decode_image
 
 # Built once per Python worker (Spark reuses workers across tasks), keyed by artifact path.
 _ENGINES: dict[tuple[str, str, int], Callable[[np.ndarray], np.ndarray]] = {}
@@ -41,7 +42,7 @@ def _tensorflow_engine(path: str, spec: ModelSpec, threads: int) -> Callable[[np
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass
-    from spark_jobs.backbones import build_model
+    from spark_jobs.cnn.backbones import build_model
 
     model = build_model(spec, load_weights=False)
     model.load_weights(path)
