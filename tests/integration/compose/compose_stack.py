@@ -10,7 +10,6 @@ not know, as for a Linux user who set AIRFLOW_UID=$(id -u).
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +22,11 @@ from tests.support import REPO_ROOT
 from tests.support.moto import free_port
 
 from ..ui.stack import AirflowApi
+from .compose_file import COMPOSE_FILE, ENV_EXAMPLE, referenced_variables
 from .docker_engine import Docker
 
 PROJECT = "fruits-compose-test"
 OVERRIDE = Path(__file__).resolve().parent / "standins.compose.yaml"
-COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
-ENV_EXAMPLE = REPO_ROOT / ".env.example"
 AIRFLOW_UID = "4242"
 IMAGE = "fruits-airflow:compose-test"
 
@@ -49,6 +47,7 @@ class ComposeStack:
                 str(ENV_EXAMPLE), "-f", str(COMPOSE_FILE), "-f", str(OVERRIDE)]
 
     def compose(self, *args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess:
+        self.docker.plugin_ready("compose")
         done = subprocess.run([*self.compose_command, *args], env=self.env, capture_output=True, text=True,
                               timeout=timeout, cwd=REPO_ROOT)
         if check and done.returncode != 0:
@@ -58,6 +57,7 @@ class ComposeStack:
 
     def make(self, target: str, *variables: str, timeout: float = 3600) -> subprocess.CompletedProcess:
         """`make <target>` as the README says, with COMPOSE naming this project and its override."""
+        self.docker.plugin_ready("compose")
         compose = " ".join(self.compose_command)
         done = subprocess.run(["make", "--no-print-directory", target, f"COMPOSE={compose}", *variables],
                               env=self.env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
@@ -105,7 +105,7 @@ class ComposeStack:
 
 def compose_variables() -> set[str]:
     """Every variable the compose file and the override read."""
-    return set(re.findall(r"\$\{(\w+)", COMPOSE_FILE.read_text() + OVERRIDE.read_text()))
+    return referenced_variables(COMPOSE_FILE.read_text() + OVERRIDE.read_text())
 
 
 @contextmanager

@@ -23,8 +23,9 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fruits" / "docker-cli-plugins"
@@ -60,12 +61,20 @@ class DockerUnavailable(RuntimeError):
 @dataclass
 class Docker:
     """A Docker Engine that answers, and the environment under which `docker compose` and
-    `docker buildx` are the pinned plugins."""
+    `docker buildx` are the pinned plugins. The plugins may still be building (cold: minutes of
+    Go, while the test makes its Debian base): run() waits for the one it calls."""
 
     env: dict[str, str]
     server_version: str
+    plugins: dict[str, Future] = field(default_factory=dict)  # "compose", "buildx" -> its build
+
+    def plugin_ready(self, name: str) -> None:
+        """Wait for the plugin's build; its failure (DockerUnavailable) is raised here."""
+        if name in self.plugins:
+            self.plugins[name].result()
 
     def run(self, *args: str, timeout: float = 600, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+        self.plugin_ready(args[0])
         done = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, timeout=timeout,
                               **kwargs)
         if check and done.returncode != 0:
@@ -124,13 +133,12 @@ def _build_plugin(tool: GoTool) -> None:
 
 
 def _docker_config(folder: Path) -> dict[str, str]:
-    """The environment of the docker CLI with the pinned plugins in folder/cli-plugins."""
+    """The environment of the docker CLI with the pinned plugins in folder/cli-plugins (links to
+    the cache, whose files may not be built yet)."""
     plugins = folder / "cli-plugins"
     plugins.mkdir(parents=True, exist_ok=True)
     for tool in (COMPOSE, BUILDX):
-        link = plugins / tool.binary
-        link.unlink(missing_ok=True)
-        link.symlink_to(cli_plugin(tool))
+        (plugins / tool.binary).symlink_to(tool.path)
     return {**os.environ, "DOCKER_CONFIG": str(folder), "DOCKER_CLI_HINTS": "false", "COMPOSE_PROGRESS": "plain"}
 
 
@@ -164,23 +172,30 @@ def _dockerd(log: Path) -> Iterator[subprocess.Popen]:
 
 @contextmanager
 def docker_engine() -> Iterator[Docker]:
-    """The engine and CLI environment of the compose test; a dockerd started here stops afterwards."""
+    """The engine and CLI environment of the compose test; a dockerd started here stops afterwards.
+    The plugins build in the background, buildx first (the stand-in images need it), then Compose."""
     if shutil.which("docker") is None:
         raise DockerUnavailable("the docker CLI is not installed: apt-get install docker.io"
                                 " (scripts/system-packages.sh does, as root)")
-    with tempfile.TemporaryDirectory(prefix="fruits-docker-") as work:
+    with tempfile.TemporaryDirectory(prefix="fruits-docker-") as work, ThreadPoolExecutor(1) as builder:
         env = _docker_config(Path(work) / "config")
         version = _server_version(env)
-        if version is not None:
-            yield Docker(env, version)
-            return
-        if os.geteuid() != 0:
+        if version is None and os.geteuid() != 0:
             raise DockerUnavailable("no Docker Engine answers and only root may start dockerd here")
-        log = Path(work) / "dockerd.log"
-        with _dockerd(log) as process:
-            deadline = time.monotonic() + ENGINE_START_TIMEOUT
-            while (version := _server_version(env)) is None:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise DockerUnavailable(f"dockerd did not start:\n{log.read_text(errors='replace')[-3000:]}")
-                time.sleep(1)
-            yield Docker(env, version)
+        go_binary()  # fail now, not after starting dockerd
+        plugins = {"buildx": builder.submit(cli_plugin, BUILDX), "compose": builder.submit(cli_plugin, COMPOSE)}
+        try:
+            if version is not None:
+                yield Docker(env, version, plugins)
+                return
+            log = Path(work) / "dockerd.log"
+            with _dockerd(log) as process:
+                deadline = time.monotonic() + ENGINE_START_TIMEOUT
+                while (version := _server_version(env)) is None:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise DockerUnavailable(f"dockerd did not start:\n{log.read_text(errors='replace')[-3000:]}")
+                    time.sleep(1)
+                yield Docker(env, version, plugins)
+        finally:
+            for future in plugins.values():
+                future.cancel()  # a build under way finishes (and is cached for the next run)

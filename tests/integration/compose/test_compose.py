@@ -1,32 +1,36 @@
-"""Static checks of the local docker compose stack: docker-compose.yaml, docker/ and .env.example.
+"""Static checks of the local docker compose stack: docker-compose.yaml and .env.example (the image's
+Dockerfile: test_dockerfile.py).
 
-No Docker engine is needed. The file is read with PyYAML (which resolves the `<<` merge keys the
-way Compose does) and `${VAR:-default}` is interpolated with the file's own defaults; one test lets
-the pinned Compose (docker_engine.COMPOSE, built from source once) validate it with `config`. The
-stack itself runs in test_stack_run.py.
+No Docker engine is needed (helpers in compose_file.py, fixtures in conftest.py); one test lets
+the pinned Compose (docker_engine.COMPOSE, built from source once) validate the file with `config`.
+The stack itself runs in test_stack_run.py.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
 import pytest
-import yaml
 
 from tests.support import REPO_ROOT
 
-COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
-ENV_EXAMPLE = REPO_ROOT / ".env.example"
-REQUIREMENTS = REPO_ROOT / "requirements.txt"
-ENTRYPOINT = REPO_ROOT / "docker" / "entrypoint.sh"
+from .compose_file import (
+    COMPOSE_FILE,
+    ENTRYPOINT,
+    ENV_EXAMPLE,
+    PINNED_IMAGE,
+    host_ports,
+    interpolate,
+    is_bind,
+    referenced_variables,
+    split_volume,
+)
 
 REQUIRED_SERVICES = {
     "postgres",
@@ -43,207 +47,9 @@ ONE_SHOT_SERVICES = {"airflow-init", "s3-init"}
 REPO_MOUNT = "/opt/fruits"
 EXPECTED_HOST_PORTS = {"airflow-apiserver": {8080}, "s3": {9000}}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
-# Hadoop (and the AWS SDK bundle hadoop-aws was built with) that each pyspark minor release
-# ships; extend when requirements.txt moves to another pyspark minor version.
-PYSPARK_HADOOP = {"3.5": ("3.3.4", "1.12.262")}
 # Repositories that no longer serve images: MinIO removed minio/minio and minio/mc from Docker
 # Hub (Sept 2026) and made quay.io/minio private; Bitnami's free images left Docker Hub (2025).
 GONE_REPOSITORIES = ("minio/minio", "minio/mc", "docker.io/minio/", "quay.io/minio/", "bitnami/", "docker.io/bitnami/")
-PINNED_IMAGE = re.compile(r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)@sha256:[0-9a-f]{64}$")
-SPARK_SUPPORTED_JAVA = {"3.5": {8, 11, 17}}
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def interpolate(text: str, env: dict[str, str]) -> str:
-    """Resolve Compose-style `${VAR}`, `${VAR:-default}`, `${VAR-default}` and `$$`."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text.startswith("$$", i):
-            out.append("$")
-            i += 2
-        elif text.startswith("${", i):
-            depth, j = 1, i + 2
-            while depth:
-                if j >= len(text):
-                    raise ValueError(f"unclosed ${{ in {text!r}")
-                if text.startswith("${", j):
-                    depth, j = depth + 1, j + 2
-                    continue
-                if text[j] == "}":
-                    depth -= 1
-                j += 1
-            expr = text[i + 2 : j - 1]
-            name = re.match(r"[A-Za-z_][A-Za-z0-9_]*", expr)
-            if not name:
-                raise ValueError(f"bad variable in {text!r}")
-            rest = expr[name.end() :]
-            value = env.get(name.group())
-            if rest.startswith(":-"):
-                value = value if value else interpolate(rest[2:], env)
-            elif rest.startswith("-"):
-                value = value if value is not None else interpolate(rest[1:], env)
-            elif rest:
-                raise ValueError(f"unsupported interpolation {expr!r}")
-            out.append(value or "")
-            i = j
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def resolve(node: Any, env: dict[str, str]) -> Any:
-    if isinstance(node, str):
-        return interpolate(node, env)
-    if isinstance(node, list):
-        return [resolve(item, env) for item in node]
-    if isinstance(node, dict):
-        return {key: resolve(value, env) for key, value in node.items()}
-    return node
-
-
-def referenced_variables(text: str) -> set[str]:
-    return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path.name}: line without '=': {line!r}"
-            values[key.strip()] = value.strip()
-    return values
-
-
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) per logical line, continuation lines joined, comments dropped."""
-    instructions, pending = [], ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        full = pending + line
-        pending = ""
-        keyword, _, args = full.partition(" ")
-        instructions.append((keyword.upper(), args.strip()))
-    return instructions
-
-
-def dockerfile_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
-    args = {}
-    for keyword, rest in instructions:
-        if keyword == "ARG" and "=" in rest:
-            name, _, value = rest.partition("=")
-            args.setdefault(name.strip(), value.strip().strip('"'))
-    return args
-
-
-def pinned_version(requirements: str, package: str) -> str | None:
-    pattern = rf"^\s*{re.escape(package)}(\[[^\]]*\])?\s*==\s*([0-9][^\s;#\\]*)"
-    match = re.search(pattern, requirements, flags=re.IGNORECASE | re.MULTILINE)
-    return match.group(2) if match else None
-
-
-def split_volume(spec: str | dict) -> tuple[str, str, bool]:
-    """(source, target, read_only) of a short- or long-syntax volume entry."""
-    if isinstance(spec, dict):
-        return spec.get("source", ""), spec["target"], bool(spec.get("read_only"))
-    parts = spec.split(":")
-    if len(parts) == 1:
-        return "", parts[0], False
-    mode = parts[2] if len(parts) > 2 else ""
-    return parts[0], parts[1], "ro" in mode.split(",")
-
-
-def is_bind(source: str) -> bool:
-    return source.startswith((".", "/", "~"))
-
-
-def host_ports(service: dict) -> set[int]:
-    ports = set()
-    for spec in service.get("ports", []):
-        if isinstance(spec, dict):
-            if spec.get("published"):
-                ports.add(int(spec["published"]))
-            continue
-        parts = str(spec).split("/")[0].split(":")
-        if len(parts) >= 2:
-            ports.add(int(parts[-2]))
-    return ports
-
-
-def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
-    excluded = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        pattern = pattern.lstrip("!").rstrip("/")
-        if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
-            excluded = not negate
-    return excluded
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def compose_text() -> str:
-    return COMPOSE_FILE.read_text()
-
-
-@pytest.fixture(scope="module")
-def compose(compose_text: str) -> dict:
-    """docker-compose.yaml with merge keys resolved and variables set to the file's defaults."""
-    return resolve(yaml.safe_load(compose_text), env={})
-
-
-@pytest.fixture(scope="module")
-def services(compose: dict) -> dict[str, dict]:
-    return compose["services"]
-
-
-@pytest.fixture(scope="module")
-def airflow_services(services: dict) -> dict[str, dict]:
-    return {name: spec for name, spec in services.items() if name.startswith("airflow-")}
-
-
-@pytest.fixture(scope="module")
-def env_example() -> dict[str, str]:
-    return read_env_file(ENV_EXAMPLE)
-
-
-@pytest.fixture(scope="module")
-def image_build(services: dict) -> dict:
-    """The one `build:` of the Airflow image (airflow-init's)."""
-    builds = {name: spec["build"] for name, spec in services.items() if "build" in spec}
-    assert list(builds) == ["airflow-init"], f"one service builds the image, airflow-init: {sorted(builds)}"
-    return builds["airflow-init"]
-
-
-@pytest.fixture(scope="module")
-def dockerfile_path(image_build: dict) -> Path:
-    return REPO_ROOT / image_build["context"] / image_build["dockerfile"]
-
-
-@pytest.fixture(scope="module")
-def instructions(dockerfile_path: Path) -> list[tuple[str, str]]:
-    return dockerfile_instructions(dockerfile_path)
-
-
-@pytest.fixture(scope="module")
-def requirements() -> str:
-    assert REQUIREMENTS.is_file(), (
-        "requirements.txt is missing at the repository root; docker/Dockerfile installs it "
-        "and these tests read the pyspark pin from it"
-    )
-    return REQUIREMENTS.read_text()
 
 
 # --------------------------------------------------------------------------- structure
@@ -472,126 +278,6 @@ def test_depends_on_targets_exist_with_usable_conditions(services: dict) -> None
 
     for name in graph:
         visit(name, ())
-
-
-# --------------------------------------------------------------------------- Dockerfile
-
-
-def test_build_context_and_copied_files_exist(image_build: dict, dockerfile_path: Path, instructions: list) -> None:
-    context = REPO_ROOT / image_build["context"]
-    assert dockerfile_path.is_file()
-    ignore_file = dockerfile_path.with_name(dockerfile_path.name + ".dockerignore")
-    patterns = [
-        line.strip()
-        for line in ignore_file.read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert patterns[0] == "*", "the build context is the repo root: keep the ignore file an allow-list"
-    copies = [rest.split() for keyword, rest in instructions if keyword == "COPY"]
-    assert copies
-    for words in copies:
-        sources = [w for w in words if not w.startswith("--")][:-1]
-        for source in sources:
-            assert (context / source).exists(), f"COPY source {source} does not exist"
-            assert not dockerignore_excludes(source.rstrip("/"), patterns), f"{source} is excluded by {ignore_file.name}"
-
-
-def _base_image(instructions: list) -> str:
-    """The FROM line's image with the Dockerfile's ARG defaults (what a user's build pulls)."""
-    args = dockerfile_args(instructions)
-    base = next(rest for keyword, rest in instructions if keyword == "FROM")
-    return re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
-
-
-def test_dockerfile_builds_on_a_python_image_pinned_by_digest(instructions: list) -> None:
-    """A plain Python image of Debian bookworm (Java 17 from its packages), pinned by tag and
-    digest; a build arg, so the compose test can put its stand-in there."""
-    base = _base_image(instructions)
-    assert PINNED_IMAGE.match(base), f"{base} is not pinned as name:tag@sha256:<digest>"
-    assert re.fullmatch(r"python:3\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base), base
-    assert next(rest for keyword, rest in instructions if keyword == "FROM") == "${PYTHON_IMAGE}"
-
-
-def _user_per_run(instructions: list) -> list[tuple[str, str]]:
-    user, runs = "root", []  # the Python image's user
-    for keyword, rest in instructions:
-        if keyword == "USER":
-            user = rest
-        elif keyword == "RUN":
-            runs.append((user, rest))
-    return runs
-
-
-def test_dockerfile_installs_java_for_spark(instructions: list, requirements: str) -> None:
-    runs = _user_per_run(instructions)
-    java = [(user, cmd) for user, cmd in runs if re.search(r"apt-get install .*openjdk-\d+-jre-headless", cmd)]
-    assert java, "no apt-get install of an openjdk JRE"
-    user, command = java[0]
-    assert user == "root"
-    java_major = int(re.search(r"openjdk-(\d+)-jre-headless", command).group(1))
-    pyspark = pinned_version(requirements, "pyspark")
-    assert pyspark, "requirements.txt does not pin pyspark==X.Y.Z"
-    supported = SPARK_SUPPORTED_JAVA.get(".".join(pyspark.split(".")[:2]))
-    assert supported, f"no known Java versions for pyspark {pyspark}: extend SPARK_SUPPORTED_JAVA"
-    assert java_major in supported, f"Java {java_major} is not supported by pyspark {pyspark}"
-    envs = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
-    assert re.search(r"JAVA_HOME=\S+", envs)
-
-
-def test_dockerfile_installs_the_project_pins_and_runs_as_a_non_root_user(instructions: list, requirements: str) -> None:
-    """requirements.txt with constraints.txt, Airflow included, as `make setup` installs them, and a
-    clean `pip check`; the containers then run as uid 50000 (compose: AIRFLOW_UID), via the repo's
-    entrypoint."""
-    installs = [cmd for _, cmd in _user_per_run(instructions) if "-r /tmp/requirements.txt" in cmd]
-    assert len(installs) == 1, "requirements.txt is pip-installed once"
-    assert "-c /tmp/constraints.txt" in installs[0] and installs[0].endswith("&& pip check")
-    assert pinned_version(requirements, "apache-airflow"), "requirements.txt pins the Airflow the image runs"
-    users = [rest for keyword, rest in instructions if keyword == "USER"]
-    assert users and users[-1] == "50000"
-    entrypoint = next(rest for keyword, rest in instructions if keyword == "ENTRYPOINT")
-    assert json.loads(entrypoint)[-1] == "/entrypoint"
-    assert "COPY docker/entrypoint.sh /entrypoint" in {f"{k} {rest}" for k, rest in instructions}
-
-
-def test_image_python_matches_the_resolved_constraints(instructions: list) -> None:
-    header = (REPO_ROOT / "constraints.txt").read_text().splitlines()[0]
-    python = re.search(r"Python (3\.\d+)", header)
-    assert python, f"constraints.txt does not say which Python it was resolved for: {header!r}"
-    assert _base_image(instructions).startswith(f"python:{python.group(1)}-")
-
-
-def _fetch_script():
-    from scripts import fetch_s3a_jars
-
-    return fetch_s3a_jars
-
-
-def test_hadoop_aws_matches_the_pinned_pyspark(instructions: list, requirements: str) -> None:
-    pyspark = pinned_version(requirements, "pyspark")
-    assert pyspark, "requirements.txt does not pin pyspark==X.Y.Z"
-    minor = ".".join(pyspark.split(".")[:2])
-    assert minor in PYSPARK_HADOOP, f"no known Hadoop version for pyspark {pyspark}: extend PYSPARK_HADOOP"
-    hadoop, sdk = PYSPARK_HADOOP[minor]
-    fetch = _fetch_script()
-    versions = {artifact: version for _, artifact, version, _ in fetch.JARS}
-    assert (fetch.HADOOP_VERSION, versions["hadoop-aws"], versions["aws-java-sdk-bundle"]) == (hadoop, hadoop, sdk)
-    assert all(re.fullmatch(r"[0-9a-f]{64}", sha256) for *_, sha256 in fetch.JARS)
-    runs = [cmd for _, cmd in _user_per_run(instructions)]
-    jars = next((i for i, cmd in enumerate(runs) if "fetch_s3a_jars.py" in cmd), None)
-    install = next(i for i, cmd in enumerate(runs) if "requirements.txt" in cmd)
-    assert jars is not None, "the Dockerfile never runs scripts/fetch_s3a_jars.py"
-    assert jars > install, "jars must be fetched after pip installed pyspark"
-    dest = re.search(r"--dest (\S+)", runs[jars]).group(1)
-    envs = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
-    assert f"FRUITS_JARS_DIR={dest}" in envs, "local_spark/s3a.py looks for the jars in FRUITS_JARS_DIR"
-
-
-def test_hadoop_version_matches_installed_pyspark_jars(requirements: str) -> None:
-    pyspark = pytest.importorskip("pyspark")
-    if pyspark.__version__ != pinned_version(requirements, "pyspark"):
-        pytest.skip(f"installed pyspark {pyspark.__version__} is not the pinned one")
-    fetch = _fetch_script()
-    assert fetch.pyspark_hadoop_version() == fetch.HADOOP_VERSION
 
 
 # --------------------------------------------------------------------------- settings
