@@ -6,11 +6,14 @@ moto server unchanged, except the ones a rule picks, which get one of:
 - SLOW_DOWN: S3's `503 SlowDown` (the request does not reach the server);
 - RESET: the connection is reset before any response (the request does not reach the server);
 - LOST_RESPONSE: the request is carried out by the server, then the connection is reset instead of
-  answering (a lost response: the client cannot tell it from RESET).
+  answering (a lost response: the client cannot tell it from RESET);
+- ACCESS_DENIED: a JSON-protocol service's (EMR's) `400 AccessDeniedException`, as IAM answers a
+  call the identity's policy does not allow (the request does not reach the server).
 
-A rule picks requests by service (from the SigV4 credential scope) and operation (the JSON
-protocol's X-Amz-Target, e.g. EMR's `AddJobFlowSteps`), every n-th matching request, at most
-`limit` times. Each fault is recorded with the client that got it (`Boto3`, `S3A`, ...).
+A rule picks requests by service (from the SigV4 credential scope), operation (the JSON protocol's
+X-Amz-Target, e.g. EMR's `AddJobFlowSteps`) and a piece of the User-Agent (the amazon provider's
+hooks put `Caller/<operator class>` in it), every n-th matching request, at most `limit` times.
+Each fault is recorded with the client that got it (`Boto3`, `S3A`, ...).
 """
 
 from __future__ import annotations
@@ -30,29 +33,33 @@ from urllib.parse import urlsplit
 
 from .moto import certificate_of
 
-SLOW_DOWN, RESET, LOST_RESPONSE = "slow_down", "reset", "lost_response"
+SLOW_DOWN, RESET, LOST_RESPONSE, ACCESS_DENIED = "slow_down", "reset", "lost_response", "access_denied"
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
               "expect"}
 SLOW_DOWN_BODY = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
                   b"<Message>Please reduce your request rate.</Message></Error>")
+DENIED_BODY = b'{"__type": "AccessDeniedException", "message": "not authorized (fault_proxy)"}'
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/[^/]+/([^/]+)/aws4_request")
 
 
 @dataclass
 class Rule:
-    """Fault every `every`-th request of `service` (and `operation`, if given), at most `limit` times.
-    `kinds` are used in turn (e.g. SLOW_DOWN, RESET, SLOW_DOWN, ...)."""
+    """Fault every `every`-th request of `service` (and `operation`, and a User-Agent holding `caller`,
+    if given), at most `limit` times. `kinds` are used in turn (e.g. SLOW_DOWN, RESET, SLOW_DOWN, ...)."""
 
     service: str
     kinds: tuple[str, ...]
     operation: str | None = None
+    caller: str | None = None
     every: int = 1
     limit: int | None = None
     seen: int = 0
     applied: int = 0
 
-    def pick(self, service: str, operation: str | None) -> str | None:
+    def pick(self, service: str, operation: str | None, user_agent: str = "") -> str | None:
         if service != self.service or (self.operation and operation != self.operation):
+            return None
+        if self.caller and self.caller not in user_agent:
             return None
         self.seen += 1
         if self.seen % self.every or (self.limit is not None and self.applied >= self.limit):
@@ -71,10 +78,10 @@ class FaultProxy:
     forwarded: Counter = field(default_factory=Counter)  # (service, client) -> count
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def choose(self, service: str, operation: str | None) -> str | None:
+    def choose(self, service: str, operation: str | None, user_agent: str = "") -> str | None:
         with self.lock:
             for rule in self.rules:
-                kind = rule.pick(service, operation)
+                kind = rule.pick(service, operation, user_agent)
                 if kind:
                     return kind
         return None
@@ -154,19 +161,22 @@ def _handler(proxy: FaultProxy, upstream: str):
             service = _service_of(self.headers)
             target_header = self.headers.get("X-Amz-Target", "")
             operation = target_header.rsplit(".", 1)[-1] if target_header else None
-            client = client_of(self.headers.get("User-Agent", ""))
-            kind = proxy.choose(service, operation)
+            user_agent = self.headers.get("User-Agent", "")
+            client = client_of(user_agent)
+            kind = proxy.choose(service, operation, user_agent)
             if kind:
                 with proxy.lock:
                     proxy.faults[(service, operation, kind, client)] += 1
             if kind == RESET:
                 return self._reset()
-            if kind == SLOW_DOWN:
-                self.send_response(503, "Slow Down")
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(SLOW_DOWN_BODY)))
+            if kind in (SLOW_DOWN, ACCESS_DENIED):
+                status, content_type, answer = ((503, "application/xml", SLOW_DOWN_BODY) if kind == SLOW_DOWN
+                                                else (400, "application/x-amz-json-1.1", DENIED_BODY))
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(SLOW_DOWN_BODY)
+                self.wfile.write(answer)
                 return None
             status, reason, headers, data = self._forward(body)
             with proxy.lock:
