@@ -386,6 +386,7 @@ def test_sensor_timeout_fails_run_and_still_terminates(airflow_db, s3, emr_clien
         "RUNNING", "PENDING"}
 
 
+@pytest.mark.airflow
 def test_create_cluster_failing_after_creating_still_terminates_its_clusters(
         airflow_db, moto, s3, emr_client, raw_images, monkeypatch, task_log):
     """RunJobFlow makes the cluster, then create_cluster fails, on each of its tries (DescribeCluster

@@ -176,7 +176,8 @@ def _handler(proxy: FaultProxy, upstream: str):
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(answer)
+                if self.command != "HEAD":  # an answer to HEAD has no body, whatever its Content-Length
+                    self.wfile.write(answer)
                 return None
             status, reason, headers, data = self._forward(body)
             with proxy.lock:
