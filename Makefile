@@ -90,6 +90,7 @@ soak: jobs-setup
 # regenerate docs/dag.md's Params table from the DAG's Params (a test fails while it is stale)
 docs: $(STAMP)
 	$(PY) -m scripts.params_table
+	$(PY) -m fruits_emr.stack_template > cloudformation/fruits-features.json
 
 clean:
 	rm -rf out .pytest_cache bench/work

@@ -24,7 +24,9 @@ Outputs: each attempt writes to `s3://<bucket>/<output_prefix>run_date=YYYY-MM-D
 which no reader looks at; `commit_outputs` then points `run_date=YYYY-MM-DD/_COMMITTED.json` at it
 (one PUT: the run date's outputs change at once, and a failed run changes nothing readers see),
 then the PCA pointer `<output_prefix>_pca_models/_CURRENT.json` (current model version, and per run
-date its reduced rows in that model's space; docs/pca.md).
+date its reduced rows in that model's space; docs/pca.md). Its success is an event of the asset
+`fruits_reduced_corpus`, which downstream DAGs are scheduled on (docs/downstream.md; example:
+`fruits_corpus_check`). A failed run sends one alert (docs/dag.md#failure-alerts).
 Every object is written with server-side encryption (SSE-S3, or SSE-KMS with `kms_key_id`).
 Params, Variables and S3 layout: docs/dag.md in the repository; IAM: docs/security.md.
 """
@@ -45,15 +47,19 @@ from airflow.sdk import (
     Variable,
     chain,
     dag,
+    get_current_context,
     task,
 )
 from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from fruits_emr import (
+    alerts,
     commits,
+    corpus,
     emr_request,
     events,
+    lineage,
     local_steps,
     pca_plan,
     preflight,
@@ -89,6 +95,7 @@ STEP_TIMEOUT = timedelta(hours=float(os.environ.get("FRUITS_STEP_TIMEOUT_HOURS",
 RETRY_DELAY = timedelta(minutes=float(os.environ.get("FRUITS_RETRY_DELAY_MINUTES", "5")))
 PARSE_DEFAULTS = settings.parse_time_defaults(os.environ)
 EVENTS = events.EventSettings.from_environ(os.environ, AWS_CONN_ID)  # None: daily schedule only
+LINEAGE = lineage.enabled()  # the openlineage provider has a transport (docs/lineage.md)
 DAILY = CronDataIntervalTimetable("@daily", timezone="UTC")
 
 DEFAULT_ARGS = {
@@ -96,6 +103,7 @@ DEFAULT_ARGS = {
     "retries": 2,
     "retry_delay": RETRY_DELAY,
     "retry_exponential_backoff": True,
+    "on_failure_callback": alerts.record_failure_reason,  # the reason the run's failure alert names
 }
 STEP_SENSOR_ARGS = {
     "aws_conn_id": AWS_CONN_ID,
@@ -107,10 +115,14 @@ STEP_SENSOR_ARGS = {
 }
 
 
-def _s3() -> Any:
+def _s3_hook() -> Any:
     from airflow.providers.amazon.aws.hooks.s3 import S3Hook
 
-    return S3Hook(aws_conn_id=AWS_CONN_ID).get_conn()
+    return S3Hook(aws_conn_id=AWS_CONN_ID)
+
+
+def _s3() -> Any:
+    return _s3_hook().get_conn()
 
 
 def _sqs() -> Any:
@@ -151,7 +163,8 @@ def stage_artifacts(config: RunConfig) -> StagedArtifacts:
     """Job code, bootstrap and weights in S3 under content hashes; unchanged content is not uploaded again."""
     # the local compute mode installs nothing on nodes: no wheelhouse
     wheels = wheelhouse.build_wheelhouse if COMPUTE_MODE == "emr" else None
-    staged, _ = staging.stage_artifacts(_s3(), config, REPO_ROOT, wheels)
+    listener = lineage.listener_jar(REPO_ROOT) if LINEAGE else None
+    staged, _ = staging.stage_artifacts(_s3(), config, REPO_ROOT, wheels, listener)
     return staged
 
 
@@ -192,15 +205,20 @@ def build_emr_request(
     """The RunJobFlow body (EMR mode: the local mode starts no cluster and stages no wheelhouse)
     and the steps, built from this run's config and PCA plan."""
     cluster_for = (dag_run.dag_id, dag_run.run_id) if COMPUTE_MODE == "emr" else None
-    return emr_request.build_request(config, staged, run, pca, cluster_for, _prices_variable(), REPO_ROOT)
+    return emr_request.build_request(config, staged, run, pca, cluster_for, _prices_variable(), REPO_ROOT,
+                                     lineage.spark_settings(get_current_context()))
 
 
 @task
 @task_body
-def run_steps_locally(config: RunConfig, steps: list[dict[str, Any]]) -> dict[str, Any]:
+def run_steps_locally(config: RunConfig, steps: list[dict[str, Any]], datasets: dict[str, list[str]]) -> dict[str, Any]:
     """Local compute mode: the EMR steps themselves, arguments unchanged, by spark-submit
-    --master local[*,4] on this worker; Spark reads and writes S3 itself (S3A, FRUITS_S3_ENDPOINT)."""
-    return local_steps.run_steps_locally(config, steps, LOCAL_MASTER, LOCAL_DRIVER_MEMORY, LOCAL_WORKDIR)
+    --master local[*,4] on this worker; Spark reads and writes S3 itself (S3A, FRUITS_S3_ENDPOINT).
+    With lineage on, this task is the Spark applications' parent job and reports the run's datasets."""
+    steps = lineage.with_parent_job(steps, get_current_context())
+    done = local_steps.run_steps_locally(config, steps, LOCAL_MASTER, LOCAL_DRIVER_MEMORY, LOCAL_WORKDIR)
+    lineage.report_datasets(datasets, _s3_hook())
+    return done
 
 
 @task
@@ -215,14 +233,19 @@ def validate_outputs(
                                        _emr() if cluster_id else None, cluster_shape)
 
 
-@task
+@task(outlets=[corpus.REDUCED_CORPUS])
 @task_body
 def commit_outputs(
-    config: RunConfig, run: RunSelection, pca: PcaPlan, summary: RunSummary, dag_run: Any = None
+    config: RunConfig, run: RunSelection, pca: PcaPlan, summary: RunSummary, dag_run: Any = None,
+    outlet_events: Any = None,
 ) -> RunCommit:
     """Publish the validated attempt: replace the run date's commit pointer, drop attempts nobody reads,
-    then point the PCA pointer at this run's reduced rows (and, after a fit, at the new version)."""
-    return commits.commit_outputs(_s3(), config, run.paths, pca, summary, dag_run.run_id if dag_run else "")
+    then point the PCA pointer at this run's reduced rows (and, after a fit, at the new version).
+    Its success is an event of the asset fruits_reduced_corpus: DAGs scheduled on it start now."""
+    record = commits.commit_outputs(_s3(), config, run.paths, pca, summary, dag_run.run_id if dag_run else "")
+    # only reached after both pointers were written; a failed commit emits no event
+    outlet_events[corpus.REDUCED_CORPUS].extra = corpus.event_extra(config, record, pca)
+    return record
 
 
 @dag(
@@ -232,6 +255,7 @@ def commit_outputs(
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
+    on_failure_callback=alerts.RunFailureAlert(AWS_CONN_ID),  # one SNS message per failed run (docs/dag.md)
     tags=["fruits", "emr", "spark", "features"],
     doc_md=__doc__,
     params={name: Param(**spec) for name, spec in {**param_specs(PARSE_DEFAULTS), **events.param_specs(EVENTS)}.items()},
@@ -244,7 +268,7 @@ def fruits_features() -> None:
     request = build_emr_request(config, staged, run, pca)
     if COMPUTE_MODE == "local":
         validate = validate_outputs(config, run, pca)
-        chain(staged, run, pca, request, run_steps_locally(config, request["steps"]), validate,
+        chain(staged, run, pca, request, run_steps_locally(config, request["steps"], request["lineage"]), validate,
               commit_outputs(config, run, pca, validate))
         return
 
@@ -260,8 +284,10 @@ def fruits_features() -> None:
         task_id="add_steps",
         job_flow_id=create_cluster.output,
         steps=request["steps"],
+        datasets=request["lineage"],
         aws_conn_id=AWS_CONN_ID,
         deferrable=False,
+        openlineage_inject_parent_job_info=LINEAGE,  # the Spark applications' parent job: this task
     )
     watch_featurize = EmrStepSensorWithLogs(
         task_id="watch_featurize",

@@ -1,11 +1,14 @@
-"""Fetch hadoop-aws and its AWS SDK bundle from Maven Central into jars/ (idempotent).
+"""Fetch hadoop-aws and its AWS SDK bundle, and the OpenLineage Spark listener, from Maven Central
+into jars/ (idempotent).
 
     python scripts/fetch_s3a_jars.py [--dest jars]
 
 Spark reads and writes s3:// and s3a:// through Hadoop's S3A connector, which pyspark does not
 ship. hadoop-aws must match the Hadoop client jars pyspark bundles (pyspark 3.5.x: Hadoop 3.3.4)
 and aws-java-sdk-bundle the SDK version that hadoop-aws was built against; a mismatch fails only
-at the first S3 read, so this script refuses to run against another Hadoop. Every jar is checked
+at the first S3 read, so this script refuses to run against another Hadoop. openlineage-spark (the
+build for pyspark's Scala 2.12, one shaded jar) is what the Spark steps load when lineage is on:
+stage_artifacts stages it from jars/ (fruits_emr.lineage, docs/lineage.md). Every jar is checked
 against the SHA-1 that Maven Central publishes beside it and against the SHA-256 pinned below.
 """
 
@@ -28,6 +31,8 @@ JARS = (
      "53f9ae03c681a30a50aa17524bd9790ab596b28481858e54efd989a826ed3a4a"),
     ("com/amazonaws", "aws-java-sdk-bundle", "1.12.262",
      "873fe7cf495126619997bec21c44de5d992544aea7e632fdc77adb1a0915bae5"),
+    ("io/openlineage", "openlineage-spark_2.12", "1.53.0",
+     "9fe28ee2e5b2cb535cd51b6572394bddeb684bf0c58650a698cf7724ce62d94d"),
 )
 DEFAULT_DEST = REPO_ROOT / "jars"
 

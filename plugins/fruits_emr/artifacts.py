@@ -25,6 +25,7 @@ class StagedArtifacts:
     # s3://.../wheelhouse/<hash>/: the wheels bootstrap.sh installs (no PyPI on the nodes) and their
     # hash file (HASHED_REQUIREMENTS_FILE), which pins every wheel by sha256
     wheelhouse: str = ""
+    lineage_jar: str = ""  # the OpenLineage Spark listener the steps load (fruits_emr.lineage); empty: lineage off
 
 
 # In each staged wheelhouse: the hash file it was built from (emr/hashed-requirements-emr*.txt);
@@ -52,6 +53,10 @@ def code_layout(
 def wheelhouse_uri(bucket: str, artifacts_prefix: str, wheelhouse_hash: str) -> str:
     """Where the wheels of one node package set (by content hash) live in S3."""
     return f"s3://{bucket}/{key_prefix(artifacts_prefix)}wheelhouse/{wheelhouse_hash}/"
+
+
+def jar_key(artifacts_prefix: str, jar_hash: str, filename: str) -> str:
+    return f"{key_prefix(artifacts_prefix)}jars/{jar_hash}/{filename}"
 
 
 def weights_key(artifacts_prefix: str, weights_hash: str, filename: str) -> str:

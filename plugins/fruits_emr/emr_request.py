@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fruits_emr import cost
+from fruits_emr import cost, lineage
 from fruits_emr.artifacts import StagedArtifacts, needs_tensorflow
 from fruits_emr.cost import CLUSTER
 from fruits_emr.layout import RunPaths
@@ -74,16 +74,22 @@ def job_arguments(
 
 
 def spark_steps(
-    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, pca_plan: PcaPlan | None = None
+    config: RunConfig, paths: RunPaths, staged: StagedArtifacts, pca_plan: PcaPlan | None = None,
+    lineage_settings: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """EMR steps: featurize then pca, each a command-runner.jar spark-submit of the staged code.
 
     Client deploy mode: the driver runs in the step's own process on the primary node, which is
     always on-demand, so a spot reclaim cannot take the driver, and its stderr (the Python
     traceback) is the step's stderr log. CANCEL_AND_WAIT: a failed featurize cancels pca and
-    leaves the cluster to the teardown task.
+    leaves the cluster to the teardown task. lineage_settings (fruits_emr.lineage.spark_settings): the
+    OpenLineage Spark listener, loaded from the staged jar, and its transport; none: no listener.
     """
     arguments = job_arguments(config, paths, staged.weights, staged.model_artifact, pca_plan)
+    listener = []
+    if lineage_settings and staged.lineage_jar:
+        listener = ["--jars", staged.lineage_jar,
+                    *[arg for name, value in lineage_settings.items() for arg in ("--conf", f"{name}={value}")]]
     scripts = {"featurize": staged.featurize_py, "pca": staged.pca_py}
     return [
         {
@@ -94,6 +100,7 @@ def spark_steps(
                 "Args": [
                     "spark-submit",
                     "--deploy-mode", DEPLOY_MODE,
+                    *listener,
                     "--py-files", staged.py_files,
                     scripts[job],
                     *arguments[job],
@@ -245,14 +252,17 @@ def tag_value(value: str) -> str:
 def build_request(
     config: RunConfig, staged: StagedArtifacts, run: RunSelection, plan: PcaPlan,
     cluster_for: tuple[str, str] | None, prices: Mapping[str, Any] | None, repo_root: Path,
+    lineage_settings: Mapping[str, str] | None = None,
 ) -> EmrRequest:
-    """The emr_request task: the steps of this run and, for a cluster (cluster_for: its DAG id and run
-    id; None in local mode), the RunJobFlow body and the shape chosen from the run's image count."""
-    steps = spark_steps(config, run.paths, staged, plan)
+    """The emr_request task: the steps of this run and its datasets (lineage) and, for a cluster
+    (cluster_for: its DAG id and run id; None in local mode), the RunJobFlow body and the shape
+    chosen from the run's image count. lineage_settings: fruits_emr.lineage.spark_settings."""
+    steps = spark_steps(config, run.paths, staged, plan, lineage_settings)
+    datasets = lineage.run_datasets(config, run.paths, plan)
     if cluster_for is None:
-        return EmrRequest(steps=steps)
+        return EmrRequest(steps=steps, lineage=datasets)
     shape, reason = cost.choose_shape(config, run.images, cost.merge_prices(prices),
                                       lambda: cost.load_cost_model(repo_root / cost.BENCH_RESULTS))
     log.info("cluster shape %s: %s", shape, reason)
     overrides = job_flow_overrides(config, run.paths, staged, *cluster_for, shape)
-    return EmrRequest(steps=steps, job_flow_overrides=overrides, cluster_shape=shape)
+    return EmrRequest(steps=steps, job_flow_overrides=overrides, cluster_shape=shape, lineage=datasets)

@@ -81,6 +81,31 @@ def queue_statement(queue_arn: str | None) -> list[dict[str, Any]]:
     ]
 
 
+def alerts_statement(topic_arn: str | None) -> list[dict[str, Any]]:
+    """The DAG's failure alert (fruits_emr.alerts) publishes to one SNS topic, nothing else."""
+    if not topic_arn:
+        return []
+    return [{"Sid": "PublishRunFailureAlerts", "Effect": "Allow", "Action": ["sns:Publish"], "Resource": [topic_arn]}]
+
+
+def emr_service_pass_role_policy(account: str, config: RunConfig | None = None) -> dict[str, Any]:
+    """Inline policy of the EMR service role beside AmazonEMRServicePolicy_v2: EMR passes the
+    instance-profile role to EC2 when it starts the nodes, and may pass no other role."""
+    config = config or RunConfig()
+    return {
+        "Version": VERSION,
+        "Statement": [
+            {
+                "Sid": "PassTheInstanceProfileRoleToEc2",
+                "Effect": "Allow",
+                "Action": ["iam:PassRole"],
+                "Resource": [f"arn:aws:iam::{account}:role/{config.job_flow_role}"],
+                "Condition": {"StringLike": {"iam:PassedToService": "ec2.amazonaws.com*"}},
+            }
+        ],
+    }
+
+
 def _objects(bucket: str, *prefixes: str) -> list[str]:
     return [f"arn:aws:s3:::{bucket}/{key_prefix(p)}*" for p in dict.fromkeys(prefixes)]
 

@@ -3,7 +3,8 @@
 - EmrCreateRunCluster: takes the live cluster tagged with this DAG run if there is one, else creates
   it; a RunJobFlow whose response is lost is looked up before it is sent again (run_clusters).
 - EmrAddRunSteps: takes this run's steps if they are on the cluster already, else adds them; the
-  same for a lost AddJobFlowSteps response: never a second featurize/pca pair.
+  same for a lost AddJobFlowSteps response: never a second featurize/pca pair. Also reports the
+  run's datasets to the openlineage provider (fruits_emr.lineage).
 - EmrStepSensorWithLogs: a failed step fails the task once (no retries) with the step's name,
   failure reason and the S3 location of its stderr/stdout; deferred, it waits in the triggerer with
   step_trigger.EmrStepThreadedTrigger (no aiobotocore).
@@ -27,7 +28,7 @@ from airflow.providers.amazon.aws.operators.emr import (
 from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 from airflow.sdk.exceptions import AirflowFailException, AirflowSensorTimeout
 
-from fruits_emr import run_clusters
+from fruits_emr import lineage, run_clusters
 from fruits_emr.emr_request import step_log_uris, tag_value
 from fruits_emr.step_trigger import EmrStepThreadedTrigger
 
@@ -156,12 +157,23 @@ class EmrCreateRunCluster(EmrCreateJobFlowOperator):
 
 class EmrAddRunSteps(EmrAddStepsOperator):
     """Add the run's steps to its cluster, or take them if they are there already (same name and
-    arguments, pending, running or completed): a retry never queues a second pair."""
+    arguments, pending, running or completed): a retry never queues a second pair. Reports `datasets`
+    ({"inputs": [...], "outputs": [...]} S3 URIs, from emr_request) as the task's OpenLineage inputs
+    and outputs; with openlineage_inject_parent_job_info the steps name this task as their parent job
+    (settings that change with each try, so the lookup leaves them out: run_clusters.same_step)."""
+
+    template_fields = (*EmrAddStepsOperator.template_fields, "datasets")
+
+    def __init__(self, *, datasets: Any = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.datasets = datasets
 
     def execute(self, context: Any) -> list[str]:
         if not self.job_flow_id:
             raise AirflowFailException("add_steps needs the cluster id (create_cluster did not return one)")
         steps = ast.literal_eval(self.steps) if isinstance(self.steps, str) else self.steps
+        if self.openlineage_inject_parent_job_info:
+            steps = self._inject_openlineage_parent_job_information(steps, context)
         once = _single_attempt_hook(self)
 
         def queued() -> list[str] | None:
@@ -176,6 +188,8 @@ class EmrAddRunSteps(EmrAddStepsOperator):
 
         step_ids = run_clusters.find_or_create(queued, add, "AddJobFlowSteps")
         _persist_links(self, context, self.job_flow_id)
+        if self.datasets:
+            lineage.report_datasets(self.datasets, self.hook)
         return step_ids
 
 

@@ -12,6 +12,7 @@ import logging
 import tempfile
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from fruits_emr.artifacts import (
     StagedArtifacts,
     code_layout,
     export_settings,
+    jar_key,
     model_key,
     needs_tensorflow,
     weights_key,
@@ -185,15 +187,26 @@ def stage_wheelhouse(
     return uri, [uri + wheel.name for wheel in wheels] + [uri + HASHED_REQUIREMENTS_FILE]
 
 
+def stage_jar(s3: Any, config: RunConfig, jar: Path) -> tuple[str, bool]:
+    """A jar the steps load (--jars) under artifacts/jars/<content hash>/; skipped when present."""
+    digest = hashlib.sha256(jar.read_bytes()).hexdigest()[:16]
+    key = jar_key(config.artifacts_prefix, digest, jar.name)
+    if object_exists(s3, config.bucket, key):
+        return f"s3://{config.bucket}/{key}", False
+    s3.upload_file(str(jar), config.bucket, key, ExtraArgs=sse_arguments(config))
+    return f"s3://{config.bucket}/{key}", True
+
+
 # --- the task --------------------------------------------------------------------------------------
 
 def stage_artifacts(
-    s3: Any, config: RunConfig, repo_root: Path, build_wheelhouse: Builder | None = wheelhouse.build_wheelhouse
+    s3: Any, config: RunConfig, repo_root: Path, build_wheelhouse: Builder | None = wheelhouse.build_wheelhouse,
+    lineage_jar: Path | None = None,
 ) -> tuple[StagedArtifacts, list[str]]:
     """Upload the code bundle under its content hash (skipped when its marker exists), what the
     cluster needs to build the model (the exported ONNX model, engines onnxruntime[-int8], or the weights),
-    and the node wheelhouse (build_wheelhouse None: none, for the local compute mode). Returns the
-    staged URIs and the list of what was uploaded now."""
+    the node wheelhouse (build_wheelhouse None: none, for the local compute mode) and, with lineage
+    on, the OpenLineage Spark listener jar. Returns the staged URIs and the list of what was uploaded now."""
     code_hash, files = code_bundle(repo_root)
     if config.engine != "tensorflow":  # an ONNX engine: fp32 or int8
         model_uri, model_uploaded = stage_model(s3, config, repo_root)
@@ -210,6 +223,10 @@ def stage_artifacts(
         )
         uploaded += wheels_uploaded
     staged = code_layout(config.bucket, config.artifacts_prefix, code_hash, weights_uri, model_uri, wheels_uri)
+    if lineage_jar is not None:
+        jar_uri, jar_uploaded = stage_jar(s3, config, lineage_jar)
+        staged = replace(staged, lineage_jar=jar_uri)
+        uploaded += [jar_uri] if jar_uploaded else []
     _, code_key = split_s3_uri(staged.code_uri)
     if not object_exists(s3, config.bucket, code_key + STAGED_MARKER):
         for name, body in files.items():

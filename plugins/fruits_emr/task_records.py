@@ -52,11 +52,13 @@ class PcaPlan:
 
 @dataclass(frozen=True)
 class EmrRequest:
-    """The RunJobFlow body of the run's cluster (None in local mode: no cluster), its shape, the steps."""
+    """The RunJobFlow body of the run's cluster (None in local mode: no cluster), its shape, the steps,
+    and the run's datasets as lineage names them ({"inputs": [...], "outputs": [...]} S3 URIs)."""
 
     steps: list[dict[str, Any]]
     job_flow_overrides: dict[str, Any] | None = None
     cluster_shape: str | None = None
+    lineage: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

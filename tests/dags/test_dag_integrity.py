@@ -31,7 +31,7 @@ def dag(dagbag):
 
 def test_dags_import_without_errors(dagbag):
     assert dagbag.import_errors == {}
-    assert sorted(dagbag.dag_ids) == ["fruits_features"]
+    assert sorted(dagbag.dag_ids) == ["fruits_corpus_check", "fruits_features"]
 
 
 def test_import_makes_no_aws_or_variable_calls_and_no_heavy_imports(tmp_path):
@@ -66,7 +66,16 @@ def test_import_makes_no_aws_or_variable_calls_and_no_heavy_imports(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"errors": {}, "dags": ["fruits_features"], "calls": [], "heavy": []}
+    assert result == {"errors": {}, "dags": ["fruits_corpus_check", "fruits_features"], "calls": [], "heavy": []}
+
+
+def test_the_consumer_is_scheduled_on_the_asset_commit_outputs_updates(dagbag, dag):
+    from fruits_emr.corpus import REDUCED_CORPUS
+
+    consumer = dagbag.dags["fruits_corpus_check"]
+    assert list(consumer.timetable.asset_condition.objects) == [REDUCED_CORPUS]
+    assert dag.get_task("commit_outputs").outlets == [REDUCED_CORPUS]
+    assert consumer.catchup is False and consumer.max_active_runs == 1 and consumer.on_failure_callback
 
 
 def test_policy(dag):

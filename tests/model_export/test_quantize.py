@@ -141,7 +141,12 @@ def test_unknown_engine_is_a_clear_error(tmp_path, capsys):
 
 def test_featurize_job_runs_the_int8_engine(spark, tmp_path, exported):
     copy_sample(tmp_path / "imgs", per_label=2, offset=90)
-    summary = featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "int8", engine=INT8))
+    # the quantization tooling is not staged to the cluster: the job asks for an exported model
+    with pytest.raises(ModelConfigError, match="needs a pre-exported --model-artifact: make one with"
+                                               " `python -m model_export.export_model --engine onnxruntime-int8"):
+        featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "no-model", engine=INT8))
+    summary = featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "int8", engine=INT8,
+                                            model_artifact=exported / "a" / "model.onnx"))
     assert (summary["engine"], summary["features_rows"], summary["quarantined"]) == (INT8, 8, 0)
     assert summary["model"] == SPEC.model_id + "+int8"
     rows = spark.read.parquet(str(tmp_path / "int8" / "features")).toPandas().sort_values("path")
