@@ -391,6 +391,32 @@ def test_sensor_timeout_fails_run_and_still_terminates(airflow_db, s3, emr_clien
         "RUNNING", "PENDING"}
 
 
+@pytest.mark.airflow
+def test_create_cluster_failing_after_creating_still_terminates_its_clusters(
+        airflow_db, moto, s3, emr_client, raw_images, monkeypatch, task_log):
+    """RunJobFlow makes the cluster, then create_cluster fails, on each of its tries (DescribeCluster
+    denied to it, through the fault proxy). The teardown runs all the same and its sweep by the run's
+    tags ends every cluster the tries made: none left RUNNING or WAITING, nothing committed."""
+    from tests.support.fault_proxy import ACCESS_DENIED, Rule, running_fault_proxy
+
+    logical_date, _ = raw_images
+    denied = Rule("elasticmapreduce", (ACCESS_DENIED,), operation="DescribeCluster", caller="Caller/EmrCreateRunCluster")
+    with running_fault_proxy(moto, [denied]) as proxy:
+        connection = json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])
+        connection["extra"] = {**connection["extra"], "endpoint_url": proxy.endpoint}
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+        run, states = run_dag(CONF, logical_date)
+
+    assert run.state == "failed"
+    assert (states["create_cluster"], states["terminate_cluster"]) == ("failed", "success")
+    assert {states[t] for t in ("add_steps", "watch_featurize", "watch_pca", "validate_outputs")} == {"upstream_failed"}
+    assert proxy.count(ACCESS_DENIED) >= 3  # each of the three tries failed after its RunJobFlow
+    made = clusters(emr_client)
+    assert len(made) == 3 and {c["Status"]["State"] for c in made} == {"TERMINATED"}
+    assert "or by a create_cluster that failed" in task_log()
+    assert committed(s3, (logical_date - timedelta(days=1)).date().isoformat()) is None
+
+
 # --- local compute mode (FRUITS_COMPUTE_MODE=local) -------------------------------------------
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from fruits_emr import (
     iam,
     layout,
     preflight,
+    run_clusters,
     selection,
     settings,
     staging,
@@ -169,31 +170,30 @@ def test_every_emr_call_of_the_dag_is_allowed():
     operations = {xform_name(op): op for op in model.operation_names}
     from airflow.providers.amazon.aws.hooks.emr import EmrHook
     from airflow.providers.amazon.aws.links import emr as emr_links
-    from airflow.providers.amazon.aws.operators.emr import (
-        EmrAddStepsOperator,
-        EmrCreateJobFlowOperator,
-        EmrTerminateJobFlowOperator,
-    )
+    from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator, EmrTerminateJobFlowOperator
     from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 
-    from fruits_emr import commits, operators, preflight, selection, staging, validation
+    from fruits_emr import commits, operators, preflight, run_clusters, selection, staging, step_trigger, validation
 
     sources = [
         (REPO_ROOT / "dags" / "fruits_features.py").read_text(),
-        *(inspect.getsource(module) for module in (operators, preflight, staging, selection, validation, commits)),
-        inspect.getsource(EmrCreateJobFlowOperator.execute),
-        inspect.getsource(EmrAddStepsOperator.execute),
+        *(inspect.getsource(module) for module in (operators, run_clusters, step_trigger, preflight, staging,
+                                                   selection, validation, commits)),
+        # the provider code the operators still call (EmrCreateRunCluster and EmrAddRunSteps replace
+        # the provider's execute with their look-then-create one)
+        inspect.getsource(EmrCreateJobFlowOperator.on_kill),
         inspect.getsource(EmrTerminateJobFlowOperator.execute),
         inspect.getsource(EmrStepSensor.get_emr_response),
         inspect.getsource(EmrHook.create_job_flow),
-        inspect.getsource(EmrHook.add_job_flow_steps),
         inspect.getsource(emr_links.get_log_uri),
     ]
     called = set().union(*(emr_calls_in(source, set(operations)) for source in sources))
-    # the step sensor's deferrable trigger and add_steps' waiter poll DescribeStep
-    called.add("describe_step")
+    # the deferred sensors' trigger polls with the provider's waiter: its operation is a call too
+    waiters = json.loads(Path(inspect.getfile(EmrHook)).parent.parent.joinpath("waiters", "emr.json").read_text())
+    trigger = step_trigger.EmrStepThreadedTrigger(job_flow_id="j-1", step_id="s-1")
+    called.add(xform_name(waiters["waiters"][trigger.waiter_name]["operation"]))
     # the scan really found the calls (it fails if the code or the provider changes shape)
-    assert {"run_job_flow", "add_job_flow_steps", "describe_step", "describe_cluster", "list_clusters",
+    assert {"run_job_flow", "add_job_flow_steps", "list_steps", "describe_step", "describe_cluster", "list_clusters",
             "terminate_job_flows", "describe_security_configuration"} <= called
     needed = {operations[name] for name in called}
     allowed = {a.removeprefix("elasticmapreduce:") for s in statements(iam.airflow_policy(BUCKET, ACCOUNT))
@@ -328,8 +328,11 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
         preflight.check_security_configuration(emr_client, config.security_configuration)
         overrides = emr_request.job_flow_overrides(config, paths, staged, settings.DAG_ID, "manual__1")
         cluster_id = emr_client.run_job_flow(**overrides)["JobFlowId"]
-        step_ids = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=emr_request.spark_steps(config, paths, staged))[
-            "StepIds"]
+        steps = emr_request.spark_steps(config, paths, staged)
+        step_ids = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=steps)["StepIds"]
+        # the lookups that make create_cluster and add_steps safe to retry
+        assert run_clusters.run_cluster_ids(emr_client, settings.DAG_ID, "manual__1") == [cluster_id]
+        assert run_clusters.find_run_steps(emr_client, cluster_id, steps) == step_ids
         assert emr_client.describe_step(ClusterId=cluster_id, StepId=step_ids[0])["Step"]["Name"] == f"featurize {RUN_DATE}"
         assert emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["LogUri"] == paths.log_uri
         listed = emr_client.get_paginator("list_clusters").paginate(ClusterStates=list(emr_request.ACTIVE_CLUSTER_STATES))
@@ -351,7 +354,7 @@ def test_calls_outside_the_airflow_policy_are_denied(endpoint, airflow_key):
         emr_client = client("emr", endpoint, airflow_key)
         assert denied(emr_client.set_termination_protection, JobFlowIds=["j-1"], TerminationProtected=True) == (
             "AccessDenied")
-        assert denied(emr_client.list_steps, ClusterId="j-1") == "AccessDenied"
+        assert denied(emr_client.cancel_steps, ClusterId="j-1", StepIds=["s-1"]) == "AccessDenied"
         assert denied(client("iam", endpoint, airflow_key).create_user, UserName="x") == "AccessDenied"
     # the denials came from the policy, not from broken credentials: the same calls pass for an admin
     client("s3", endpoint).put_object(Bucket=BUCKET, Key="outside/x", Body=b"x")
