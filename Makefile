@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 # make run parameters (defaults = the demo's: bundled ImageNet MobileNetV2-0.35 weights)
 IMAGES ?= data/sample
@@ -29,7 +30,7 @@ RUN_ARGS = --output $(OUT) --weights $(WEIGHTS) --alpha $(ALPHA) --model $(MODEL
 	$(if $(K),--k $(K),--variance $(VARIANCE)) \
 	$(if $(PCA_MODEL),--pca-model $(PCA_MODEL))
 
-.PHONY: lint setup jobs-setup system-packages jars check-java class-archive iam-simulator demo run test bench soak docs clean up down trigger logs
+.PHONY: lint setup jobs-setup bench-setup system-packages jars check-java class-archive iam-simulator demo run test test-fast bench soak docs clean up down trigger logs
 
 # everything `make test` needs; the jobs alone (demo, run, bench, soak) need only jobs-setup
 setup: system-packages jobs-setup iam-simulator
@@ -59,6 +60,13 @@ $(IAM_SIMULATOR)/node_modules/.package-lock.json: $(IAM_SIMULATOR)/package.json 
 	@command -v npm >/dev/null || { echo "error: npm not found: apt-get install nodejs npm"; exit 1; }
 	npm ci --prefix $(IAM_SIMULATOR) --no-audit --no-fund --loglevel=error
 
+# the bench's peers (Ray Data): bench-only, never a dependency of the jobs or the DAG
+bench-setup: $(BENCH_STAMP)
+
+$(BENCH_STAMP): $(STAMP) bench/requirements-bench.txt
+	$(PY) -m pip install --quiet -r bench/requirements-bench.txt -c constraints.txt
+	@touch $(BENCH_STAMP)
+
 # local Spark's JVM starts from an archive of the classes the jobs load (once, ~45-70 s; local_spark/class_archive.py)
 class-archive: $(STAMP) jars check-java
 	$(PY) -m local_spark.class_archive
@@ -74,13 +82,23 @@ demo: jobs-setup
 run: jobs-setup
 	$(PY) -m local_spark.run_local $(RUN_ARGS)
 
-test: setup check-java lint
-	$(PY) -m pytest -q
+# The whole suite (the CI command), its tests spread over TEST_WORKERS processes (pytest-xdist; most
+# tests wait on Spark, Airflow or S3 more than they compute, so more workers than cores help).
+TEST_WORKERS ?= 3
+# What the fast lane leaves out: tests that start Spark, TensorFlow, Airflow, a browser or Docker.
+FAST_LANE := not (spark or tensorflow or airflow or ui or compose)
+
+test: setup bench-setup check-java lint
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+# The pure and unit tests only (docs/testing.md): minutes, not the whole suite's quarter hour
+test-fast: $(STAMP) jars iam-simulator lint
+	$(PY) -m pytest -q -n 2 -m "$(FAST_LANE)"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-bench: jobs-setup
+bench: jobs-setup bench-setup
 	$(PY) -m bench.run_bench --sample $(BENCH_SAMPLE) --update-docs
 	$(PY) -m bench.daily_cost
 
@@ -95,20 +113,24 @@ docs: $(STAMP)
 clean:
 	rm -rf out .pytest_cache bench/work
 
-# Local Airflow + Postgres + S3 (moto) stack (needs Docker with Compose v2)
+# The local Airflow + Postgres + S3 (moto) stack (docs/local-stack.md): Docker with Compose v2
 COMPOSE ?= docker compose
 DAG_ID ?= fruits_features
-CONF ?=
+# make trigger's run conf. The default processes every image in raw/: the sample lands on the day of
+# make up, and a manual run covers yesterday's images (CONF='{}' for exactly that).
+CONF ?= {"full_refresh": true}
 
 up:
-	$(COMPOSE) up -d --build
+	@bash scripts/docker_check.sh "$(COMPOSE)"
+	$(COMPOSE) up -d --build --wait
+	@echo "Airflow UI: http://$$($(COMPOSE) port airflow-apiserver 8080) (login in .env.example; make trigger starts a run)"
 
 down:
 	$(COMPOSE) down
 
 trigger:
-	$(COMPOSE) exec airflow-apiserver airflow dags unpause $(DAG_ID)
-	$(COMPOSE) exec airflow-apiserver airflow dags trigger $(DAG_ID) $(if $(CONF),--conf '$(CONF)')
+	$(COMPOSE) exec -T airflow-apiserver airflow dags unpause $(DAG_ID)
+	$(COMPOSE) exec -T airflow-apiserver airflow dags trigger $(DAG_ID) --conf '$(CONF)'
 
 logs:
 	$(COMPOSE) logs -f --tail=200

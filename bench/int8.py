@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -80,15 +81,14 @@ def centroid_accuracy(feats: np.ndarray, labels: np.ndarray, test: np.ndarray) -
 
 
 def export_models(workdir: Path) -> dict[str, Path]:
-    from model_export.export_model import export_onnx
-    from spark_jobs.cnn.backbones import ModelSpec
+    """The fp32 and int8 models of the bundled weights, from the machine's model cache (the int8
+    fine-tuning runs once per machine, not once per bench run)."""
+    from model_export.model_cache import exported_model
+    from model_export.model_identity import ExportSettings
     from spark_jobs.contract.model_choices import INT8_ENGINE
 
-    spec = ModelSpec(alpha=0.35, weights=str(BUNDLED_WEIGHTS))
-    models = {"fp32": workdir / "int8-bench-fp32.onnx", "int8": workdir / "int8-bench-int8.onnx"}
-    export_onnx(spec, models["fp32"])
-    export_onnx(spec, models["int8"], engine=INT8_ENGINE)
-    return models
+    settings = ExportSettings(model="mobilenet_v2", alpha=0.35, image_size=224, weights=str(BUNDLED_WEIGHTS))
+    return {"fp32": exported_model(settings), "int8": exported_model(replace(settings, engine=INT8_ENGINE))}
 
 
 def int8_figures(images: Path, workdir: Path, runs: int = 5, per_label: int | None = None) -> dict:

@@ -33,10 +33,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench import peers, phone
 from bench.bootstrap_install import KEY as BOOTSTRAP_KEY  # measured there, kept from the results file
 from bench.int8 import int8_figures
 from fruits_emr.cost import cost_model, load_prices
 from local_spark.run_local import BUNDLED_WEIGHTS
+from model_export.model_cache import exported_model
+from model_export.model_identity import ExportSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_IMAGES = REPO_ROOT / "tests" / "data" / "fruits-360"  # 480 real images; pass --images for more
@@ -309,10 +312,10 @@ def engine_difference(contents: list[bytes], workdir: Path) -> float:
     """max |onnx - tf| / max |tf| over the sample, real ImageNet weights (alpha 0.35)."""
     import onnxruntime as ort
 
-    from spark_jobs.cnn.backbones import ModelSpec, build_model, export_artifact
+    from spark_jobs.cnn.backbones import ModelSpec, build_model
 
     spec = ModelSpec(alpha=0.35, weights=str(BUNDLED_WEIGHTS))
-    artifact = export_artifact(spec, "onnxruntime", workdir / "diff")
+    artifact = cached_model(0.35, str(BUNDLED_WEIGHTS))
     model = build_model(spec)
     session = ort.InferenceSession(str(artifact), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -334,7 +337,12 @@ def cost_figures(results: dict) -> dict:
     model = cost_model(results, prices["assumptions"])
     scenarios = cost_per_100k(model.img_s_per_vcpu, prices, model.overhead_hours)
     headline = prices["assumptions"]["scenarios"][0]["name"]
+    phone_model = cost_model(results, prices["assumptions"], results.get("phone_median_bytes"))
+    phone_scenarios = cost_per_100k(phone_model.img_s_per_vcpu, prices, phone_model.overhead_hours)
     return {
+        "cost_usd_per_100k_phone_photos": phone_scenarios[headline]["best_spot"]["usd"],
+        "cost_phone_photos": {"scenarios": phone_scenarios, "per_core_img_s": phone_model.img_s_per_vcpu,
+                              "throughput_figure": phone_model.throughput_figure},
         "cost_usd_per_100k_images": scenarios[headline]["best_spot"]["usd"],
         "cost": {"scenarios": scenarios, "headline_scenario": headline, "per_core_img_s": model.img_s_per_vcpu,
                  "overhead_minutes": round(model.overhead_hours * 60, 2),
@@ -405,6 +413,11 @@ def readme_table(results: dict) -> str:
         "rss_ratio_10x": ("rss_ratio_10x", "<= 1.2"),
         "pca_spark_over_sklearn": ("pca_spark_s / pca_sklearn_s", "<= 3"),
         "cost_usd_per_100k_images": ("cost_usd_per_100k_images (spot)", "<= 0.10"),
+        "phone_over_ceiling": ("phone_over_ceiling (12 MP photos: spark / decode + inference ceiling)", ">= 0.90"),
+        "spark_over_predict_batch_udf": ("spark_over_predict_batch_udf (12 MP photos)", "> 1"),
+        "spark_over_predict_batch_udf_small": ("spark_over_predict_batch_udf_small (1x sample)", "> 1"),
+        "spark_over_ray": ("spark_over_ray (12 MP photos)", "> 1"),
+        "spark_over_ray_small": ("spark_over_ray_small (1x sample)", "> 1"),
     }
     ratios = results["ratios"]
     lines = [
@@ -412,12 +425,21 @@ def readme_table(results: dict) -> str:
         f" MobileNetV2 alpha {results['alpha']} at 224, {results['images_full']} images"
         f" ({results['replicas']}x the sample); ratios: median (min–max) of {len(results['rounds'])} rounds"
         f"{' — SMOKE RUN' if results['smoke'] else ''}.",
+        *phone_rounds_note(results),
         "",
         "| figure | value | target |",
         "| --- | --- | --- |",
         f"| ceiling_img_s (1 process, all cores, decode + ONNX Runtime) | {results['ceiling_img_s']:.1f} | — |",
         f"| spark_img_s (featurize job, local[2]) | {results['spark_img_s']:.1f} | — |",
         f"| seed_method_img_s (Keras predict per Arrow batch) | {results['seed_method_img_s']:.1f} | — |",
+        f"| phone_img_s (featurize job, {results['phone_corpus']['photos']} phone photos:"
+        f" {', '.join(results['phone_corpus']['formats'])}) | {results['phone_img_s']:.2f} | — |",
+        f"| phone_ceiling_img_s (a process per core, decode + ONNX Runtime) | {results['phone_ceiling_img_s']:.2f} | — |",
+        f"| decode_share (phone photos: decode ÷ decode + inference) | {results['decode_share']:.2f} | — |",
+        f"| predict_batch_udf / ray img/s (phone photos) | {results['predict_batch_udf_phone_img_s']:.2f} /"
+        f" {results['ray_phone_img_s']:.2f} | — |",
+        f"| predict_batch_udf / ray img/s (1x sample) | {results['predict_batch_udf_small_img_s']:.1f} /"
+        f" {results['ray_small_img_s']:.1f} | — |",
     ]
     for key, (label, target) in targets.items():
         if key in ratios:
@@ -431,11 +453,24 @@ def readme_table(results: dict) -> str:
         *[f"| cost, {name} ({sc['run_images']:,} images, {sc['core_nodes']} core node(s)), best spot |"
           f" {sc['best_spot']['usd']:.3f} USD / 100k on {sc['best_spot']['instance']} | — |"
           for name, sc in results["cost"]["scenarios"].items()],
+        *[f"| cost, {name} of 12 MP phone photos, best spot | {sc['best_spot']['usd']:.3f} USD / 100k on"
+          f" {sc['best_spot']['instance']} | — |" for name, sc in results["cost_phone_photos"]["scenarios"].items()],
         f"| alpha 0.35: ceiling / spark img/s | {results['alpha_0_35']['ceiling_img_s']:.1f} /"
         f" {results['alpha_0_35']['spark_img_s']:.1f} | — |",
         *pca_fit_lines(results),
     ]
     return "\n".join(lines)
+
+
+def phone_rounds_note(results: dict) -> list[str]:
+    """When the phone and peer figures come from their own run (--phone-only): its date, rounds and load."""
+    run = results.get("phone_rounds")
+    if not run:
+        return []
+    loads = ", ".join("/".join(f"{value:.1f}" for value in load) for load in run["load_average_by_round"])
+    return ["", f"Phone-corpus and peer figures (`--phone-only`): {run['date']}, {run['rounds']} rounds, alpha"
+                f" {run['alpha']}, small images = {Path(run['sample']).name}; load average (1/5/15 min) after each"
+                f" round: {loads}."]
 
 
 def pca_fit_lines(results: dict) -> list[str]:
@@ -467,6 +502,7 @@ class Workload:
     artifacts: dict[float, Path]
     alpha: float
     batch_size: int
+    phone: Path  # the phone-size corpus (bench/phone.py): <label>/<photo>.<extension>
     ceiling_batch_size: int = 32
 
 
@@ -501,11 +537,14 @@ def measure_round(load: Workload, log: Callable[[str], None]) -> dict:
         "rss_ratio_10x": full["peak_rss_bytes"] / one["peak_rss_bytes"],
         "pca_spark_over_sklearn": pca["spark_seconds"] / pca["sklearn_seconds"],
     }
+    phone_round = phone.measure_phone_and_peers(load.work, load.phone, load.one_x, load.artifacts[load.alpha],
+                                                load.batch_size, one, run_probe, log)
+    ratios.update(phone_round.pop("ratios"))
     for extra in EXTRA_RATIOS:
         ratios.update(extra(load))
     return {"ratios": ratios, "ceiling": top, "ceiling_img_s": top["img_s"], "spark_img_s": spark_img_s,
             "seed_method_img_s": seed_img_s, "featurize_full": full, "featurize_incremental": inc,
-            "featurize_1x": one, "seed_method": seed, "pca": pca}
+            "featurize_1x": one, "seed_method": seed, "pca": pca, **phone_round}
 
 
 def spread(values: list[float]) -> dict:
@@ -513,10 +552,13 @@ def spread(values: list[float]) -> dict:
     return {"min": min(values), "median": float(np.median(values)), "max": max(values), "runs": values}
 
 
-def prepare(args: argparse.Namespace, work: Path) -> Workload:
-    from model_export.export_model import export_onnx
-    from spark_jobs.cnn.backbones import ModelSpec
+def cached_model(alpha: float, weights: str, engine: str = "onnxruntime") -> Path:
+    """MobileNetV2 at 224 px from the machine's model cache (exported once per machine)."""
+    return exported_model(ExportSettings(model="mobilenet_v2", alpha=alpha, image_size=224, weights=weights,
+                                         engine=engine))
 
+
+def prepare(args: argparse.Namespace, work: Path) -> Workload:
     sources = sample_files(Path(args.sample), 6 if args.smoke else None)
     full = make_replicas(work / f"replicas-{len(sources)}", sources, 2 if args.smoke else args.replicas)
     manifest = work / "manifest-5pct.txt"
@@ -524,10 +566,13 @@ def prepare(args: argparse.Namespace, work: Path) -> Workload:
     manifest.write_text("\n".join(map(str, chosen)) + "\n")
     artifacts = {}
     for alpha, weights in ((args.alpha, "random"), (0.35, str(BUNDLED_WEIGHTS))):
-        artifacts[alpha] = work / f"model-a{alpha}.onnx"
-        export_onnx(ModelSpec(alpha=alpha, weights=weights), artifacts[alpha])
+        artifacts[alpha] = cached_model(alpha, weights)
+    # phone photos from sources spread over the labels (every k-th, sorted by label then name)
+    chosen = sources[:: max(1, len(sources) // args.phone_photos)][: args.phone_photos]
+    size = phone.SMOKE_SIZE if args.smoke else phone.PHONE_SIZE
+    phone_root = phone.make_phone_corpus(work / f"phone-{len(chosen)}", chosen, size)
     return Workload(work, [p.read_bytes() for p in sources], work / f"replicas-{len(sources)}" / "rep00",
-                    work / f"replicas-{len(sources)}", manifest, artifacts, args.alpha, args.batch_size)
+                    work / f"replicas-{len(sources)}", manifest, artifacts, args.alpha, args.batch_size, phone_root)
 
 
 def bench(args: argparse.Namespace) -> dict:
@@ -555,8 +600,14 @@ def bench(args: argparse.Namespace) -> dict:
     for key, figures in results["ratios"].items():  # the medians, top level, for the docs' tables
         results[key] = figures["median"]
     results["incremental_ratio"] = results["incremental_over_full"]  # its name before rounds
-    for key in ("ceiling_img_s", "spark_img_s", "seed_method_img_s"):
+    for key in ("ceiling_img_s", "spark_img_s", "seed_method_img_s", *phone.PHONE_FIGURES):
         results[key] = spread([r[key] for r in rounds])["median"]
+    results["phone_figures"] = {key: spread([r[key] for r in rounds]) for key in phone.PHONE_FIGURES}
+    results["phone_corpus"] = phone.corpus_summary(load.phone, phone.SMOKE_SIZE if args.smoke else phone.PHONE_SIZE,
+                                                   last["phone_runs"]["phone_ceiling"])
+    results["median_bytes"] = phone.median_bytes(sorted(load.one_x.rglob("*.jpg")))  # the small images
+    results["phone_median_bytes"] = phone.median_bytes(phone.corpus_files(load.phone))
+    results["phone_runs"] = last["phone_runs"]
     results["ceiling"] = {**sweep, "img_s_by_round": [r["ceiling_img_s"] for r in rounds]}
     results.update({key: last[key] for key in ("featurize_full", "featurize_1x", "featurize_incremental", "seed_method", "pca")})
     results["pca_spark_s"] = spread([r["pca"]["spark_seconds"] for r in rounds])["median"]
@@ -583,13 +634,9 @@ def bench(args: argparse.Namespace) -> dict:
 
 def pca_fit_only(args: argparse.Namespace) -> int:
     """Featurize the sample once (bundled 0.35 weights) and measure the PCA fit at every corpus size."""
-    from model_export.export_model import export_onnx
-    from spark_jobs.cnn.backbones import ModelSpec
-
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    artifact = work / "model-a0.35.onnx"
-    export_onnx(ModelSpec(alpha=0.35, weights=str(BUNDLED_WEIGHTS)), artifact)
+    artifact = cached_model(0.35, str(BUNDLED_WEIGHTS))
     source = work / "out-pca-source"
     run_probe("featurize", images=args.sample, output=source, artifact=artifact, batch_size=args.batch_size)
     figures = pca_fit_scaling(source / "features", work, PCA_FIT_SIZES_SMOKE if args.smoke else PCA_FIT_SIZES)
@@ -598,6 +645,54 @@ def pca_fit_only(args: argparse.Namespace) -> int:
     results.update(figures)
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     print(json.dumps({k: figures[k] for k in ("pca_fit_seconds_by_rows", "pca_fit_peak_rss_by_rows")}, indent=2))
+    return 0
+
+
+def phone_only(args: argparse.Namespace) -> int:
+    """Only the phone corpus and the peers (--rounds rounds: featurize on the sample, then
+    phone.measure_phone_and_peers), merged into --results with the cost figures and the docs'
+    table; the other figures of record stay as measured."""
+    from model_export.export_model import export_onnx
+    from spark_jobs.cnn.backbones import ModelSpec
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    sources = sample_files(Path(args.sample), 6 if args.smoke else None)
+    artifact = work / f"model-a{args.alpha}.onnx"
+    export_onnx(ModelSpec(alpha=args.alpha, weights="random"), artifact)
+    chosen = sources[:: max(1, len(sources) // args.phone_photos)][: args.phone_photos]
+    size = phone.SMOKE_SIZE if args.smoke else phone.PHONE_SIZE
+    log = lambda message: print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)  # noqa: E731
+    log(f"phone corpus: {len(chosen)} photos x {len(phone.PHONE_FORMATS)} formats at {size[0]} x {size[1]}")
+    corpus = phone.make_phone_corpus(work / f"phone-{len(chosen)}", chosen, size)
+    rounds = []
+    for number in range(args.rounds):
+        log(f"round {number + 1} of {args.rounds}: featurize on the sample")
+        one = run_probe("featurize", images=args.sample, output=work / "out-sample", artifact=artifact,
+                        batch_size=args.batch_size)
+        rounds.append(phone.measure_phone_and_peers(work, corpus, Path(args.sample), artifact, args.batch_size, one,
+                                                    run_probe, log))
+        rounds[-1]["small_img_s"] = one["images"] / one["seconds"]
+        rounds[-1]["load_average"] = os.getloadavg()
+    path = Path(args.results)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    ratios = {key: spread([r["ratios"][key] for r in rounds]) for key in rounds[0]["ratios"]}
+    results.setdefault("ratios", {}).update(ratios)
+    results.update({key: figures["median"] for key, figures in ratios.items()})
+    results["phone_figures"] = {key: spread([r[key] for r in rounds]) for key in (*phone.PHONE_FIGURES, "small_img_s")}
+    results.update({key: results["phone_figures"][key]["median"] for key in phone.PHONE_FIGURES})
+    results["phone_corpus"] = phone.corpus_summary(corpus, size, rounds[-1]["phone_runs"]["phone_ceiling"])
+    results["median_bytes"] = phone.median_bytes([p for p in sorted(Path(args.sample).rglob("*")) if p.is_file()])
+    results["phone_median_bytes"] = phone.median_bytes(phone.corpus_files(corpus))
+    results["phone_runs"] = rounds[-1]["phone_runs"]
+    results["phone_rounds"] = {"date": dt.date.today().isoformat(), "rounds": len(rounds), "sample": str(args.sample),
+                               "load_average_by_round": [r["load_average"] for r in rounds], "alpha": args.alpha}
+    if BOOTSTRAP_KEY in results and "machine" in results:
+        results.update(cost_figures(results))
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(json.dumps({key: results[key] for key in (*phone.PHONE_FIGURES, *ratios)}, indent=2))
+    if args.update_docs and "rounds" in results:
+        update_docs(results)
     return 0
 
 
@@ -611,21 +706,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replicas", type=int, default=10, help="the full run uses this many copies of the sample")
     parser.add_argument("--alpha", type=float, default=1.0, help="MobileNetV2 alpha of the headline figures")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--phone-photos", type=int, default=24,
+                        help="photos of the phone corpus, each in every format of bench/phone.py (smoke: 2)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of side-by-side runs; every ratio gets min/median/max over them (smoke: 2)")
     parser.add_argument("--skip-pca-fit", action="store_true",
                         help="keep the PCA fit scaling figures of --results instead of measuring them again")
     parser.add_argument("--update-docs", action="store_true", help="write the table into docs/performance.md")
     # probe mode (internal): one measurement in this fresh process, JSON on the last stdout line
+    parser.add_argument("--phone-only", action="store_true",
+                        help="only the phone corpus and the peers (--rounds rounds), merged into --results")
     parser.add_argument("--pca-fit-only", action="store_true",
                         help="only the PCA fit scaling figures (features of the bundled images), merged into --results")
-    parser.add_argument("--probe", choices=("featurize", "seed_method", "pca", "pca_fit"), help=argparse.SUPPRESS)
+    parser.add_argument("--probe", choices=("featurize", "seed_method", "pca", "pca_fit", "predict_batch_udf", "ray"),
+                        help=argparse.SUPPRESS)
     for name in ("images", "manifest", "output", "artifact", "features"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe:
         probe = {"featurize": probe_featurize, "seed_method": probe_seed_method, "pca": probe_pca,
-                 "pca_fit": probe_pca_fit}[args.probe]
+                 "pca_fit": probe_pca_fit, "predict_batch_udf": peers.probe_predict_batch_udf,
+                 "ray": peers.probe_ray}[args.probe]
         print(json.dumps(probe(args)))
         return 0
     if not Path(args.sample).is_dir():
@@ -633,8 +734,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.pca_fit_only:
         return pca_fit_only(args)
+    if args.phone_only:
+        if args.smoke and args.phone_photos == parser.get_default("phone_photos"):
+            args.phone_photos = 2
+        return phone_only(args)
     if args.smoke and args.rounds == parser.get_default("rounds"):
         args.rounds = 2
+    if args.smoke and args.phone_photos == parser.get_default("phone_photos"):
+        args.phone_photos = 2
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     previous = json.loads(Path(args.results).read_text()) if Path(args.results).is_file() else {}

@@ -53,8 +53,8 @@ class SoakError(RuntimeError):
 
 def broken_files(sources: list[Path]) -> dict[str, tuple[bytes, str]]:
     """<label>/<file name> -> (bytes, start of the quarantine reason the pipeline must give),
-    made from the first real photo of each label. The .txt file has no image extension: the
-    pipeline must not list it at all."""
+    made from the first real photo of each label. The .txt file is no photo by name: the pipeline
+    must not read it, and must list it as ignored (reason "")."""
     first: dict[str, Path] = {}
     for source in sources:
         first.setdefault(source.parent.name, source)
@@ -66,8 +66,8 @@ def broken_files(sources: list[Path]) -> dict[str, tuple[bytes, str]]:
         f"{label(1)}/truncated_quarter.jpg": (photo(1)[: len(photo(1)) // 4], "truncated image"),
         f"{label(2)}/truncated_nine_tenths.jpg": (photo(2)[: len(photo(2)) * 9 // 10], "truncated image"),
         f"{label(2)}/zero_bytes.jpg": (b"", "empty file (0 bytes)"),
-        f"{label(3)}/not_an_image.jpg": (b"a shopping list, not a photo\n" * 40, "not a JPEG/PNG image"),
-        f"{label(3)}/notes.txt": (b"not an image extension: never listed\n", ""),
+        f"{label(3)}/not_an_image.jpg": (b"a shopping list, not a photo\n" * 40, "not a JPEG, PNG, WebP"),
+        f"{label(3)}/notes.txt": (b"not a photo: ignored, listed in the report\n", ""),
     }
 
 
@@ -199,6 +199,11 @@ def reconcile(report: dict, output: Path, expected_images: int, good: int, plant
         problems.append(f"features_rows {rows} != {good} good images")
     if quarantined != len(planted):
         problems.append(f"quarantined {quarantined} != {len(planted)} planted broken files")
+    # the planted notes.txt is ignored and listed (so is the replicas' own .complete stamp file)
+    ignored = [Path(urlparse(uri).path).name for uri in report.get("ignored_files", [])]
+    if "notes.txt" not in ignored or report.get("files_seen") != seen + len(ignored) or any(
+            name.lower().endswith((".jpg", ".jpeg", ".png")) for name in ignored):
+        problems.append(f"ignored {ignored} (files_seen {report.get('files_seen')}), expected the planted notes.txt")
     written = parquet_rows(output / "features")
     if written != rows:
         problems.append(f"features Parquet holds {written} rows, report says {rows}")
@@ -356,7 +361,7 @@ def docs_section(results: dict) -> str:
         f"The {heads['full']} run read {full['images_seen']:,} files: {results['replicas']} brightness-perturbed"
         f" replicas of the {results['sample_images']:,}-image sample (which all decode) plus {full['broken_planted']}"
         " planted broken files (truncated JPEGs, a zero-byte file, text named .jpg), and a planted `.txt` that"
-        " must not be listed. "
+        " must be ignored (never read) and listed by name. "
     )
     if full["reconciled"]:
         paragraph += ("Exactly the planted files were quarantined, with the expected reasons, and the features,"

@@ -11,8 +11,11 @@ run's `report.json`.
 `resolve_config` → `stage_artifacts` → `find_new_images` (no images: everything after it is
 skipped, no cluster) → `plan_pca` (fit a new PCA model version, or apply the current one) → `emr_request`
 (the cluster's shape from the day's image count, `cluster_shape`; docs/cost.md) → `create_cluster` → `add_steps` → `watch_featurize` →
-`watch_pca` → `terminate_cluster` (teardown: runs after success, failure, timeout or kill) →
-`validate_outputs` → `commit_outputs`.
+`watch_pca` → `terminate_cluster` (teardown: runs after success, failure, timeout or kill, also of
+`create_cluster`, and ends every cluster tagged with the run) → `validate_outputs` → `commit_outputs`.
+A retry of `create_cluster` or `add_steps` first looks for the cluster or steps an earlier try made
+(lost response, killed worker): one cluster and one featurize/pca pair per run. The step sensors
+are deferrable with Airflow's `[operators] default_deferrable` (they then wait in the triggerer).
 
 With `FRUITS_COMPUTE_MODE=local` (the docker-compose stack) `create_cluster` … `terminate_cluster`
 are replaced by `run_steps_locally`: the same EMR steps, run by `spark-submit --master local[*,4]`
@@ -38,17 +41,18 @@ from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator
 from airflow.sdk import (
     AssetOrTimeSchedule,
     CronDataIntervalTimetable,
     Param,
+    TriggerRule,
     Variable,
     chain,
     dag,
     get_current_context,
     task,
 )
+from airflow.sdk.configuration import conf
 from airflow.sdk.exceptions import AirflowFailException
 
 from fruits_emr import (
@@ -69,7 +73,7 @@ from fruits_emr import (
 )
 from fruits_emr.artifacts import StagedArtifacts
 from fruits_emr.cost import PRICES_VARIABLE
-from fruits_emr.operators import EmrAddStepsWithLineage, EmrStepSensorWithLogs, EmrTerminateRunClusters
+from fruits_emr.operators import EmrAddRunSteps, EmrCreateRunCluster, EmrStepSensorWithLogs, EmrTerminateRunClusters
 from fruits_emr.params import param_specs
 from fruits_emr.settings import RunConfig
 from fruits_emr.task_io import task_body
@@ -84,7 +88,9 @@ LOCAL_DRIVER_MEMORY = os.environ.get("FRUITS_LOCAL_DRIVER_MEMORY", "2g")
 LOCAL_WORKDIR = os.environ.get("FRUITS_LOCAL_WORKDIR") or None  # None: the system temp folder
 REPO_ROOT = Path(os.environ.get("FRUITS_REPO_ROOT") or Path(__file__).resolve().parents[1])
 AWS_CONN_ID = os.environ.get("FRUITS_AWS_CONN_ID", "aws_default")
-DEFERRABLE = os.environ.get("FRUITS_DEFERRABLE", "false").strip().lower() in ("1", "true", "yes")
+# Airflow's switch for every operator that can defer; FRUITS_DEFERRABLE, if set, for this DAG's sensors only
+DEFERRABLE = (os.environ["FRUITS_DEFERRABLE"].strip().lower() in ("1", "true", "yes") if "FRUITS_DEFERRABLE" in os.environ
+              else conf.getboolean("operators", "default_deferrable", fallback=False))
 SENSOR_MODE = os.environ.get("FRUITS_SENSOR_MODE", "reschedule")
 POKE_SECONDS = float(os.environ.get("FRUITS_POKE_SECONDS", "60"))
 STEP_TIMEOUT = timedelta(hours=float(os.environ.get("FRUITS_STEP_TIMEOUT_HOURS", "4")))
@@ -274,18 +280,21 @@ def fruits_features() -> None:
               commit_outputs(config, run, pca, validate))
         return
 
-    create_cluster = EmrCreateJobFlowOperator(
+    # deferrable=False: nothing to wait for in these three, and the provider's triggers need aiobotocore
+    create_cluster = EmrCreateRunCluster(
         task_id="create_cluster",
         job_flow_overrides=request["job_flow_overrides"],
         aws_conn_id=AWS_CONN_ID,
         emr_conn_id=None,
+        deferrable=False,
     )
-    add_steps = EmrAddStepsWithLineage(
+    add_steps = EmrAddRunSteps(
         task_id="add_steps",
         job_flow_id=create_cluster.output,
         steps=request["steps"],
         datasets=request["lineage"],
         aws_conn_id=AWS_CONN_ID,
+        deferrable=False,
         openlineage_inject_parent_job_info=LINEAGE,  # the Spark applications' parent job: this task
     )
     watch_featurize = EmrStepSensorWithLogs(
@@ -304,7 +313,13 @@ def fruits_features() -> None:
         task_id="terminate_cluster",
         job_flow_id=create_cluster.output,
         aws_conn_id=AWS_CONN_ID,
+        deferrable=False,
     ).as_teardown(setups=create_cluster)
+    # A teardown's own rule skips it when its setup failed, and a create_cluster that failed after
+    # RunJobFlow made a cluster would leave that up until its idle timeout. This rule runs the sweep by
+    # the run's tags once everything before it is done, whatever the states; skipped only when
+    # find_new_images found nothing (no cluster).
+    terminate_cluster.trigger_rule = TriggerRule.NONE_SKIPPED
     validate = validate_outputs(config, run, pca, create_cluster.output, request["cluster_shape"])
 
     chain(staged, run, pca, request, create_cluster, add_steps, watch_featurize, watch_pca, terminate_cluster, validate,

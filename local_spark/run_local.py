@@ -46,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def summary_text(report: dict, output: str) -> str:
     reasons = ", ".join(f"{n} {kind}" for kind, n in sorted(report.get("quarantine_reasons", {}).items()))
+    kinds = ", ".join(f"{n} {kind}" for kind, n in report.get("ignored_kinds", {}).items())
     lines = [
-        f"images seen      {report['images_seen']}",
+        f"files seen       {report['files_seen']}  ({report['images_seen']} photos by name)",
         f"featurized       {report['features_rows']}  ({report['feature_dim']} features, {report['model']})",
         f"quarantined      {report['quarantined']}" + (f"  ({reasons})" if reasons else ""),
+        f"ignored          {report['ignored']}" + (f"  (not photos: {kinds}; listed in report.json)" if kinds else ""),
         f"PCA k            {report['k']}  (explained variance {report['variance_reached']:.3f},"
         f" target {report['variance_target']})",
         f"PCA model        {report['pca_model']}  ({'fitted on' if report['pca_fitted'] else 'applied from'}"

@@ -3,8 +3,10 @@
     spark-submit --py-files spark_jobs.zip spark_jobs/featurize.py \
         (--images ROOT | --manifest FILE) --output OUT [--allowed-prefix URI ...] [model options]
 
-Writes OUT/features, OUT/quarantine (Parquet) and OUT/featurize.json. Every input image ends
-in exactly one of the two Parquet outputs: images_seen = features_rows + quarantined.
+Writes OUT/features, OUT/quarantine (Parquet) and OUT/featurize.json. Every input image (a photo
+by name, spark_jobs.contract.model_choices) ends in exactly one of the two Parquet outputs: images_seen =
+features_rows + quarantined; every other file is ignored and listed by name in featurize.json:
+files_seen = images_seen + ignored.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pyspark.sql import types as T
 from spark_jobs import hadoop_fs
 from spark_jobs.cnn.backbones import ModelConfigError, ModelSpec, feature_dim
 from spark_jobs.cnn.model_acquisition import AcquiredModel, acquire_model
-from spark_jobs.contract.model_choices import BACKBONES, ENGINES, POOLINGS
+from spark_jobs.contract.model_choices import BACKBONES, DEFAULT_MAX_FILE_BYTES, ENGINES, POOLINGS, extension_kind
 from spark_jobs.contract.run_files import FEATURES, FEATURIZE_SUMMARY, QUARANTINE
 from spark_jobs.featurization.image_decode import DEFAULT_MAX_IMAGE_PIXELS
 from spark_jobs.featurization.image_listing import ImageInputs, Unreadable, load_inputs, unscanned_files
@@ -36,10 +38,11 @@ FEATURE_RESULT = T.StructType(
         T.StructField("width", T.IntegerType()),
         T.StructField("height", T.IntegerType()),
         T.StructField("mode", T.StringType()),
+        T.StructField("format", T.StringType()),
         T.StructField("error", T.StringType()),
     ]
 )
-FEATURE_COLUMNS = ["path", "label", "features", "width", "height", "mode", "bytes", "modification_time", "model"]
+FEATURE_COLUMNS = ["path", "label", "features", "width", "height", "mode", "format", "bytes", "modification_time", "model"]
 QUARANTINE_COLUMNS = ["path", "label", "reason", "bytes", "modification_time", "model"]
 
 
@@ -95,6 +98,12 @@ def add_input_options(parser: argparse.ArgumentParser) -> None:
         help="repeatable: read only images under this folder (local path or s3:// URI); a manifest"
         " entry or --images root elsewhere, or with a '..' segment, stops the job before any work",
     )
+    parser.add_argument(
+        "--max-file-bytes",
+        type=int,
+        default=DEFAULT_MAX_FILE_BYTES,
+        help="larger files are quarantined without their bytes being read (default: %(default)s = 32 MiB)",
+    )
 
 
 def build_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -112,7 +121,7 @@ def label_col(path: Column) -> Column:
 
 
 def check_settings(args: argparse.Namespace) -> None:
-    for name in ("batch_size", "arrow_batch_size", "max_image_pixels"):
+    for name in ("batch_size", "arrow_batch_size", "max_image_pixels", "max_file_bytes"):
         if getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1")
     if args.partitions < 0:
@@ -154,7 +163,8 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     timer = PhaseTimer()
     check_settings(args)
     with timer.phase("list_inputs"):
-        inputs = load_inputs(spark, args.images, args.manifest, getattr(args, "allowed_prefix", None))
+        inputs = load_inputs(spark, args.images, args.manifest, getattr(args, "allowed_prefix", None),
+                             args.max_file_bytes)
     with timer.phase("model"):
         model = acquire_model(spark, args)
     partitions = args.partitions or auto_partitions(spark, len(inputs.listed))
@@ -180,8 +190,11 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
         "image_size": model.spec.image_size,
         "feature_dim": feature_dim(model.spec),
         "partitions": partitions,
+        "max_file_bytes": inputs.max_file_bytes,
+        "max_image_pixels": args.max_image_pixels,
         "batch_size": args.batch_size,
         "arrow_batch_size": args.arrow_batch_size,
+        "arrow_batch_rows": arrow_batch_rows(args.arrow_batch_size, inputs.max_file_bytes),
         "input": inputs.source,
         "featurize_seconds": timer.total,
         "phase_seconds": timer.seconds,
@@ -190,10 +203,22 @@ def run(spark: SparkSession, args: argparse.Namespace) -> dict:
     return summary
 
 
+# The most image bytes one Arrow batch may hold (Spark 3.5 bounds a batch by rows only): a Python
+# worker holds the batch, pandas' copy of it and one decoded image; EMR budgets 1.5 GB per worker
+# (fruits_emr.emr_request.PYTHON_WORKER_MEMORY_MB).
+ARROW_BATCH_BYTES = 512 * 2**20
+
+
+def arrow_batch_rows(arrow_batch_size: int, max_file_bytes: int) -> int:
+    """Rows per Arrow batch: --arrow-batch-size, fewer when that many files at the byte cap would
+    pass ARROW_BATCH_BYTES (16 at the default 32 MiB cap; 128 with a cap of 4 MiB)."""
+    return max(1, min(arrow_batch_size, ARROW_BATCH_BYTES // max_file_bytes))
+
+
 def featurize_settings(args: argparse.Namespace, partitions: int) -> dict[str, str]:
     """The Spark SQL settings of the featurize pass (session_settings)."""
     return {
-        "spark.sql.execution.arrow.maxRecordsPerBatch": str(args.arrow_batch_size),
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(arrow_batch_rows(args.arrow_batch_size, args.max_file_bytes)),
         # At least `partitions` scan splits, which featurize_files merges into exactly that many tasks.
         "spark.sql.files.minPartitionNum": str(partitions),
         # Adaptive execution (Spark 3.5) computes a cached DataFrame in a job of its own, then the
@@ -243,7 +268,7 @@ def unscanned(spark: SparkSession, inputs: ImageInputs, results: DataFrame, scan
     if scanned_rows >= len(inputs.listed):
         return []
     scanned = {row.path for row in results.select("path").collect()}
-    return unscanned_files(spark, inputs.listed, scanned)
+    return unscanned_files(spark, inputs.listed, scanned, inputs.max_file_bytes)
 
 
 def quarantine_rows(spark: SparkSession, rows: list[Unreadable]) -> DataFrame:
@@ -280,20 +305,29 @@ def write_quarantine(
 
 
 def verify_counts(spark: SparkSession, inputs: ImageInputs, featurized: int, quarantined: int, output: str) -> dict:
-    """Every image seen lands in exactly one output, and the quarantine file holds every quarantined
-    row. The features are counted as they are written, not read back: a write is one committed job."""
+    """Every image seen lands in exactly one output, the quarantine file holds every quarantined
+    row, and every file listed is an image seen or ignored (under a root: Spark's listing against a
+    walk of every file). The features are counted as they are written, not read back: a write is
+    one committed job."""
     reasons: dict[str, int] = {}
     if quarantined:  # the quarantine is small: read back, it gives the reasons too
         written = spark.read.parquet(hadoop_fs.join(output, QUARANTINE))
         kind = F.split("reason", ":").getItem(0).alias("kind")
         reasons = {row["kind"]: row["count"] for row in written.groupBy(kind).count().collect()}
-    if featurized + quarantined != inputs.images_seen or sum(reasons.values()) != quarantined:
+    ignored = len(inputs.ignored)
+    if (featurized + quarantined != inputs.images_seen or sum(reasons.values()) != quarantined
+            or inputs.images_seen + ignored != inputs.files_seen):
         raise RuntimeError(
-            f"counts do not reconcile: {inputs.images_seen} images seen, {featurized} featurized"
-            f" + {quarantined} quarantined ({sum(reasons.values())} rows in the quarantine file)"
+            f"counts do not reconcile: {inputs.files_seen} files seen, {inputs.images_seen} images seen,"
+            f" {featurized} featurized + {quarantined} quarantined ({sum(reasons.values())} rows in the"
+            f" quarantine file) + {ignored} ignored"
         )
-    return {"images_seen": inputs.images_seen, "features_rows": featurized, "quarantined": quarantined,
-            "quarantine_reasons": reasons}
+    kinds: dict[str, int] = {}
+    for path in inputs.ignored:
+        kinds[extension_kind(path)] = kinds.get(extension_kind(path), 0) + 1
+    return {"files_seen": inputs.files_seen, "images_seen": inputs.images_seen, "features_rows": featurized,
+            "quarantined": quarantined, "quarantine_reasons": reasons, "ignored": ignored,
+            "ignored_kinds": dict(sorted(kinds.items())), "ignored_files": inputs.ignored}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -305,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"featurize: error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"featurize: {summary['images_seen']} images seen, {summary['features_rows']} featurized,"
-        f" {summary['quarantined']} quarantined -> {args.output}"
+        f"featurize: {summary['files_seen']} files seen: {summary['features_rows']} featurized,"
+        f" {summary['quarantined']} quarantined, {summary['ignored']} ignored (not photos:"
+        f" {summary['ignored_kinds'] or 'none'}) -> {args.output}"
     )
     return 0
 

@@ -12,9 +12,42 @@ from tests.support import FORCE_F2J_LAPACK, S3_KMS_KEY, s3_client_of
 pytest_plugins = ["tests.support.airflow"]
 
 
+# fixture -> the marker a test using it gets (the lanes of docs/testing.md)
+MARKED_BY_FIXTURE = {"spark": "spark", "s3_server": "spark", "s3_client": "spark", "airflow_db": "airflow",
+                     "ui_stack": "ui"}
+
+
 def pytest_configure(config):
     # py4j logs "closing connection" from finalizers after pytest closed its streams.
     logging.getLogger("py4j").setLevel(logging.WARNING)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture in set(item.fixturenames) & set(MARKED_BY_FIXTURE):
+            item.add_marker(MARKED_BY_FIXTURE[fixture])
+        if item.get_closest_marker("ui"):
+            item.add_marker("airflow")
+        # Tests sharing a module-scoped fixture (one stack, one featurize run, one export) run in one
+        # xdist worker, in file order: the fixture is made once, and tests that build on each other's
+        # state (a stack's runs) see it. Every other test goes to whichever worker is free.
+        scopes = {definition.scope for definitions in item._fixtureinfo.name2fixturedefs.values()
+                  for definition in definitions}
+        if "module" in scopes or "class" in scopes:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The wall times a test records with record_property("timings", {step: seconds}) (the compose
+    test: image builds, make up, the run), after the results; with pytest-xdist too (the reports
+    carry their properties to the controller)."""
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.getreports(outcome):
+            for name, timings in report.user_properties:
+                if name == "timings" and timings:
+                    steps = ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings.items())
+                    terminalreporter.write_line(f"timings of {report.nodeid} ({outcome}): {steps}")
 
 
 @pytest.fixture(scope="session")

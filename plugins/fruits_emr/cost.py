@@ -83,11 +83,12 @@ class RunCostModel:
     """What a run costs besides its instance prices: the fixed overhead every transient cluster
     pays before its first step, and how fast a vCPU featurizes."""
 
-    img_s_per_vcpu: float  # measured: bench/results.json spark_img_s / the bench machine's cores
+    img_s_per_vcpu: float  # measured: bench/results.json spark_img_s (or phone_img_s: matching_throughput) / cores
     bootstrap_minutes: float  # measured: bench/results.json bootstrap_install_seconds (wheelhouse, median)
     provisioning_minutes: float  # documented: prices.json assumptions (EC2 launch + EMR's own start)
     vcpu_efficiency: float  # prices.json assumptions: a node's vCPU against one of the bench machine
     target_compute_minutes: float  # prices.json assumptions: auto takes the primary node alone only within this
+    throughput_figure: str = "spark_img_s"  # which measured figure img_s_per_vcpu comes from
 
     @property
     def overhead_hours(self) -> float:
@@ -95,10 +96,30 @@ class RunCostModel:
         return (self.provisioning_minutes + self.bootstrap_minutes) / 60
 
 
-def cost_model(results: Mapping[str, Any], assumptions: Mapping[str, Any]) -> RunCostModel:
-    """The cost model from the bench's measured figures (bench/results.json) and the price file's assumptions."""
+# The bench's throughput figures and the median object size of the corpus each was measured on:
+# the small Fruits-360 images (~5 KB) and the 12-megapixel phone photos (~1-3 MB, bench/phone.py).
+THROUGHPUT_FIGURES = (("spark_img_s", "median_bytes"), ("phone_img_s", "phone_median_bytes"))
+
+
+def matching_throughput(results: Mapping[str, Any], median_bytes: float | None) -> str:
+    """The measured figure whose corpus is nearest a run's median object size (on a log scale:
+    decoding time grows with the pixels, about with the bytes); spark_img_s without a size."""
+    measured = [(figure, results.get(size)) for figure, size in THROUGHPUT_FIGURES if results.get(figure)]
+    known = [(figure, float(size)) for figure, size in measured if size]
+    if not median_bytes or median_bytes <= 0 or not known:
+        return "spark_img_s"
+    return min(known, key=lambda item: abs(math.log(item[1]) - math.log(median_bytes)))[0]
+
+
+def cost_model(
+    results: Mapping[str, Any], assumptions: Mapping[str, Any], median_bytes: float | None = None
+) -> RunCostModel:
+    """The cost model from the bench's measured figures (bench/results.json) and the price file's
+    assumptions, at the throughput measured on objects the size of the run's median (None: the
+    small images' spark_img_s)."""
+    figure = matching_throughput(results, median_bytes)
     try:
-        img_s_per_vcpu = float(results["spark_img_s"]) / int(results["machine"]["cores"])
+        img_s_per_vcpu = float(results[figure]) / int(results["machine"]["cores"])
         bootstrap_seconds = float(results["bootstrap_install_seconds"]["wheelhouse"]["median"])
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
         raise ConfigError(
@@ -111,17 +132,19 @@ def cost_model(results: Mapping[str, Any], assumptions: Mapping[str, Any]) -> Ru
         provisioning_minutes=float(assumptions["provisioning_minutes"]),
         vcpu_efficiency=float(assumptions["vcpu_efficiency"]),
         target_compute_minutes=float(assumptions["target_compute_minutes"]),
+        throughput_figure=figure,
     )
 
 
-def load_cost_model(results_path: Path) -> RunCostModel:
-    """cost_model() of a results file (the DAG: FRUITS_REPO_ROOT/bench/results.json)."""
+def load_cost_model(results_path: Path, median_bytes: float | None = None) -> RunCostModel:
+    """cost_model() of a results file (the DAG: FRUITS_REPO_ROOT/bench/results.json) for a run
+    whose photos' median size is median_bytes."""
     if not results_path.is_file():
         raise ConfigError(
             f"{results_path} is missing: cluster_shape auto sizes the cluster from its measured throughput."
             " Deploy bench/results.json beside spark_jobs/, or set the Param cluster_shape to primary_only or cluster."
         )
-    return cost_model(json.loads(results_path.read_text()), load_prices()["assumptions"])
+    return cost_model(json.loads(results_path.read_text()), load_prices()["assumptions"], median_bytes)
 
 
 @dataclass(frozen=True)
@@ -183,14 +206,16 @@ def choose_shape(
     Param caps: never more core nodes than core_instance_count)."""
     if config.cluster_shape != "auto":
         return config.cluster_shape, "set by the Param cluster_shape"
+    measured = model()
     try:
-        limits = primary_only_limits(config, prices, model())
+        limits = primary_only_limits(config, prices, measured)
     except KeyError as exc:
         return CLUSTER, f"no price or vCPU count for {exc} (Variable {PRICES_VARIABLE}): the configured cluster"
     limit = min(limits["cheaper_below"], limits["within_target_below"])
+    rate = f"at {measured.img_s_per_vcpu:.1f} images/s per vCPU ({measured.throughput_figure})"
     if images < limit:
-        return PRIMARY_ONLY, f"{images} images, under {limit:,.0f}: the primary node alone is cheaper and fast enough"
-    return CLUSTER, f"{images} images, not under {limit:,.0f}: {config.core_instance_count} core nodes"
+        return PRIMARY_ONLY, f"{images} images, under {limit:,.0f} {rate}: the primary node alone is cheaper and fast enough"
+    return CLUSTER, f"{images} images, not under {limit:,.0f} {rate}: {config.core_instance_count} core nodes"
 
 
 DAILY_VOLUMES = (1_000, 10_000, 100_000)

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from fruits_emr import commits, validation
 from fruits_emr import ledger as ledgers
@@ -47,12 +47,27 @@ DAILY_DATE_LENGTH = len("2024-06-01")  # event partitions are named by their tim
 
 # --- the raw prefix ---------------------------------------------------------------------------------
 
-def raw_images(s3: Any, config: RunConfig) -> dict[str, tuple[str, datetime]]:
-    """{image URI: (current ETag, LastModified)} of every image under the raw prefix (one listing)."""
+class RawFile(NamedTuple):
+    """A file under the raw prefix as listed: its current version, when S3 stamped it, its size."""
+
+    etag: str
+    stamped: datetime
+    size: int
+
+
+def is_file_key(key: str) -> bool:
+    """Any object but a folder marker ("raw/apple/"): a run's manifest lists every new file under the
+    raw prefix, and featurize ignores (and lists) those that are not photos by name."""
+    return not key.endswith("/")
+
+
+def raw_files(s3: Any, config: RunConfig) -> dict[str, RawFile]:
+    """{URI: RawFile} of every file under the raw prefix, photos and the rest (one listing)."""
     bucket = config.bucket
     return {
-        f"s3://{bucket}/{obj['Key']}": (str(obj.get("ETag", "")).strip('"'), obj["LastModified"])
-        for obj in list_objects(s3, bucket, key_prefix(config.raw_prefix)) if has_image_extension(obj["Key"])
+        f"s3://{bucket}/{obj['Key']}": RawFile(str(obj.get("ETag", "")).strip('"'), obj["LastModified"],
+                                                int(obj.get("Size", 0)))
+        for obj in list_objects(s3, bucket, key_prefix(config.raw_prefix)) if is_file_key(obj["Key"])
     }
 
 
@@ -130,11 +145,12 @@ def watermark_of(committed: Mapping[str, str]) -> datetime | None:
 
 
 def measure(
-    s3: Any, config: RunConfig, raw: Mapping[str, tuple[str, datetime]] | None = None,
+    s3: Any, config: RunConfig, raw: Mapping[str, RawFile] | None = None,
     ledger: ledgers.Ledger | None = None,
 ) -> Coverage:
-    """The coverage now (raw and ledger: a listing and a ledger the caller already has)."""
-    raw = raw_images(s3, config) if raw is None else raw
+    """The coverage now of the photos under the raw prefix (raw and ledger: a listing and a ledger the
+    caller already has)."""
+    raw = raw_files(s3, config) if raw is None else raw
     ledger = ledgers.read_ledger(s3, config) if ledger is None else ledger
     attempts = ledger.attempts
     dates = sorted(attempts)
@@ -148,7 +164,9 @@ def measure(
                       model_version=(ledger.pointer or {}).get("version"), committed_dates=len(dates),
                       retired_rows=sum(len(rows) for rows in ((ledger.pointer or {}).get("retired") or {}).values()),
                       lagging=lagging_dates(s3, config, attempts))
-    for uri, (etag, stamped) in sorted(raw.items()):
+    for uri, (etag, stamped, _) in sorted(raw.items()):
+        if not has_image_extension(uri):
+            continue  # a file that is not a photo: featurize ignores and lists it, it has no row
         holders = [date for date, version in ledger.holders(uri) if version in (etag, None)]
         if holders:
             state = "quarantined" if uri in quarantined[holders[0]] else "committed"

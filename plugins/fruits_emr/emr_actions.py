@@ -63,12 +63,16 @@ EMR_ACTIONS: dict[str, EmrAction] = {
     "RemoveAutoTerminationPolicy": EmrAction(EmrScope.AUTO_TERMINATION_ON_CREATE,
                                              "RunJobFlow with AutoTerminationPolicy", implied=True),
     "DescribeCluster": EmrAction(EmrScope.DAG_CLUSTERS,
-                                 "operator links (get_log_uri), EmrStepSensorWithLogs, validate_outputs, teardown"),
-    "AddJobFlowSteps": EmrAction(EmrScope.DAG_CLUSTERS, "EmrAddStepsOperator"),
-    "DescribeStep": EmrAction(EmrScope.DAG_CLUSTERS, "EmrStepSensor / step_complete waiter"),
-    "TerminateJobFlows": EmrAction(EmrScope.DAG_CLUSTERS, "EmrTerminateRunClusters / EmrTerminateJobFlowOperator"),
+                                 "operator links (get_log_uri), EmrStepSensorWithLogs, validate_outputs,"
+                                 " run_clusters.run_cluster_ids (the run's tags: create_cluster, teardown)"),
+    "AddJobFlowSteps": EmrAction(EmrScope.DAG_CLUSTERS, "EmrAddRunSteps"),
+    "ListSteps": EmrAction(EmrScope.DAG_CLUSTERS, "EmrAddRunSteps (run_clusters.find_run_steps: the run's steps"
+                                                  " before adding them)"),
+    "DescribeStep": EmrAction(EmrScope.DAG_CLUSTERS, "EmrStepSensorWithLogs / EmrStepThreadedTrigger"),
+    "TerminateJobFlows": EmrAction(EmrScope.DAG_CLUSTERS, "EmrTerminateRunClusters, EmrCreateRunCluster (a second"
+                                                          " live cluster of the run)"),
     "ListClusters": EmrAction(
-        EmrScope.ACCOUNT_WIDE, "EmrTerminateRunClusters (clusters of earlier attempts of the run)",
+        EmrScope.ACCOUNT_WIDE, "run_clusters.run_cluster_ids (create_cluster's lookup, the teardown's sweep)",
         why_account_wide="IAM defines no resource for ListClusters; it returns ids, names and states only, and"
                          " what the teardown does next (DescribeCluster, TerminateJobFlows) is tag-scoped"),
     "DescribeSecurityConfiguration": EmrAction(

@@ -64,9 +64,10 @@ def job_arguments(
         ]
     featurize = [
         "--manifest", paths.manifest_uri,
-        # the manifest may list only images of the run's raw prefix (the policies allow no other)
+        # the manifest may list only files of the run's raw prefix (the policies allow no other)
         "--allowed-prefix", f"s3://{config.bucket}/{key_prefix(config.raw_prefix)}",
         "--output", paths.output_uri,
+        "--max-file-bytes", str(config.max_file_bytes),
         *model,
         "--arrow-batch-size", str(config.arrow_batch_size),
     ]
@@ -262,7 +263,7 @@ def build_request(
     if cluster_for is None:
         return EmrRequest(steps=steps, lineage=datasets)
     shape, reason = cost.choose_shape(config, run.images, cost.merge_prices(prices),
-                                      lambda: cost.load_cost_model(repo_root / cost.BENCH_RESULTS))
+                                      lambda: cost.load_cost_model(repo_root / cost.BENCH_RESULTS, run.median_bytes))
     log.info("cluster shape %s: %s", shape, reason)
     overrides = job_flow_overrides(config, run.paths, staged, *cluster_for, shape)
     return EmrRequest(steps=steps, job_flow_overrides=overrides, cluster_shape=shape, lineage=datasets)

@@ -31,15 +31,19 @@ log = logging.getLogger(__name__)
 
 def attempt_versions(s3: Any, output_uri: str) -> dict[str, str | None]:
     """{image URI: ETag} an attempt processed (its images.json; an attempt made before images.json
-    existed: its manifest's URIs, version None: any version counts as processed)."""
+    existed: its manifest's URIs, version None: any version counts as processed; a folder with
+    neither, e.g. find_new_images stopped before its manifest: nothing)."""
     bucket, key = split_s3_uri(f"{output_uri.rstrip('/')}/{IMAGES_FILE}")
-    try:
-        return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except ClientError as exc:
-        if not is_not_found(exc):
-            raise
-    manifest = s3.get_object(Bucket=bucket, Key=key.removesuffix(IMAGES_FILE) + MANIFEST_FILE)["Body"].read()
-    return dict.fromkeys(parse_manifest(manifest.decode()))
+    for name in (IMAGES_FILE, MANIFEST_FILE):
+        try:
+            body = s3.get_object(Bucket=bucket, Key=key.removesuffix(IMAGES_FILE) + name)["Body"].read()
+        except ClientError as exc:
+            if not is_not_found(exc):
+                raise
+            continue
+        return json.loads(body) if name == IMAGES_FILE else dict.fromkeys(parse_manifest(body.decode()))
+    log.warning("%s has neither %s nor %s: it selected nothing", output_uri, IMAGES_FILE, MANIFEST_FILE)
+    return {}
 
 
 @dataclass

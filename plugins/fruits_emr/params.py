@@ -12,6 +12,7 @@ from fruits_emr.settings import (
     MAX_ARROW_BATCH_SIZE,
     MAX_CORE_INSTANCES,
     MAX_CORE_INSTANCES_ENV,
+    MAX_FILE_BYTES,
     MAX_FLEET_INSTANCE_TYPES,
     MAX_IDLE_TIMEOUT_MINUTES,
     MAX_IMAGE_SIZE,
@@ -63,6 +64,11 @@ PARAM_DOCS: dict[str, tuple[str, dict[str, Any]]] = {
     "arrow_batch_size": (
         "Rows per Arrow batch sent to a Python worker.",
         {"type": "integer", "minimum": 1, "maximum": MAX_ARROW_BATCH_SIZE},
+    ),
+    "max_file_bytes": (
+        "Raw files larger than this many bytes are quarantined without being read (default 32 MiB; phone"
+        " photos are 1-12 MB). A Python worker holds arrow_batch_size files at once.",
+        {"type": "integer", "minimum": 1, "maximum": MAX_FILE_BYTES},
     ),
     "release_label": (
         f"EMR release (Spark 3.5); the default {DEFAULT_RELEASE} runs the Spark the tests run"

@@ -45,13 +45,19 @@ def list_folders(s3: Any, bucket: str, key_prefix: str, start_after: str = "") -
             yield folder["Prefix"][len(key_prefix):].rstrip("/")
 
 
-def current_etag(s3: Any, bucket: str, key: str) -> str | None:
-    """The object's ETag now, or None when there is none. A one-key listing, not a HEAD: Airflow's
-    policy lists raw/ but does not read it (iam/airflow-policy.json)."""
+def current_version(s3: Any, bucket: str, key: str) -> tuple[str, int] | None:
+    """The object's (ETag, bytes) now, or None when there is none. A one-key listing, not a HEAD:
+    Airflow's policy lists raw/ but does not read it (iam/airflow-policy.json)."""
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents") or []
     if listed and listed[0]["Key"] == key:  # the key itself sorts first among keys it prefixes
-        return str(listed[0]["ETag"]).strip('"')
+        return str(listed[0]["ETag"]).strip('"'), int(listed[0].get("Size", 0))
     return None
+
+
+def current_etag(s3: Any, bucket: str, key: str) -> str | None:
+    """The object's ETag now, or None when there is none (current_version)."""
+    version = current_version(s3, bucket, key)
+    return None if version is None else version[0]
 
 
 def read_json_object(s3: Any, bucket: str, key: str) -> dict[str, Any] | None:

@@ -1,8 +1,10 @@
-"""The find_new_images task: which raw images a run processes, written as the manifest, the images'
-versions (images.json) and what the run saw (attempt.json) of a new attempt folder.
+"""The find_new_images task: which raw files a run processes, written as the manifest, their versions
+(images.json) and what the run saw (attempt.json) of a new attempt folder. Every file is listed,
+photos and the rest (a Live Photo's .MOV, a .xmp sidecar): featurize featurizes or quarantines the
+photos by name and ignores, and lists, the others.
 
-An image counts as processed when the ledger (ledger.py: the attempts the PCA pointer's corpus is
-made of) holds its current version (ETag); every other image under the raw prefix is the next
+A file counts as processed when the ledger (ledger.py: the attempts the PCA pointer's corpus is
+made of) holds its current version (ETag); every other file under the raw prefix is the next
 runs' to take, whatever its timestamp says:
 
 - A scheduled or manual run takes every such image stamped (LastModified) before the end of its data
@@ -31,7 +33,7 @@ from typing import Any
 from fruits_emr import commits, coverage, events
 from fruits_emr.layout import RunPaths, new_attempt_id, run_paths
 from fruits_emr.ledger import Ledger, read_ledger
-from fruits_emr.s3_objects import current_etag, json_body
+from fruits_emr.s3_objects import current_version, json_body
 from fruits_emr.settings import RunConfig, sse_arguments
 from fruits_emr.task_records import FROM_EARLIER_INTERVALS, RunSelection
 from spark_jobs.contract.model_choices import has_image_extension
@@ -50,8 +52,9 @@ AFTER_INTERVAL = "stamped after the interval (the next run takes them)"
 
 @dataclass
 class Candidates:
-    """The images a run would process ({URI: ETag}), its partition, why it took each (counts), what it
-    left out and why, the event records to requeue, and the rows to retire ({run date: {URI: ETag}})."""
+    """The files a run would process ({URI: ETag}: its photos and the files featurize ignores and
+    lists), its partition, why it took each (counts), what it left out and why, the event records to
+    requeue, the rows to retire ({run date: {URI: ETag}}) and the files' sizes where known."""
 
     images: dict[str, str]
     run_date: str
@@ -60,6 +63,7 @@ class Candidates:
     skipped: dict[str, int] = field(default_factory=dict)
     requeue: list[events.ObjectCreated] = field(default_factory=list)
     retire: dict[str, dict[str, str]] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
 
 
 # --- the run's window ------------------------------------------------------------------------------
@@ -107,7 +111,7 @@ def write_attempt_file(s3: Any, paths: RunPaths, run_id: str, found: Candidates,
 
 # --- the candidates of a run ---------------------------------------------------------------------
 
-def stale_rows(raw: Mapping[str, tuple[str, datetime]], ledger: Ledger, taken: Mapping[str, str],
+def stale_rows(raw: Mapping[str, coverage.RawFile], ledger: Ledger, taken: Mapping[str, str],
                run_date: str) -> dict[str, dict[str, str]]:
     """{run date: {URI: ETag}} of the ledger's rows that no longer count: the image was deleted, or its
     current version is taken by this run or held by another date, or a second date holds the same
@@ -128,17 +132,17 @@ def stale_rows(raw: Mapping[str, tuple[str, datetime]], ledger: Ledger, taken: M
 
 
 def interval_images(
-    config: RunConfig, raw: Mapping[str, tuple[str, datetime]], ledger: Ledger, start: datetime, end: datetime,
+    config: RunConfig, raw: Mapping[str, coverage.RawFile], ledger: Ledger, start: datetime, end: datetime,
     run_date: str,
 ) -> Candidates:
-    """The images of a scheduled or manual run ({URI: (ETag, LastModified)} of the raw prefix against
+    """The files of a scheduled or manual run (the raw prefix's files, coverage.raw_files, against
     the ledger): those not processed and stamped before `end`, the run date's own again, every image on
     full_refresh."""
     images: dict[str, str] = {}
     taken: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     own = ledger.date_versions(run_date)
-    for uri, (etag, stamped) in sorted(raw.items()):
+    for uri, (etag, stamped, _) in sorted(raw.items()):
         if config.full_refresh:
             reason = EVERY_IMAGE
         elif ledger.holds(uri, etag, except_date=run_date):
@@ -158,20 +162,21 @@ def interval_images(
     retire = {} if config.full_refresh else stale_rows(raw, ledger, images, run_date)
     scope = "all images (full refresh)" if config.full_refresh else (
         f"every image not processed yet stamped before {end} (interval [{start}, {end}))")
-    return Candidates(images, run_date, scope, dict(taken), dict(skipped), [], retire)
+    sizes = {uri: raw[uri].size for uri in images}
+    return Candidates(images, run_date, scope, dict(taken), dict(skipped), [], retire, sizes)
 
 
 def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: int, run_after: datetime,
                  ledger: Ledger | None = None) -> Candidates:
-    """The images an event run processes: those its messages name under the raw prefix, in their
-    current version, that the ledger does not hold, at most max_images (oldest events first; the rest
+    """The files an event run processes: those its messages name under the raw prefix (photos and the
+    rest), in their current version, that the ledger does not hold, at most max_images (oldest events first; the rest
     are returned to requeue)."""
     skipped: Counter[str] = Counter()
     raw = key_prefix(config.raw_prefix)
     newest: dict[str, events.ObjectCreated] = {}
     for record in (record for body in bodies for record in events.object_created(body)):
-        if record.bucket != config.bucket or not record.key.startswith(raw) or not has_image_extension(record.key):
-            skipped["not an image under the raw prefix"] += 1
+        if record.bucket != config.bucket or not record.key.startswith(raw) or not coverage.is_file_key(record.key):
+            skipped["not a file under the raw prefix"] += 1
         elif record.uri in newest:
             skipped["named again in the batch"] += 1
             newest[record.uri] = max(newest[record.uri], record, key=lambda r: r.event_time)
@@ -181,20 +186,22 @@ def event_images(s3: Any, config: RunConfig, bodies: Iterable[str], max_images: 
     ordered = sorted(newest.values(), key=lambda r: (r.event_time, r.key))
     ledger = ledger if ledger is not None or not ordered else read_ledger(s3, config)
     images: dict[str, str] = {}
+    sizes: dict[str, int] = {}
     requeue: list[events.ObjectCreated] = []
     for record in ordered:
         if len(images) >= max_images:
             requeue.append(record)
             continue
-        etag = current_etag(s3, config.bucket, record.key)
-        if etag is None:
+        version = current_version(s3, config.bucket, record.key)
+        if version is None:
             skipped["deleted since"] += 1
-        elif ledger is not None and ledger.holds(record.uri, etag, except_date=run_date):
+        elif ledger is not None and ledger.holds(record.uri, version[0], except_date=run_date):
             skipped[PROCESSED] += 1
         else:
-            images[record.uri] = etag
+            images[record.uri], sizes[record.uri] = version
     taken = {NAMED: len(images)} if images else {}
-    return Candidates(images, run_date, f"S3 events naming {len(newest)} images", taken, dict(skipped), requeue)
+    return Candidates(images, run_date, f"S3 events naming {len(newest)} files", taken, dict(skipped), requeue,
+                      sizes=sizes)
 
 
 # --- the task --------------------------------------------------------------------------------------
@@ -203,15 +210,17 @@ def find_new_images(
     s3: Any, config: RunConfig, data_interval_start: datetime | None, data_interval_end: datetime | None,
     run_after: datetime, event_batch: events.EventBatch | None = None, sqs: Any = None, run_id: str = "",
 ) -> RunSelection | None:
-    """Write the manifest of the run's images (and their versions, images.json, and what the run saw,
+    """Write the manifest of the run's files (and their versions, images.json, and what the run saw,
     attempt.json) into a new attempt folder: those its S3 events name (event_batch: a run on the asset;
-    the ones over its cap go back to the queue through `sqs`), else every image not processed yet
-    stamped before the end of its interval. None when there are none (the rest of the run is skipped:
-    no cluster); rows of deleted images are then retired at once."""
+    the ones over its cap go back to the queue through `sqs`), else every file not processed yet
+    stamped before the end of its interval. Photos by name are featurized or quarantined, the other
+    files ignored and listed in the report. None when there is no photo (the rest of the run is
+    skipped: no cluster for files that would all be ignored; the log names them); rows of deleted
+    images are then retired at once."""
     start, end, run_date = run_window(data_interval_start, data_interval_end, run_after)
     ledger = read_ledger(s3, config)
     if event_batch is None:
-        raw = coverage.raw_images(s3, config)
+        raw = coverage.raw_files(s3, config)
         before = coverage.measure(s3, config, raw, ledger)
         log.info("before this run, %s", before.summary())
         if before.lagging:
@@ -223,20 +232,32 @@ def find_new_images(
             events.requeue(sqs, event_batch.queue_url, found.requeue)
     if found.skipped or found.requeue:
         log.info("left out: %s; sent back to the queue: %d", found.skipped, len(found.requeue))
-    if not found.images:
+    window = (start.isoformat(), end.isoformat()) if event_batch is None else None
+    return start_attempt(s3, config, found, ledger, run_id, window)
+
+
+def start_attempt(s3: Any, config: RunConfig, found: Candidates, ledger: Ledger, run_id: str,
+                  window: tuple[str, str] | None = None) -> RunSelection | None:
+    """Write a new attempt folder's manifest, images.json and attempt.json for the candidates (selected
+    against `ledger`). None when they hold no photo; rows of deleted images are then retired at once."""
+    photos = [uri for uri in found.images if has_image_extension(uri)]
+    ignored = sorted(set(found.images) - set(photos))
+    if not photos:
         if found.retire:
             commits.retire_rows(s3, config, found.retire, ledger.attempts, run_id)
-        log.info("No images under s3://%s/%s with %s: no cluster.", config.bucket, key_prefix(config.raw_prefix),
-                 found.scope)
+        log.info("No images under s3://%s/%s with %s: no cluster.%s", config.bucket, key_prefix(config.raw_prefix),
+                 found.scope, f" {len(ignored)} files that are not photos, not processed: {ignored[:20]}" if ignored else "")
         return None
     paths = run_paths(config, found.run_date, new_attempt_id(datetime.now(UTC)))
     sse = sse_arguments(config)
     write_manifest(s3, paths, sorted(found.images), sse)
     write_images(s3, paths, found.images, sse)
     write_attempt_file(s3, paths, run_id, found, ledger, sse)
-    log.info("%d images with %s -> %s; taken: %s; %d images from earlier intervals; retiring %d rows of deleted or"
-             " replaced images", len(found.images), found.scope, paths.manifest_uri, found.taken,
+    sizes = sorted(found.sizes[uri] for uri in photos if uri in found.sizes)
+    median_bytes = sizes[len(sizes) // 2] if sizes else None
+    log.info("%d files with %s -> %s: %d photos by name (median %s bytes), %d not photos (featurize lists them as"
+             " ignored); taken: %s; %d files from earlier intervals; retiring %d rows of deleted or replaced images",
+             len(found.images), found.scope, paths.manifest_uri, len(photos), median_bytes, len(ignored), found.taken,
              found.taken.get(FROM_EARLIER_INTERVALS, 0), sum(len(rows) for rows in found.retire.values()))
-    window = (start.isoformat(), end.isoformat()) if event_batch is None else None
-    return RunSelection(paths=paths, images=len(found.images), scope=found.scope, window=window,
-                        replaces=ledger.attempts.get(found.run_date), taken=found.taken)
+    return RunSelection(paths=paths, files=len(found.images), images=len(photos), scope=found.scope, window=window,
+                        median_bytes=median_bytes, replaces=ledger.attempts.get(found.run_date), taken=found.taken)

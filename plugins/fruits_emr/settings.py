@@ -16,6 +16,7 @@ from typing import Any
 from fruits_emr.releases import DEFAULT_RELEASE, EMR_SPARK
 from spark_jobs.contract.model_choices import (
     BACKBONES,
+    DEFAULT_MAX_FILE_BYTES,
     ENGINES,
     MOBILENET_ALPHAS,
     MOBILENET_IMAGENET_SIZES,
@@ -59,6 +60,8 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024
 # Rows per Arrow batch: a batch's decoded float32 images at 224 px take ~0.6 MB a row in the Python
 # worker, whose budget is 1.5 GB (emr_request.PYTHON_WORKER_MEMORY_MB): 1,024 rows stay within it.
 MAX_ARROW_BATCH_SIZE = 1024
+# a file the nodes' Python worker (1.5 GB, emr_request.PYTHON_WORKER_MEMORY_MB) can still decode
+MAX_FILE_BYTES = 512 * 2**20
 MAX_IDLE_TIMEOUT_MINUTES = 7 * 24 * 60
 
 
@@ -83,6 +86,7 @@ class RunConfig:
     weights: str = "imagenet"
     engine: str = "onnxruntime"
     arrow_batch_size: int = 128
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     release_label: str = DEFAULT_RELEASE
     master_instance_type: str = "m5.xlarge"
     core_instance_types: tuple[str, ...] = ("m5.xlarge", "m5a.xlarge", "m6i.xlarge")
@@ -263,6 +267,11 @@ def validate_run_config(config: RunConfig, max_core: int | None = None) -> None:
                     f" {list(INSTANCE_FAMILIES)} in size {'/'.join(INSTANCE_SIZES)}, e.g. 'm5.xlarge'"
                     " (INSTANCE_FAMILIES in plugins/fruits_emr/settings.py widens the list)."
                 )
+    if not 1 <= config.max_file_bytes <= MAX_FILE_BYTES:
+        raise ConfigError(
+            f"Param 'max_file_bytes' = {config.max_file_bytes} must be 1..{MAX_FILE_BYTES} (512 MiB; default"
+            f" {DEFAULT_MAX_FILE_BYTES}: 32 MiB); larger raw files are quarantined unread."
+        )
     if config.core_instance_count < 1:
         raise ConfigError(f"Param 'core_instance_count' = {config.core_instance_count} must be at least 1.")
     cap = max_core or max_core_instances()

@@ -21,15 +21,19 @@ FROM_EARLIER_INTERVALS = "from earlier intervals"  # a RunSelection.taken reason
 
 @dataclass(frozen=True)
 class RunSelection:
-    """The attempt's paths, how many images its manifest lists, and what selected them (window: the
-    LastModified [start, end) of a scheduled or manual run, ISO strings; None for an event run).
+    """The attempt's paths, how many files its manifest lists and how many of them are photos by
+    name (the rest featurize ignores and lists), the photos' median size in bytes (None: unknown;
+    the cost model's throughput figure, cost.matching_throughput), and what selected them (window:
+    the LastModified [start, end) of a scheduled or manual run, ISO strings; None for an event run).
     replaces: the attempt folder the PCA pointer named for this run date when the run selected (None:
-    none); taken: why the images were taken ({"in the interval": n, "from earlier intervals": n, ...})."""
+    none); taken: why the files were taken ({"in the interval": n, "from earlier intervals": n, ...})."""
 
     paths: RunPaths
+    files: int
     images: int
     scope: str
     window: tuple[str, str] | None = None
+    median_bytes: int | None = None
     replaces: str | None = None
     taken: dict[str, int] = field(default_factory=dict)
 
@@ -79,10 +83,13 @@ class RunSummary:
     """A validated run: its counts, its PCA model and what its cluster cost."""
 
     output: str
+    files: int
     images: int
     features_rows: int
     quarantined: int
     quarantine_reasons: dict[str, int]
+    ignored: int
+    ignored_kinds: dict[str, int]
     k: int
     variance_target: float | None
     pca_model: str
@@ -106,9 +113,11 @@ class RunCommit:
     features: str
     pca: str
     report: str
+    files: int
     images: int
     features_rows: int
     quarantined: int
+    ignored: int
     k: int
     pca_model: str
     dag_run_id: str

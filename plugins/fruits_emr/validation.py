@@ -23,19 +23,29 @@ from spark_jobs.contract.s3_uri import is_not_found, split_s3_uri
 log = logging.getLogger(__name__)
 
 
-def reconcile(report: Mapping[str, Any], manifest_images: int, present_keys: set[str]) -> list[str]:
-    """Problems with a run's outputs: counts that do not add up, missing outputs. Empty when all is well."""
+def reconcile(report: Mapping[str, Any], manifest_files: int, manifest_images: int, present_keys: set[str]) -> list[str]:
+    """Problems with a run's outputs: counts that do not add up (every manifest entry featurized,
+    quarantined or ignored; every photo by name featurized or quarantined), missing outputs. Empty
+    when all is well."""
     problems = [f"output {name} is missing" for name in REQUIRED_OUTPUTS if name not in present_keys]
+    names = ("files_seen", "images_seen", "features_rows", "quarantined", "ignored")
     try:
-        seen, rows, quarantined = (int(report[k]) for k in ("images_seen", "features_rows", "quarantined"))
+        files, seen, rows, quarantined, ignored = (int(report[k]) for k in names)
     except (KeyError, TypeError, ValueError) as exc:
         return [*problems, f"report.json lacks a count ({exc!r})"]
+    if files != manifest_files:
+        problems.append(f"report says {files} files seen, the manifest lists {manifest_files}")
     if seen != manifest_images:
-        problems.append(f"report says {seen} images seen, the manifest lists {manifest_images}")
+        problems.append(f"report says {seen} images seen, the manifest lists {manifest_images} photos by name")
+    if rows + quarantined + ignored != manifest_files:
+        problems.append(
+            f"features ({rows}) + quarantined ({quarantined}) + ignored ({ignored}) = {rows + quarantined + ignored},"
+            f" not the {manifest_files} files of the manifest"
+        )
     if rows + quarantined != manifest_images:
         problems.append(
             f"features ({rows}) + quarantined ({quarantined}) = {rows + quarantined},"
-            f" not the {manifest_images} images of the manifest"
+            f" not the {manifest_images} photos of the manifest"
         )
     return problems
 
@@ -108,7 +118,7 @@ def validate_outputs(
     cluster_id and emr: the run's cluster and an EMR client (None in local mode)."""
     paths = run.paths
     report = read_report(s3, paths)
-    problems = reconcile(report, run.images, attempt_entries(s3, paths)) + pca_problems(report, plan)
+    problems = reconcile(report, run.files, run.images, attempt_entries(s3, paths)) + pca_problems(report, plan)
     if plan.fit and not pca_model_written(s3, plan.model):
         problems.append(f"the fitted PCA model {plan.model} is incomplete (no {PCA_MODEL_INFO})")
 
@@ -120,9 +130,11 @@ def validate_outputs(
     else:
         estimate = cost.CostEstimate(hours=0.0, usd=0.0, lines=["local Spark, no cluster"])
     log.info(
-        "run %s: %d images -> %s featurized, %s quarantined %s, PCA k=%s (%s model %s) | cluster %s %.2f h,"
-        " estimated $%.2f (%s)%s", paths.run_date, run.images, report.get("features_rows"), report.get("quarantined"),
-        report.get("quarantine_reasons", {}), report.get("k"), "fitted" if report.get("pca_fitted") else "applied",
+        "run %s: %d files -> %s featurized, %s quarantined %s, %s ignored (not photos: %s, listed in report.json),"
+        " PCA k=%s (%s model %s) | cluster %s %.2f h, estimated $%.2f (%s)%s", paths.run_date, run.files,
+        report.get("features_rows"), report.get("quarantined"), report.get("quarantine_reasons", {}),
+        report.get("ignored"), report.get("ignored_kinds", {}), report.get("k"),
+        "fitted" if report.get("pca_fitted") else "applied",
         report.get("pca_model"), cluster_id, estimate.hours, estimate.usd, "; ".join(estimate.lines),
         f" | no price for {estimate.unpriced}: set Variable {cost.PRICES_VARIABLE}" if estimate.unpriced else "",
     )
@@ -130,10 +142,13 @@ def validate_outputs(
         raise RunOutputError(f"Outputs in {paths.output_uri} do not reconcile: " + "; ".join(problems))
     summary = RunSummary(
         output=paths.output_uri,
+        files=run.files,
         images=run.images,
         features_rows=int(report["features_rows"]),
         quarantined=int(report["quarantined"]),
         quarantine_reasons=dict(report.get("quarantine_reasons") or {}),
+        ignored=int(report["ignored"]),
+        ignored_kinds=dict(report.get("ignored_kinds") or {}),
         k=int(report["k"]),
         variance_target=report.get("variance_target"),
         pca_model=str(report["pca_model"]),

@@ -1,6 +1,7 @@
 """The featurize job's inputs: the images to read (a root searched recursively, or the entries
-of a manifest) and the listed inputs Spark cannot read, each with its quarantine reason
-(hidden names, names Hadoop cannot address or open, missing or empty files)."""
+of a manifest), the listed inputs Spark cannot read, each with its quarantine reason (hidden
+names, names Hadoop cannot address or open, missing, empty or over-cap files), and the files that
+are not photos by name (contract.model_choices), ignored but listed: every file is accounted for."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ from dataclasses import dataclass
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from spark_jobs import hadoop_fs
-from spark_jobs.contract.model_choices import IMAGE_EXTENSIONS, has_image_extension
+from spark_jobs.contract.model_choices import DEFAULT_MAX_FILE_BYTES, IMAGE_EXTENSIONS, has_image_extension
 from spark_jobs.contract.run_files import parse_manifest
 from spark_jobs.featurization.input_confinement import confine_inputs
 from spark_jobs.featurization.input_errors import InputError
@@ -44,18 +46,23 @@ Unreadable = tuple[str, str, "int | None"]  # (path, quarantine reason, bytes)
 class ImageInputs:
     """What a run reads: binaryFile rows (lazy), the listing behind them, the inputs left out."""
 
-    files: DataFrame
+    files: DataFrame  # at most max_file_bytes each
     listed: list[str]  # DataFrame.inputFiles(): URI-encoded
     unreadable: list[Unreadable]
+    ignored: list[str]  # not photos by name (literal paths): never read
+    files_seen: int  # every file under the root (hidden ones too) or every manifest entry
     source: str  # the image root or the manifest, as given
+    max_file_bytes: int
 
     @property
     def images_seen(self) -> int:
+        """The photo candidates: each ends featurized or quarantined."""
         return len(self.listed) + len(self.unreadable)
 
 
 def load_inputs(
-    spark: SparkSession, images: str | None, manifest: str | None, allowed: list[str] | None = None
+    spark: SparkSession, images: str | None, manifest: str | None, allowed: list[str] | None = None,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> ImageInputs:
     """Read the manifest, confine the inputs to the allowed prefixes (before any Spark job), list."""
     entries = read_manifest(spark, manifest) if manifest else None
@@ -67,8 +74,11 @@ def load_inputs(
         "spark.sql.sources.parallelPartitionDiscovery.parallelism",
         str(max(8, 4 * spark.sparkContext.defaultParallelism)),
     )
-    files, unreadable = list_images(spark, images=images, manifest_entries=entries)
-    return ImageInputs(files, hadoop_fs.input_files(spark, files), unreadable, images or manifest)  # no Spark job
+    listing = list_images(spark, images=images, manifest_entries=entries)
+    # a filter on the length is pushed into binaryFile's reader, which then skips the file unread
+    files = listing.files.where(F.col("length") <= max_file_bytes)
+    return ImageInputs(files, hadoop_fs.input_files(spark, listing.files), listing.unreadable, listing.ignored,
+                       listing.files_seen, images or manifest, max_file_bytes)  # no Spark job
 
 
 def read_manifest(spark: SparkSession, manifest: str) -> list[str]:
@@ -88,33 +98,46 @@ def unaddressable(path: str) -> str | None:
     return None
 
 
-def hidden_images(spark: SparkSession, root: str) -> list[Unreadable]:
-    """Images under root that Spark's listing skips because a name on their path is hidden."""
+def walk_root(spark: SparkSession, root: str) -> tuple[list[Unreadable], list[str], int]:
+    """Every file under root, sorted out: the images Spark's listing skips because a name on their
+    path is hidden (quarantined), the files that are not photos by name (ignored), and how many
+    files there are in all."""
     base = hadoop_fs.qualify(spark, root).rstrip("/") + "/"
-    hidden = []
-    for path in hadoop_fs.list_files(spark, root):
+    hidden, ignored = [], []
+    every = hadoop_fs.list_files(spark, root)
+    for path in every:
         relative = path[len(base):] if path.startswith(base) else path.rsplit("/", 1)[-1]
-        if has_image_extension(path) and any(map(hadoop_fs.is_hidden_name, relative.split("/"))):
+        if not has_image_extension(path):
+            ignored.append(path)
+        elif any(map(hadoop_fs.is_hidden_name, relative.split("/"))):
             hidden.append((path, HIDDEN_REASON, hadoop_fs.size(spark, path)))
-    return hidden
+    return hidden, sorted(ignored), len(every)
 
 
 def manifest_entry_problem(entry: str) -> str | None:
-    """Why a manifest entry is quarantined before any read, or None."""
-    if not has_image_extension(entry):
-        return f"unsupported file extension (expected {', '.join(IMAGE_EXTENSIONS)})"
+    """Why a manifest entry (a photo by name) is quarantined before any read, or None."""
     reason = unaddressable(entry)
     if reason is None and hadoop_fs.is_hidden_name(entry.rstrip("/").rsplit("/", 1)[-1]):
         return HIDDEN_REASON
     return reason
 
 
+@dataclass(frozen=True)
+class Listing:
+    """What list_images found: the binaryFile rows (lazy), the inputs that cannot be read at all
+    as (path, reason, bytes), the files ignored as not photos, how many files in all."""
+
+    files: DataFrame
+    unreadable: list[Unreadable]
+    ignored: list[str]
+    files_seen: int
+
+
 def list_images(
     spark: SparkSession, images: str | None = None, manifest_entries: list[str] | None = None
-) -> tuple[DataFrame, list[Unreadable]]:
-    """The image files to featurize (binaryFile rows, lazily) and the listed inputs that
-    cannot be read at all, as (path, reason, bytes) — from an image root or the entries of a
-    manifest (read_manifest). Paths are literal (hadoop_fs.literal_path) throughout."""
+) -> Listing:
+    """The image files to featurize, from an image root or the entries of a manifest
+    (read_manifest). Paths are literal (hadoop_fs.literal_path) throughout."""
     # A file Hadoop cannot open (see unscanned_files) is left out of the scan instead of failing
     # the job; unscanned_files then quarantines it with the reason.
     reader = spark.read.format("binaryFile").option("ignoreCorruptFiles", "true")
@@ -126,12 +149,14 @@ def list_images(
             .option("pathGlobFilter", IMAGE_GLOB)
             .load(hadoop_fs.glob_escaped(images))
         )
-        return files, hidden_images(spark, images)
+        hidden, ignored, every = walk_root(spark, images)
+        return Listing(files, hidden, ignored, every)
     problems: list[Unreadable] = []
-    wanted = []
+    wanted, ignored = [], []
     for entry in manifest_entries or []:
-        reason = manifest_entry_problem(entry)
-        if reason is None:
+        if not has_image_extension(entry):
+            ignored.append(_qualified(spark, entry))
+        elif (reason := manifest_entry_problem(entry)) is None:
             wanted.append(entry)
         else:
             problems.append((_qualified(spark, entry), reason, None))
@@ -153,7 +178,7 @@ def list_images(
             else:
                 problems.append((_qualified(spark, entry), "listed in the manifest but not found", None))
         files = load(present)
-    return files, problems
+    return Listing(files, problems, sorted(ignored), len(manifest_entries or []))
 
 
 def _qualified(spark: SparkSession, entry: str) -> str:
@@ -163,22 +188,27 @@ def _qualified(spark: SparkSession, entry: str) -> str:
     return hadoop_fs.qualify(spark, entry)
 
 
-def unscanned_reason(uri: str, size: int) -> str:
-    """Why a listed file has no row: Spark skips zero-byte files silently, and leaves out a file
-    it cannot open (ignoreCorruptFiles), e.g. a local file whose name has ':'."""
+def unscanned_reason(uri: str, size: int, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES) -> str:
+    """Why a listed file has no row: the scan left out a file over the byte-size cap, Spark skips
+    zero-byte files silently, and leaves out a file it cannot open (ignoreCorruptFiles), e.g. a
+    local file whose name has ':'."""
     if size == 0:
         return "empty file (0 bytes)"
+    if size > max_file_bytes:
+        return f"file too large: {size} bytes, over the cap of {max_file_bytes} (--max-file-bytes)"
     if uri.startswith("file:") and ":" in uri.rsplit("/", 1)[-1]:
         return UNOPENABLE_LOCAL_REASON
     return "listed but not read by Spark (unreadable: see the Spark log)"
 
 
-def unscanned_files(spark: SparkSession, listed: list[str], scanned: set[str]) -> list[Unreadable]:
+def unscanned_files(
+    spark: SparkSession, listed: list[str], scanned: set[str], max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+) -> list[Unreadable]:
     """Listed files missing from the scan, with the reason. `listed` holds
     DataFrame.inputFiles() (URI-encoded), `scanned` the path column (literal)."""
     skipped = []
     for uri in map(hadoop_fs.literal_path, listed):
         if uri not in scanned:
             size = hadoop_fs.size(spark, uri)
-            skipped.append((uri, unscanned_reason(uri, size), size))
+            skipped.append((uri, unscanned_reason(uri, size, max_file_bytes), size))
     return skipped

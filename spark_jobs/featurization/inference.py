@@ -12,7 +12,7 @@ import pandas as pd
 
 from spark_jobs.cnn.backbones import ModelSpec
 from spark_jobs.contract.model_choices import ONNX_ENGINES
-from spark_jobs.featurization.image_decode import QuarantineError, decode_image
+from spark_jobs.featurization.image_decode import QuarantineError, decode_image, set_decoder_threads
 
 # Built once per Python worker (Spark reuses workers across tasks), keyed by artifact path.
 _ENGINES: dict[tuple[str, str, int], Callable[[np.ndarray], np.ndarray]] = {}
@@ -81,13 +81,14 @@ def featurize_contents(
 ) -> pd.DataFrame:
     """Decode a batch of image bytes and run the CNN on the good ones, in sub-batches.
 
-    Returns one row per input: features (or None) and width/height/mode, or the error.
+    Returns one row per input: features (or None) and width/height/mode/format, or the error.
     """
     count = len(contents)
     features: list = [None] * count
     widths: list = [None] * count
     heights: list = [None] * count
     modes: list = [None] * count
+    formats: list = [None] * count
     errors: list = [None] * count
     good: list[int] = []
     pixels: list[np.ndarray] = []
@@ -100,7 +101,7 @@ def featurize_contents(
         except Exception as exc:  # a decoder bug must not kill the whole job
             errors[i] = f"decode failed: {type(exc).__name__}: {exc}"
             continue
-        widths[i], heights[i], modes[i] = decoded.width, decoded.height, decoded.mode
+        widths[i], heights[i], modes[i], formats[i] = decoded.width, decoded.height, decoded.mode, decoded.format
         good.append(i)
         pixels.append(decoded.pixels)
     if good:
@@ -111,7 +112,7 @@ def featurize_contents(
             for offset, row in enumerate(out):
                 features[good[start + offset]] = row
     return pd.DataFrame(
-        {"features": features, "width": widths, "height": heights, "mode": modes, "error": errors}
+        {"features": features, "width": widths, "height": heights, "mode": modes, "format": formats, "error": errors}
     )
 
 
@@ -124,6 +125,7 @@ def make_featurize_batches(
         from pyspark import SparkFiles
 
         cache: list = []
+        set_decoder_threads(task_cpus())
 
         def infer() -> Callable[[np.ndarray], np.ndarray]:
             if not cache:

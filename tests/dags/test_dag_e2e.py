@@ -155,7 +155,8 @@ class StepDriver(threading.Thread):
 
 @pytest.fixture
 def raw_images(s3, tmp_path):
-    """The repo's 40 sample images plus one corrupt file, uploaded now under raw/<label>/."""
+    """The repo's 40 sample images plus one corrupt file, uploaded now under raw/<label>/, and a
+    README.txt: a file but no photo (the manifest lists it, featurize ignores and lists it)."""
     s3.create_bucket(Bucket=BUCKET)
     for path in sorted(SAMPLE.glob("*/*.jpg")):
         s3.upload_file(str(path), BUCKET, f"raw/{path.parent.name}/{path.name}")
@@ -247,10 +248,11 @@ def partition_snapshot(s3, tmp_path: Path, run_date: str) -> dict:
     report = json.loads(s3.get_object(Bucket=BUCKET, Key=prefix + "report.json")["Body"].read())
     return {
         "entries": sorted({k[len(prefix):].split("/")[0] for k in keys}),
-        "report": {k: report[k] for k in ("images_seen", "features_rows", "quarantined", "k", "feature_dim")},
+        "report": {k: report[k] for k in ("files_seen", "images_seen", "features_rows", "quarantined", "ignored", "k",
+                                          "feature_dim", "ignored_files")},
         "features": sorted((row[path_column], json.dumps(row, sort_keys=True, default=str)) for row in features),
         "manifest": s3.get_object(Bucket=BUCKET, Key=prefix + "manifest.txt")["Body"].read(),
-        "counts": {k: pointer[k] for k in ("images", "features_rows", "quarantined", "k")},
+        "counts": {k: pointer[k] for k in ("files", "images", "features_rows", "quarantined", "ignored", "k")},
     }
 
 
@@ -278,16 +280,19 @@ def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_i
     staged = run.get_task_instance("stage_artifacts").xcom_pull(task_ids="stage_artifacts")
     assert staged["wheelhouse"] == f"s3://{BUCKET}/{wheelhouse_marker.removesuffix('_STAGED')}"
     first = partition_snapshot(s3, tmp_path, run_date)
-    assert first["report"]["images_seen"] == n_images
-    assert (first["report"]["features_rows"], first["report"]["quarantined"]) == (40, 1)
-    assert first["counts"] == {"images": 41, "features_rows": 40, "quarantined": 1, "k": first["report"]["k"]}
+    assert first["report"]["images_seen"] == n_images and first["report"]["files_seen"] == n_images + 1
+    assert (first["report"]["features_rows"], first["report"]["quarantined"], first["report"]["ignored"]) == (40, 1, 1)
+    assert [Path(p).name for p in first["report"]["ignored_files"]] == ["README.txt"]
+    assert first["counts"] == {"files": 42, "images": 41, "features_rows": 40, "quarantined": 1, "ignored": 1,
+                               "k": first["report"]["k"]}
     assert {"features", "quarantine", "pca", "report.json", "manifest.txt"} <= set(first["entries"])
     assert "pca_model" not in first["entries"]  # the model is the attempt's own under features/_pca_models/
     assert len(first["features"]) == 40
     summary = run.get_task_instance("validate_outputs").xcom_pull(task_ids="validate_outputs")
-    assert (summary["images"], summary["features_rows"], summary["quarantined"]) == (41, 40, 1)
+    assert (summary["files"], summary["images"], summary["features_rows"], summary["quarantined"], summary["ignored"]) == (
+        42, 41, 40, 1, 1)
     assert summary["k"] == first["report"]["k"] and summary["estimated_cost_usd"] >= 0
-    assert "41 images -> 40 featurized, 1 quarantined" in task_log()
+    assert "42 files -> 40 featurized, 1 quarantined" in task_log() and "1 ignored (not photos: {'.txt': 1}" in task_log()
     first_attempt = committed(s3, run_date)["attempt"]
 
     # (2) pca fails after featurize wrote its outputs into the new attempt's folder
@@ -386,17 +391,45 @@ def test_sensor_timeout_fails_run_and_still_terminates(airflow_db, s3, emr_clien
         "RUNNING", "PENDING"}
 
 
+@pytest.mark.airflow
+def test_create_cluster_failing_after_creating_still_terminates_its_clusters(
+        airflow_db, moto, s3, emr_client, raw_images, monkeypatch, task_log):
+    """RunJobFlow makes the cluster, then create_cluster fails, on each of its tries (DescribeCluster
+    denied to it, through the fault proxy). The teardown runs all the same and its sweep by the run's
+    tags ends every cluster the tries made: none left RUNNING or WAITING, nothing committed."""
+    from tests.support.fault_proxy import ACCESS_DENIED, Rule, running_fault_proxy
+
+    logical_date, _ = raw_images
+    denied = Rule("elasticmapreduce", (ACCESS_DENIED,), operation="DescribeCluster", caller="Caller/EmrCreateRunCluster")
+    with running_fault_proxy(moto, [denied]) as proxy:
+        connection = json.loads(os.environ["AIRFLOW_CONN_AWS_DEFAULT"])
+        connection["extra"] = {**connection["extra"], "endpoint_url": proxy.endpoint}
+        monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(connection))
+        run, states = run_dag(CONF, logical_date)
+
+    assert run.state == "failed"
+    assert (states["create_cluster"], states["terminate_cluster"]) == ("failed", "success")
+    assert {states[t] for t in ("add_steps", "watch_featurize", "watch_pca", "validate_outputs")} == {"upstream_failed"}
+    assert proxy.count(ACCESS_DENIED) >= 3  # each of the three tries failed after its RunJobFlow
+    made = clusters(emr_client)
+    assert len(made) == 3 and {c["Status"]["State"] for c in made} == {"TERMINATED"}
+    assert "or by a create_cluster that failed" in task_log()
+    assert committed(s3, (logical_date - timedelta(days=1)).date().isoformat()) is None
+
+
 # --- local compute mode (FRUITS_COMPUTE_MODE=local) -------------------------------------------
 
 @pytest.fixture
 def few_raw_images(s3):
-    """Every other sample image (20, all four labels; two under odd names) plus one corrupt file, uploaded now."""
+    """Every other sample image (20, all four labels; two under odd names) plus one corrupt file, uploaded
+    now, and a Live Photo's video beside a photo (no photo: ignored and listed)."""
     s3.create_bucket(Bucket=BUCKET)
     odd_names = iter(["pêche mûre ü #1 100%+.jpg", "it's [1] & c=d?.JPG"])
     for index, path in enumerate(sorted(SAMPLE.glob("*/*.jpg"))[::2]):
         name = next(odd_names, path.name) if index % 7 == 0 else path.name
         s3.upload_file(str(path), BUCKET, f"raw/{path.parent.name}/{name}")
     s3.put_object(Bucket=BUCKET, Key="raw/lemon/corrupt_7.jpg", Body=b"\xff\xd8\xff\xe0 truncated jpeg")
+    s3.put_object(Bucket=BUCKET, Key="raw/lemon/IMG_0007.MOV", Body=b"\x00\x00\x00\x14ftypqt  " + bytes(64))
     stamps = [obj["LastModified"] for obj in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     return datetime.combine(max(stamps).date() + timedelta(days=1), datetime.min.time(), UTC), 21
 
@@ -459,10 +492,11 @@ def test_local_compute_mode_end_to_end(airflow_db, moto, s3, emr_client, few_raw
     assert {(h.get("ServerSideEncryption"), h.get("SSEKMSKeyId")) for h in (
         s3.head_object(Bucket=BUCKET, Key=k) for k in written)} == {("aws:kms", "alias/fruits-outputs")}
     manifest = parse_manifest(s3.get_object(Bucket=BUCKET, Key=partition + "manifest.txt")["Body"].read().decode())
-    assert len(manifest) == n_images and all(uri.startswith(f"s3://{BUCKET}/raw/") for uri in manifest)
+    assert len(manifest) == n_images + 1 and all(uri.startswith(f"s3://{BUCKET}/raw/") for uri in manifest)
     report = json.loads(s3.get_object(Bucket=BUCKET, Key=partition + "report.json")["Body"].read())
     assert (report["images_seen"], report["features_rows"], report["quarantined"]) == (n_images, 20, 1)
-    assert report["features_rows"] + report["quarantined"] == len(manifest)
+    assert report["features_rows"] + report["quarantined"] + report["ignored"] == report["files_seen"] == len(manifest)
+    assert report["ignored_files"] == [f"s3://{BUCKET}/raw/lemon/IMG_0007.MOV"]
     assert report["engine"] == "onnxruntime" and report["model"].startswith("mobilenet_v2-a0.35-96-avg:")
     assert 1 <= report["k"] <= 20 and report["cumulative_explained_variance"][report["k"] - 1] >= 0.9
     for folder in ("features", "quarantine", "pca"):
@@ -473,15 +507,16 @@ def test_local_compute_mode_end_to_end(airflow_db, moto, s3, emr_client, few_raw
     features = pq.read_table(tmp_path / "out" / partition / "features").to_pylist()
     quarantine = pq.read_table(tmp_path / "out" / partition / "quarantine").to_pylist()
     pca = pq.read_table(tmp_path / "out" / partition / "pca").to_pylist()
-    assert sorted(row["path"] for row in features + quarantine) == sorted(manifest)  # the S3 URIs themselves
+    photos = [uri for uri in manifest if not uri.endswith(".MOV")]
+    assert sorted(row["path"] for row in features + quarantine) == sorted(photos)  # the S3 URIs themselves
     assert {row["label"] for row in features} == {"apple", "lemon", "mango", "raspberry"}
     assert [row["label"] for row in quarantine] == ["lemon"] and quarantine[0]["path"].endswith("/corrupt_7.jpg")
     assert len(pca) == 20 and {len(row["pca"]) for row in pca} == {report["k"]}
     assert {row["pca_model"] for row in pca} == {"v0001"} and (report["pca_model"], report["pca_fitted"]) == ("v0001", True)
     summary = run.get_task_instance("validate_outputs").xcom_pull(task_ids="validate_outputs")
-    assert (summary["images"], summary["features_rows"], summary["quarantined"]) == (n_images, 20, 1)
+    assert (summary["images"], summary["features_rows"], summary["quarantined"], summary["ignored"]) == (n_images, 20, 1, 1)
     assert summary["cluster_id"] is None and summary["estimated_cost_usd"] == 0
-    assert f"{n_images} images -> 20 featurized, 1 quarantined" in log
+    assert f"{n_images + 1} files -> 20 featurized, 1 quarantined" in log
     assert list(tmp_path.glob("fruits-local-*")) == []  # Spark's scratch folder is removed after the run
 
 

@@ -109,12 +109,15 @@ def test_task_order(dag):
 
 
 def test_teardown_always_terminates_the_cluster(dag):
-    from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator, EmrTerminateJobFlowOperator
+    from fruits_emr.operators import EmrAddRunSteps, EmrCreateRunCluster, EmrTerminateRunClusters
 
     create, terminate = dag.get_task("create_cluster"), dag.get_task("terminate_cluster")
-    assert isinstance(create, EmrCreateJobFlowOperator) and create.is_setup
-    assert isinstance(terminate, EmrTerminateJobFlowOperator) and terminate.is_teardown
-    assert terminate.trigger_rule == "all_done_setup_success"
+    assert isinstance(create, EmrCreateRunCluster) and create.is_setup
+    assert isinstance(dag.get_task("add_steps"), EmrAddRunSteps)
+    assert isinstance(terminate, EmrTerminateRunClusters) and terminate.is_teardown
+    # not a teardown's all_done_setup_success: it must run when create_cluster failed too (a cluster
+    # RunJobFlow made before the failure); skipped only when find_new_images skips the run
+    assert terminate.trigger_rule == "none_skipped"
     assert {"create_cluster", "watch_pca"} <= terminate.upstream_task_ids
     assert create.job_flow_overrides is not None and create.emr_conn_id is None
 
@@ -207,9 +210,19 @@ def parse_with_env(tmp_path, **env: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_deferrable_is_an_environment_option(tmp_path):
-    tasks = parse_with_env(tmp_path, FRUITS_DEFERRABLE="true")["tasks"]
-    assert (tasks["watch_featurize"]["deferrable"], tasks["watch_pca"]["deferrable"]) == (True, True)
+SENSORS = ("watch_featurize", "watch_pca")
+
+
+def test_deferrable_is_airflows_default_deferrable_switch(tmp_path):
+    """[operators] default_deferrable makes the step sensors deferrable, and only them: the provider's
+    triggers of the other EMR operators need aiobotocore (the sensors' is fruits_emr.step_trigger's)."""
+    tasks = parse_with_env(tmp_path, AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE="true")["tasks"]
+    assert {task: tasks[task]["deferrable"] for task in (*SENSORS, "create_cluster", "add_steps", "terminate_cluster")
+            } == {"watch_featurize": True, "watch_pca": True, "create_cluster": False, "add_steps": False,
+                  "terminate_cluster": False}
+    # FRUITS_DEFERRABLE, if set, decides for this DAG's sensors alone
+    tasks = parse_with_env(tmp_path, AIRFLOW__OPERATORS__DEFAULT_DEFERRABLE="true", FRUITS_DEFERRABLE="false")["tasks"]
+    assert [tasks[task]["deferrable"] for task in SENSORS] == [False, False]
 
 
 def test_local_compute_mode_runs_the_steps_without_a_cluster(tmp_path):

@@ -51,6 +51,29 @@ class FailOnce:
             raise ClientError({"Error": {"Code": "InternalError", "Message": "the test's crash"}}, model.name)
 
 
+def test_raw_files_lists_every_file_but_folder_markers(s3):
+    s3.create_bucket(Bucket=BUCKET)
+    stamped = {
+        "raw/apple/before.jpg": DAY - timedelta(seconds=1),
+        "raw/lemon/late.PNG": DAY + timedelta(hours=23, minutes=59),
+        "raw/lemon/notes.txt": DAY + timedelta(hours=1),
+        "raw/apple/": DAY + timedelta(hours=2),  # a console-made folder marker: no file
+        "features/apple/x.jpg": DAY + timedelta(hours=1),
+    }
+    for key in stamped:
+        s3.put_object(Bucket=BUCKET, Key=key, Body=b"x")
+    from moto.s3.models import s3_backends
+
+    for key, stamp in stamped.items():
+        s3_backends[ACCOUNT]["aws"].buckets[BUCKET].keys[key].last_modified = stamp.replace(tzinfo=None)
+    found = coverage.raw_files(s3, config())
+    # every file, photos and the rest (featurize ignores and lists notes.txt); no folder marker
+    assert sorted(found) == [f"s3://{BUCKET}/raw/apple/before.jpg", f"s3://{BUCKET}/raw/lemon/late.PNG",
+                             f"s3://{BUCKET}/raw/lemon/notes.txt"]
+    assert {raw.size for raw in found.values()} == {1}
+    assert found[f"s3://{BUCKET}/raw/lemon/late.PNG"].stamped == stamped["raw/lemon/late.PNG"]
+
+
 def test_manifest_goes_to_the_attempt_folder_encrypted(s3):
     s3.create_bucket(Bucket=BUCKET)
     paths = layout.run_paths(config(), "2024-06-01", "20240602T010000000000Z")

@@ -132,7 +132,7 @@ def test_emr_request_task_picks_the_shape_from_the_days_images():
     fits = cost.primary_only_limits(run_config, PRICES, MODEL)["within_target_below"]
 
     def built(images: int, cluster_for=("fruits_features", "manual__1")) -> EmrRequest:
-        run = RunSelection(paths=paths, images=images, scope="test")
+        run = RunSelection(paths=paths, files=images, images=images, scope="test")
         return emr_request.build_request(run_config, staged, run, plan, cluster_for, None, REPO_ROOT)
 
     small, large = built(1_000), built(int(fits) + 1)
@@ -173,3 +173,43 @@ def test_bench_script_writes_usd_per_daily_run(tmp_path):
     written = json.loads(results.read_text())
     assert written["usd_per_daily_run"] == cost.usd_per_daily_run(RESULTS)
     assert written["spark_img_s"] == RESULTS["spark_img_s"]  # other keys untouched
+
+
+def test_the_cost_model_takes_the_throughput_measured_at_the_runs_median_object_size():
+    """Small images decode ~20x faster than 12-megapixel phone photos: a day of phone photos is
+    sized and priced with phone_img_s, the bench's figure on objects of that size."""
+    measured = {**RESULTS, "spark_img_s": 200.0, "median_bytes": 5_000, "phone_img_s": 10.0,
+                "phone_median_bytes": 2_500_000}
+    assumptions = PRICE_FILE["assumptions"]
+    assert [cost.matching_throughput(measured, size) for size in (None, 0, 4_000, 60_000, 900_000, 8_000_000)] == [
+        "spark_img_s", "spark_img_s", "spark_img_s", "spark_img_s", "phone_img_s", "phone_img_s"]
+    unsized = RESULTS | {"median_bytes": None, "phone_median_bytes": None}
+    assert cost.matching_throughput(unsized, 3_000_000) == "spark_img_s"  # nothing to match
+    phone = cost.cost_model(measured, assumptions, 3_100_000)
+    small = cost.cost_model(measured, assumptions, 6_000)
+    assert (phone.throughput_figure, small.throughput_figure) == ("phone_img_s", "spark_img_s")
+    assert phone.img_s_per_vcpu * 20 == pytest.approx(small.img_s_per_vcpu)
+    # the primary node alone featurizes 20x fewer phone photos in the target time: a day of 500k
+    # photos needs the cluster, the same count of small images does not
+    assert cost.choose_shape(config(), 500_000, PRICES, lambda: small)[0] == PRIMARY_ONLY
+    shape, reason = cost.choose_shape(config(), 500_000, PRICES, lambda: phone)
+    assert shape == CLUSTER and "phone_img_s" in reason
+
+
+def test_the_emr_request_task_sizes_the_cluster_by_the_runs_median_photo_size(tmp_path):
+    """build_request reads bench/results.json beside the repo and takes the run's median photo size."""
+    measured = {**RESULTS, "spark_img_s": 200.0, "median_bytes": 5_000, "phone_img_s": 10.0,
+                "phone_median_bytes": 2_500_000}
+    (tmp_path / "bench").mkdir()
+    (tmp_path / cost.BENCH_RESULTS).write_text(json.dumps(measured))
+    run_config = config()
+    paths = layout.run_paths(run_config, "2024-06-01", ATTEMPT)
+    staged = artifacts.code_layout(run_config.bucket, run_config.artifacts_prefix, "0123456789abcdef",
+                                   run_config.weights, "s3://fruits-data/artifacts/models/m/model.onnx", WHEELHOUSE)
+    plan = pca_plan.plan_pca(run_config, None, {}, paths)
+    shapes = {}
+    for median in (6_000, 3_000_000):
+        run = RunSelection(paths=paths, files=500_000, images=500_000, scope="test", median_bytes=median)
+        shapes[median] = emr_request.build_request(run_config, staged, run, plan, ("fruits_features", "manual__1"),
+                                                   None, tmp_path).cluster_shape
+    assert shapes == {6_000: PRIMARY_ONLY, 3_000_000: CLUSTER}

@@ -191,11 +191,12 @@ def test_attempts_are_separate_folders_and_the_commit_pointer_names_one():
     assert first.output_uri != second.output_uri and first.commit_uri == second.commit_uri == (
         "s3://fruits-data/derived/features/run_date=2024-06-01/_COMMITTED.json")
     assert first.report_key.startswith(first.attempt_key) and first.manifest_key.startswith(first.attempt_key)
-    record = commits.commit_record(first, run_summary(images=41, features_rows=40, quarantined=1, k=7),
+    record = commits.commit_record(first, run_summary(files=43, images=41, features_rows=40, quarantined=1, ignored=2, k=7),
                                    "manual__1", datetime(2024, 6, 2, 2, tzinfo=UTC))
     assert (record.attempt, record.output, record.features) == (first.attempt, first.output_uri,
                                                                 first.output_uri + "/features")
-    assert (record.images, record.features_rows, record.quarantined, record.k) == (41, 40, 1, 7)
+    assert (record.files, record.images, record.features_rows, record.quarantined, record.ignored, record.k) == (
+        43, 41, 40, 1, 2, 7)
     with pytest.raises(ValueError, match="not a plain folder name"):
         layout.run_paths(config, "2024-06-01", "../escape")
 
@@ -476,17 +477,26 @@ def test_run_window_is_the_data_interval_or_the_last_full_day():
 
 
 def test_reconcile_flags_counts_and_missing_outputs():
+    """files of the manifest = featurized + quarantined + ignored; its photos = featurized + quarantined."""
     present = {"features/", "quarantine/", "pca/", "report.json", "manifest.txt"}
-    good = {"images_seen": 41, "features_rows": 40, "quarantined": 1}
-    assert validation.reconcile(good, 41, present) == []
-    problems = validation.reconcile({"images_seen": 41, "features_rows": 38, "quarantined": 1}, 41, present - {"pca/"})
+    good = {"files_seen": 43, "images_seen": 41, "features_rows": 40, "quarantined": 1, "ignored": 2}
+    assert validation.reconcile(good, 43, 41, present) == []
+    problems = validation.reconcile({**good, "features_rows": 38}, 43, 41, present - {"pca/"})
     assert problems == [
         "output pca/ is missing",
-        "features (38) + quarantined (1) = 39, not the 41 images of the manifest",
+        "features (38) + quarantined (1) + ignored (2) = 41, not the 43 files of the manifest",
+        "features (38) + quarantined (1) = 39, not the 41 photos of the manifest",
     ]
-    assert validation.reconcile({"images_seen": 40, "features_rows": 40, "quarantined": 0}, 41, present)[0] == (
-        "report says 40 images seen, the manifest lists 41")
-    assert "lacks a count" in validation.reconcile({"images_seen": 41}, 41, present)[0]
+    assert validation.reconcile({**good, "images_seen": 40, "features_rows": 39}, 43, 41, present)[:2] == [
+        "report says 40 images seen, the manifest lists 41 photos by name",
+        "features (39) + quarantined (1) + ignored (2) = 42, not the 43 files of the manifest",
+    ]
+    # a file the job left out of every count (neither ignored nor seen) is caught
+    assert validation.reconcile({**good, "files_seen": 42, "ignored": 1}, 43, 41, present) == [
+        "report says 42 files seen, the manifest lists 43",
+        "features (40) + quarantined (1) + ignored (1) = 42, not the 43 files of the manifest",
+    ]
+    assert "lacks a count" in validation.reconcile({"images_seen": 41}, 43, 41, present)[0]
 
 
 def test_cost_estimate_from_instance_hours():

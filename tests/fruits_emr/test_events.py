@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fruits_emr import commits, events, iam, layout, selection
+from fruits_emr import commits, coverage, events, iam, layout, ledger, selection
 from fruits_emr.settings import RunConfig
-from tests.support import ACCOUNT, LABELS, REGION, SAMPLE, run_summary
+from tests.support import ACCOUNT, LABELS, REGION, SAMPLE
+from tests.support.pipeline import commit_candidates
 
 BUCKET = "fruits-data"
 QUEUE = "fruits-raw-images"
@@ -61,13 +62,9 @@ def upload(s3, per_label: int, offset: int = 0, name=lambda source: source.name)
     return sorted(uris)
 
 
-def commit(s3, run_date: str, versions: dict[str, str]) -> layout.RunPaths:
-    """Commit a run date as commit_outputs does, having processed these image versions."""
-    paths = layout.run_paths(config(), run_date, layout.new_attempt_id(datetime.now(UTC)))
-    selection.write_manifest(s3, paths, sorted(versions), {})
-    selection.write_images(s3, paths, versions, {})
-    commits.commit_run(s3, paths, commits.commit_record(paths, run_summary(images=len(versions)), "test", datetime.now(UTC)), {})
-    return paths
+def commit(s3, found: selection.Candidates) -> layout.RunPaths:
+    """Commit the candidates as a run does (the stand-in jobs, validation, commit_outputs)."""
+    return commit_candidates(s3, config(), found).selection.paths
 
 
 def test_s3_notifications_name_the_raw_images_only(s3, sqs, queue_url):
@@ -145,7 +142,7 @@ def test_redelivered_messages_are_a_no_op_once_committed(s3, sqs, queue_url):
     assert sorted(first.images) == uploaded
     assert first.skipped == {"named again in the batch": len(uploaded)}
     assert first.run_date == run_after.strftime("%Y-%m-%dT%H%M%SZ")
-    commit(s3, first.run_date, first.images)
+    commit(s3, first)
 
     again = selection.event_images(s3, config(), bodies, 100, run_after + timedelta(minutes=5))
     assert again.images == {}
@@ -155,7 +152,7 @@ def test_redelivered_messages_are_a_no_op_once_committed(s3, sqs, queue_url):
 def test_a_new_version_of_a_processed_image_is_processed_again(s3, sqs, queue_url):
     upload(s3, 1)
     first = selection.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
-    commit(s3, first.run_date, first.images)
+    commit(s3, first)
     apple = sorted(first.images)[0]
     key = apple.removeprefix(f"s3://{BUCKET}/")
     other = sorted((SAMPLE / "lemon").iterdir())[5]
@@ -192,34 +189,38 @@ def test_daily_backstop_takes_only_what_event_runs_missed(s3, sqs, queue_url):
     day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     bodies = drain(sqs, queue_url)
     caught = selection.event_images(s3, config(), bodies[: len(bodies) // 2], 100, datetime.now(UTC))
-    event_paths = commit(s3, caught.run_date, caught.images)
+    event_paths = commit(s3, caught)
     run_date = day.date().isoformat()
 
-    daily = selection.interval_images(s3, config(), day, day + timedelta(days=1), run_date)
+    def daily_images(**overrides):
+        return selection.interval_images(config(**overrides), coverage.raw_files(s3, config()),
+                                         ledger.read_ledger(s3, config()), day, day + timedelta(days=1), run_date)
+
+    daily = daily_images()
     assert sorted(daily.images) == sorted(set(uploaded) - set(caught.images))
     assert daily.skipped == {"already processed by a committed run": len(caught.images)}
-    daily_paths = commit(s3, run_date, daily.images)
+    daily_paths = commit(s3, daily)
 
     committed = commits.committed_features(s3, config())
     assert set(committed) == {run_date, caught.run_date}
     assert commits.read_commit(s3, BUCKET, event_paths.commit_key)["attempt"] == event_paths.attempt
     assert commits.read_commit(s3, BUCKET, daily_paths.commit_key)["attempt"] == daily_paths.attempt
     # a re-run of the day replaces its own commit: its own partition does not count as processed
-    rerun = selection.interval_images(s3, config(), day, day + timedelta(days=1), run_date)
+    rerun = daily_images()
     assert rerun.images == daily.images
+    assert rerun.taken == {selection.AGAIN: len(daily.images)}
     # full refresh takes everything
-    everything = selection.interval_images(s3, config(full_refresh=True), day, day + timedelta(days=1), run_date)
-    assert sorted(everything.images) == uploaded
+    assert sorted(daily_images(full_refresh=True).images) == uploaded
 
 
 def test_partitions_committed_before_images_json_count_by_name(s3, sqs, queue_url):
-    uploaded = upload(s3, 1)
-    paths = commit(s3, "2024-06-01", dict.fromkeys(uploaded, "x"))
-    s3.delete_object(Bucket=BUCKET, Key=selection.images_key(paths))
-    day = datetime(2024, 6, 1, tzinfo=UTC)
-    covered = selection.covered_images(s3, config(), day, "2024-06-02")
-    assert covered == {uri: {None} for uri in uploaded}
-    assert selection.covered_images(s3, config(), day + timedelta(days=3), "2024-06-05") == {}
+    upload(s3, 1)
+    found = selection.event_images(s3, config(), drain(sqs, queue_url), 100, datetime.now(UTC))
+    paths = commit(s3, found)
+    s3.delete_object(Bucket=BUCKET, Key=paths.images_key)  # as an attempt made before images.json existed
+    held = ledger.read_ledger(s3, config())
+    assert held.date_versions(found.run_date) == dict.fromkeys(found.images)  # by name: any version counts
+    assert all(held.holds(uri, "another-etag") for uri in found.images)
 
 
 def test_settings_from_the_environment():

@@ -111,9 +111,9 @@ def airflow_cases() -> list[Case]:
              resource_tags(project="billing")),
         # every later call: the DAG's clusters only
         *(case(f"{name}-dag-cluster", emr + name, CLUSTER, run.DAG_CLUSTERS.value, ALLOWED, resource_tags())
-          for name in ("DescribeCluster", "AddJobFlowSteps", "DescribeStep", "TerminateJobFlows")),
+          for name in ("DescribeCluster", "AddJobFlowSteps", "ListSteps", "DescribeStep", "TerminateJobFlows")),
         *(case(f"{name}-{label}", emr + name, CLUSTER, "", IMPLICIT_DENY, tags)
-          for name in ("AddJobFlowSteps", "TerminateJobFlows")
+          for name in ("AddJobFlowSteps", "ListSteps", "TerminateJobFlows")
           for label, tags in (("untagged", {}), ("other-project", resource_tags(project="billing")),
                               ("other-dag", resource_tags(dag_id="other_dag")),
                               ("project-only", resource_tags(dag_id=None)))),

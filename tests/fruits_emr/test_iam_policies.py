@@ -21,7 +21,7 @@ import json
 import re
 import shutil
 import textwrap
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3  # noqa: E402
@@ -32,19 +32,22 @@ from moto.core.authorization import enable_iam_authentication  # noqa: E402
 from fruits_emr import (
     artifacts,
     commits,
+    coverage,
     emr_actions,
     emr_request,
     iam,
     layout,
     preflight,
+    run_clusters,
     selection,
     settings,
     staging,
     validation,
 )
 from fruits_emr.s3_objects import RunOutputError
-from tests.support import REPO_ROOT, run_summary
+from tests.support import REPO_ROOT
 from tests.support.moto import running_moto_server  # noqa: E402
+from tests.support.pipeline import PipelineRun
 from tests.support.wheels import probe_builder  # noqa: E402
 
 REGION = "us-east-1"
@@ -169,31 +172,30 @@ def test_every_emr_call_of_the_dag_is_allowed():
     operations = {xform_name(op): op for op in model.operation_names}
     from airflow.providers.amazon.aws.hooks.emr import EmrHook
     from airflow.providers.amazon.aws.links import emr as emr_links
-    from airflow.providers.amazon.aws.operators.emr import (
-        EmrAddStepsOperator,
-        EmrCreateJobFlowOperator,
-        EmrTerminateJobFlowOperator,
-    )
+    from airflow.providers.amazon.aws.operators.emr import EmrCreateJobFlowOperator, EmrTerminateJobFlowOperator
     from airflow.providers.amazon.aws.sensors.emr import EmrStepSensor
 
-    from fruits_emr import commits, operators, preflight, selection, staging, validation
+    from fruits_emr import commits, operators, preflight, run_clusters, selection, staging, step_trigger
 
     sources = [
         (REPO_ROOT / "dags" / "fruits_features.py").read_text(),
-        *(inspect.getsource(module) for module in (operators, preflight, staging, selection, validation, commits)),
-        inspect.getsource(EmrCreateJobFlowOperator.execute),
-        inspect.getsource(EmrAddStepsOperator.execute),
+        *(inspect.getsource(module) for module in (operators, run_clusters, step_trigger, preflight, staging,
+                                                   selection, validation, commits)),
+        # the provider code the operators still call (EmrCreateRunCluster and EmrAddRunSteps replace
+        # the provider's execute with their look-then-create one)
+        inspect.getsource(EmrCreateJobFlowOperator.on_kill),
         inspect.getsource(EmrTerminateJobFlowOperator.execute),
         inspect.getsource(EmrStepSensor.get_emr_response),
         inspect.getsource(EmrHook.create_job_flow),
-        inspect.getsource(EmrHook.add_job_flow_steps),
         inspect.getsource(emr_links.get_log_uri),
     ]
     called = set().union(*(emr_calls_in(source, set(operations)) for source in sources))
-    # the step sensor's deferrable trigger and add_steps' waiter poll DescribeStep
-    called.add("describe_step")
+    # the deferred sensors' trigger polls with the provider's waiter: its operation is a call too
+    waiters = json.loads(Path(inspect.getfile(EmrHook)).parent.parent.joinpath("waiters", "emr.json").read_text())
+    trigger = step_trigger.EmrStepThreadedTrigger(job_flow_id="j-1", step_id="s-1")
+    called.add(xform_name(waiters["waiters"][trigger.waiter_name]["operation"]))
     # the scan really found the calls (it fails if the code or the provider changes shape)
-    assert {"run_job_flow", "add_job_flow_steps", "describe_step", "describe_cluster", "list_clusters",
+    assert {"run_job_flow", "add_job_flow_steps", "list_steps", "describe_step", "describe_cluster", "list_clusters",
             "terminate_job_flows", "describe_security_configuration"} <= called
     needed = {operations[name] for name in called}
     allowed = {a.removeprefix("elasticmapreduce:") for s in statements(iam.airflow_policy(BUCKET, ACCOUNT))
@@ -297,7 +299,6 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
                            security_configuration="fruits-at-rest")
     paths = layout.run_paths(config, RUN_DATE, "20240602T02Z")
     failed = layout.run_paths(config, RUN_DATE, "20240602T01Z")
-    sse = settings.sse_arguments(config)
     repo = make_repo(tmp_path)
     admin = client("s3", endpoint)
     admin.put_object(Bucket=BUCKET, Key=failed.attempt_key + "features/part-0.parquet", Body=b"partial")
@@ -305,6 +306,11 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
         {"EncryptionConfiguration": {"EnableInTransitEncryption": False, "EnableAtRestEncryption": True,
                                      "AtRestEncryptionConfiguration": {
                                          "S3EncryptionConfiguration": {"EncryptionMode": "SSE-S3"}}}}))
+    iam_admin = client("iam", endpoint)
+    iam_admin.create_user(UserName="fruits-cluster")
+    iam_admin.put_user_policy(UserName="fruits-cluster", PolicyName="fruits-cluster", PolicyDocument=json.dumps(
+        moto_policy(iam.instance_profile_policy(BUCKET, config))))
+    cluster_key = iam_admin.create_access_key(UserName="fruits-cluster")["AccessKey"]
     with enable_iam_authentication():
         s3 = client("s3", endpoint, airflow_key)
         preflight.check_bucket(s3, BUCKET)
@@ -312,24 +318,28 @@ def test_dag_s3_and_emr_calls_pass_with_only_the_airflow_policy(endpoint, airflo
         staged, uploaded = staging.stage_artifacts(s3, config, repo, build)
         assert len(uploaded) == 7  # weights, 4 bundle files, 1 wheel and the wheelhouse's hash file
         assert staging.stage_artifacts(s3, config, repo, build)[1] == []  # second run: head_object finds the markers
-        now = datetime.now(UTC)
-        images = sorted(selection.new_image_versions(s3, config, now - timedelta(days=1), now + timedelta(days=1)))
-        assert images == [f"s3://{BUCKET}/raw/apple/1.jpg", f"s3://{BUCKET}/raw/lemon/2.jpg"]
-        selection.write_manifest(s3, paths, images, sse)
-        assert selection.read_manifest(s3, BUCKET, paths.manifest_key) == images
-        s3.put_object(Bucket=BUCKET, Key=paths.report_key, Body=b'{"images_seen": 2}')  # as the pca step would
-        assert validation.read_report(s3, paths) == {"images_seen": 2}
-        assert validation.attempt_entries(s3, paths) == {"manifest.txt", "report.json"}
-        record = commits.commit_record(paths, run_summary(), "manual__1", datetime.now(UTC))
-        assert commits.commit_run(s3, paths, record, sse) == (None, 1)  # the failed attempt's file is deleted
-        assert commits.committed_output(s3, config, RUN_DATE)["attempt"] == "20240602T02Z"
+        # a whole run's S3 calls with the Airflow key: selection (listing raw/, the ledger), the plan,
+        # validation, the commit's conditional writes and its clean-up; the stand-in jobs play the cluster
+        # with the instance profile's policy (it writes only attempt folders)
+        run = PipelineRun(s3, config, "manual__1", None, None, datetime.now(UTC),
+                          cluster_s3=client("s3", endpoint, cluster_key)).run()
+        assert run.commit is not None and (run.selection.files, run.selection.images) == (2, 2)
+        assert selection.read_manifest(s3, BUCKET, run.selection.paths.manifest_key) == [
+            f"s3://{BUCKET}/raw/apple/1.jpg", f"s3://{BUCKET}/raw/lemon/2.jpg"]
+        assert commits.committed_output(s3, config, run.selection.paths.run_date)["attempt"] == run.selection.paths.attempt
+        assert coverage.measure(s3, config).counts["committed"] == 2
+        # an attempt of no known run is never deleted by a commit (it may be another run's, still writing)
+        assert s3.list_objects_v2(Bucket=BUCKET, Prefix=failed.attempt_key)["KeyCount"] == 1
 
         emr_client = client("emr", endpoint, airflow_key)
         preflight.check_security_configuration(emr_client, config.security_configuration)
         overrides = emr_request.job_flow_overrides(config, paths, staged, settings.DAG_ID, "manual__1")
         cluster_id = emr_client.run_job_flow(**overrides)["JobFlowId"]
-        step_ids = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=emr_request.spark_steps(config, paths, staged))[
-            "StepIds"]
+        steps = emr_request.spark_steps(config, paths, staged)
+        step_ids = emr_client.add_job_flow_steps(JobFlowId=cluster_id, Steps=steps)["StepIds"]
+        # the lookups that make create_cluster and add_steps safe to retry
+        assert run_clusters.run_cluster_ids(emr_client, settings.DAG_ID, "manual__1") == [cluster_id]
+        assert run_clusters.find_run_steps(emr_client, cluster_id, steps) == step_ids
         assert emr_client.describe_step(ClusterId=cluster_id, StepId=step_ids[0])["Step"]["Name"] == f"featurize {RUN_DATE}"
         assert emr_client.describe_cluster(ClusterId=cluster_id)["Cluster"]["LogUri"] == paths.log_uri
         listed = emr_client.get_paginator("list_clusters").paginate(ClusterStates=list(emr_request.ACTIVE_CLUSTER_STATES))
@@ -351,7 +361,7 @@ def test_calls_outside_the_airflow_policy_are_denied(endpoint, airflow_key):
         emr_client = client("emr", endpoint, airflow_key)
         assert denied(emr_client.set_termination_protection, JobFlowIds=["j-1"], TerminationProtected=True) == (
             "AccessDenied")
-        assert denied(emr_client.list_steps, ClusterId="j-1") == "AccessDenied"
+        assert denied(emr_client.cancel_steps, ClusterId="j-1", StepIds=["s-1"]) == "AccessDenied"
         assert denied(client("iam", endpoint, airflow_key).create_user, UserName="x") == "AccessDenied"
     # the denials came from the policy, not from broken credentials: the same calls pass for an admin
     client("s3", endpoint).put_object(Bucket=BUCKET, Key="outside/x", Body=b"x")
@@ -365,8 +375,9 @@ def test_commit_reports_attempts_it_could_not_delete(endpoint, airflow_key):
     admin = client("s3", endpoint)
     admin.create_bucket(Bucket=BUCKET)
     config = settings.RunConfig(bucket=BUCKET)
-    paths, failed = (layout.run_paths(config, RUN_DATE, a) for a in ("20240602T02Z", "20240602T01Z"))
-    admin.put_object(Bucket=BUCKET, Key=failed.manifest_key, Body=b"old")
+    paths, earlier = (layout.run_paths(config, RUN_DATE, a) for a in ("20240602T02Z", "20240602T01Z"))
+    admin.put_object(Bucket=BUCKET, Key=earlier.manifest_key, Body=b"old")
+    admin.put_object(Bucket=BUCKET, Key=earlier.attempt_file_key, Body=json.dumps({"dag_run_id": "manual__1"}).encode())
     iam_client = client("iam", endpoint)
     iam_client.create_user(UserName="writer")
     iam_client.put_user_policy(UserName="writer", PolicyName="no-delete", PolicyDocument=json.dumps(
@@ -375,11 +386,11 @@ def test_commit_reports_attempts_it_could_not_delete(endpoint, airflow_key):
             {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject"], "Resource": [f"arn:aws:s3:::{BUCKET}/features/*"]},
         ]}))
     key = iam_client.create_access_key(UserName="writer")["AccessKey"]
-    record = commits.commit_record(paths, run_summary(), "manual__1", datetime.now(UTC))
     with enable_iam_authentication():
         with pytest.raises(RunOutputError, match=re.escape(
-                f"Could not delete old attempts under s3://{BUCKET}/{paths.attempts_key}: 1 objects not deleted")):
-            commits.commit_run(client("s3", endpoint, key), paths, record, settings.sse_arguments(config))
+                f"Could not delete old attempts under s3://{BUCKET}/{paths.attempts_key}: 2 objects not deleted")):
+            # the run's own earlier attempt is finished (this one is committing): the commit deletes it
+            commits.delete_finished_attempts(client("s3", endpoint, key), paths, "manual__1", {paths.attempt}, None)
 
 
 def test_event_driven_calls_pass_with_only_the_airflow_policy(endpoint, monkeypatch):

@@ -263,6 +263,7 @@ class ExactlyOnce(RuleBasedStateMachine):
 
     @invariant()
     def corpus_holds_each_image_once_and_date_pointers_follow(self):
+        STATS["steps (each followed by this check)"] += 1  # hypothesis runs it after the setup and every rule
         if not self.committing:  # only find_new_images and commit_outputs write pointers
             return
         self.committing = False

@@ -18,6 +18,8 @@ import ast
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from fruits_emr import iam, stack_template
 from fruits_emr.settings import RunConfig
 from tests.support import ACCOUNT, REGION, REPO_ROOT, SAMPLE
@@ -115,6 +117,7 @@ def worker_identity(endpoint: str, role_arn: str) -> tuple[str, dict[str, str]]:
             users.create_access_key(UserName="airflow-worker")["AccessKey"])
 
 
+@pytest.mark.tensorflow  # stage_artifacts exports the model (once per machine: the model cache)
 def test_stack_deploys_on_moto_and_the_first_tasks_run_with_its_role(
         airflow_db, moto, tmp_path, monkeypatch, capfd):
     from airflow.dag_processing.dagbag import DagBag

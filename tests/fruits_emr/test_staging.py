@@ -74,6 +74,7 @@ def test_stage_uploads_once_per_content_hash(s3, tmp_path):
     assert len(uploaded_changed) == 5
 
 
+@pytest.mark.tensorflow  # exports the model (once per machine: the model cache)
 def test_stage_exports_the_onnx_model_once(s3):
     """Engine onnxruntime: the model is exported on the worker and staged under its hash; re-staging skips."""
     s3.create_bucket(Bucket="fruits-data")
@@ -102,11 +103,12 @@ def test_stage_exports_the_onnx_model_once(s3):
         staging.stage_artifacts(s3, config(weights="random", model="vgg16", alpha=0.5), REPO_ROOT, None)
 
 
+@pytest.mark.tensorflow  # exports the model (once per machine: the model cache)
 def test_stage_int8_model_with_its_calibration_list(s3, tmp_path):
     """Engine onnxruntime-int8: a quantized model under its own hash (which covers the calibration
     images), its sidecar listing them; the featurize step asks for the int8 engine."""
     s3.create_bucket(Bucket="fruits-data")
-    settings = {"weights": "random", "alpha": 0.35, "image_size": 96}
+    settings = {"weights": WEIGHTS, "alpha": 0.35}  # the int8 model the bench and the int8 tests share (model cache)
     int8_config = config(engine="onnxruntime-int8", **settings)
     staged, uploaded = staging.stage_artifacts(s3, int8_config, REPO_ROOT, None)
     fp32, _ = staging.stage_artifacts(s3, config(**settings), REPO_ROOT, None)
@@ -121,8 +123,10 @@ def test_stage_int8_model_with_its_calibration_list(s3, tmp_path):
     featurize_args = emr_request.job_arguments(int8_config, layout.run_paths(int8_config, "2026-11-26", "a1"), "", model)["featurize"]
     assert featurize_args[featurize_args.index("--model-artifact"):][:4] == ["--model-artifact", model, "--engine", "onnxruntime-int8"]
     # a checkout without the calibration photos: one message naming the folder and the fix
+    bare = make_repo(tmp_path / "repo")
+    shutil.copy(REPO_ROOT / WEIGHTS, bare / WEIGHTS)
     with pytest.raises(ConfigError, match="no calibration images under .*data/sample"):
-        staging.stage_artifacts(s3, int8_config, make_repo(tmp_path / "repo"), None)
+        staging.stage_artifacts(s3, int8_config, bare, None)
 
 
 def test_stage_wheelhouse_once_per_hash_and_nodes_install_from_it_offline(s3, tmp_path):

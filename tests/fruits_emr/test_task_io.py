@@ -17,20 +17,21 @@ from tests.support import run_summary
 
 CONFIG = RunConfig(bucket="fruits-data", k=7, core_instance_types=("m5.xlarge", "r5.large"))
 PATHS = layout.run_paths(CONFIG, "2024-06-01", "20240602T010203000004Z")
-SELECTION = RunSelection(paths=PATHS, images=41, scope="LastModified in [a, b)", window=("2024-06-01", "2024-06-02"))
+SELECTION = RunSelection(paths=PATHS, files=43, images=41, scope="LastModified in [a, b)", window=("2024-06-01", "2024-06-02"),
+                         median_bytes=2_400_000)
 FIT = pca_plan.plan_pca(dataclasses.replace(CONFIG, refit_pca=True), {"version": "v0003", "number": 3, "model": "s3://m/v3", "corpus": {}},
                         {"2024-05-31": "s3://f/31", "2024-05-30": "s3://f/30"}, PATHS)
 RECORDS = [
     CONFIG,
     artifacts.code_layout("fruits-data", "artifacts/", "0123", "imagenet", "s3://m/model.onnx", "s3://w/"),
     SELECTION,
-    dataclasses.replace(SELECTION, window=None),
+    dataclasses.replace(SELECTION, window=None, median_bytes=None),
     FIT,
     pca_plan.plan_pca(RunConfig(bucket="b1x"), None, {}, PATHS),
     EmrRequest(steps=[{"Name": "featurize 2024-06-01", "HadoopJarStep": {"Args": ["spark-submit"]}}]),
-    run_summary(quarantine_reasons={"corrupt image": 1}, cluster_id="j-1"),
+    run_summary(quarantine_reasons={"corrupt image": 1}, ignored=1, ignored_kinds={".mov": 1}, cluster_id="j-1"),
     RunCommit(run_date="2024-06-01", attempt="a", output="s3://o", features="s3://o/features", pca="s3://o/pca",
-              report="s3://o/report.json", images=2, features_rows=2, quarantined=0, k=1, pca_model="v0001",
+              report="s3://o/report.json", files=3, images=2, features_rows=2, quarantined=0, ignored=1, k=1, pca_model="v0001",
               dag_run_id="manual__1", committed_at="2024-06-02T00:00:00+00:00"),
 ]
 

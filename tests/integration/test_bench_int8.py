@@ -7,7 +7,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.support import REPO_ROOT
+
+pytestmark = [pytest.mark.spark, pytest.mark.tensorflow]  # exports and fine-tunes the int8 model
 
 
 def test_int8_bench_writes_its_figures(tmp_path):

@@ -9,15 +9,23 @@ import subprocess
 import sys
 
 import pyspark
+import pytest
 
 from tests.support import REPO_ROOT
+
+pytestmark = pytest.mark.spark  # the bench's Spark runs
 
 REQUIRED = (
     "ceiling_img_s", "spark_img_s", "seed_method_img_s", "engine_max_abs_diff_rel", "incremental_ratio",
     "rss_ratio_10x", "pca_spark_s", "pca_sklearn_s", "cost_usd_per_100k_images", "machine", "versions", "date",
     "pca_fit_seconds_by_rows", "pca_fit_peak_rss_by_rows", "spark_over_ceiling", "incremental_over_full", "ratios",
+    # the phone-size corpus (bench/phone.py) and the peers (bench/peers.py)
+    "phone_img_s", "phone_ceiling_img_s", "decode_share", "cost_usd_per_100k_phone_photos",
+    "phone_median_bytes", "median_bytes", "phone_corpus", "phone_figures",
 )
-RATIOS = ("spark_over_ceiling", "spark_over_seed", "incremental_over_full", "rss_ratio_10x", "pca_spark_over_sklearn")
+RATIOS = ("spark_over_ceiling", "spark_over_seed", "incremental_over_full", "rss_ratio_10x", "pca_spark_over_sklearn",
+          "phone_over_ceiling", "spark_over_predict_batch_udf", "spark_over_predict_batch_udf_small", "spark_over_ray",
+          "spark_over_ray_small")
 
 
 def test_smoke_benchmark_produces_every_figure(tmp_path):
@@ -57,7 +65,19 @@ def test_smoke_benchmark_produces_every_figure(tmp_path):
     assert [results["pca_fit_runs"][n]["fit_rows"] for n in ("100", "1000")] == [100, 1000]
     assert all(v > 0 for v in results["pca_fit_peak_rss_by_rows"].values())
     assert results["machine"]["cores"] >= 1 and results["versions"]["pyspark"] == pyspark.__version__
+    # the phone corpus: 2 photos x 5 formats, made by the real encoders, every one featurized by every pipeline
+    corpus = results["phone_corpus"]
+    assert (corpus["photos"], corpus["formats"]) == (10, ["avif", "heic", "jpg", "png", "webp"])
+    assert set(corpus["decode_ms_by_format"]) == set(corpus["formats"]) and 0 < results["decode_share"] < 1
+    runs = results["phone_runs"]
+    assert runs["phone_featurize"]["features_rows"] == runs["phone_ceiling"]["images"] == 10
+    assert all(runs[f"{peer}_phone"]["images"] == 10 and runs[f"{peer}_small"]["images"] == 24
+               for peer in ("predict_batch_udf", "ray"))
+    assert results["phone_median_bytes"] > 20 * results["median_bytes"]  # 3 MP in smoke mode vs 100 x 100
+    assert results["cost_phone_photos"]["throughput_figure"] == "phone_img_s"
+    assert results["cost_usd_per_100k_phone_photos"] > results["cost_usd_per_100k_images"] > 0
     assert "| spark_img_s / ceiling_img_s |" in done.stdout and "SMOKE RUN" in done.stdout
+    assert "| phone_over_ceiling (12 MP photos" in done.stdout
 
 
 def test_the_benchmark_stops_before_measuring_without_the_bootstrap_time(tmp_path):

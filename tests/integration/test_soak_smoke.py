@@ -13,6 +13,8 @@ import pytest
 
 from tests.support import REPO_ROOT
 
+pytestmark = pytest.mark.spark  # run_local in child processes
+
 
 def soak(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "bench.soak", *args], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
@@ -33,7 +35,7 @@ def test_smoke_run_reconciles_and_quarantines_exactly_the_planted_files(smoke):
     assert results["smoke"] is True and results["passed"] is True and results["problems"] == []
     assert (full["images_expected"], full["images_seen"], full["features_rows"], full["quarantined"]) == (29, 29, 24, 5)
     assert full["quarantine_reasons"] == {
-        "truncated image": 3, "empty file (0 bytes)": 1, "not a JPEG/PNG image (cannot identify image data)": 1,
+        "truncated image": 3, "empty file (0 bytes)": 1, "not a JPEG, PNG, WebP, AVIF, HEIF/HEIC, TIFF, BMP or GIF image (cannot identify image data)": 1,
     }
     assert full["reconciled"] is True and full["pca_rows"] == 24 and 1 <= full["k"] <= 24
     assert full["peak_rss_bytes"] > 0 and set(full["peak_rss_by_kind_bytes"]) == {"driver", "jvm", "python_workers"}

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from local_spark import class_archive, jvm_options
 from tests.support import FORCE_F2J_LAPACK, REPO_ROOT
 
@@ -46,6 +48,7 @@ def test_archives_of_a_class_path_that_is_gone_or_changed_are_removed(tmp_path):
     assert sorted(path.name for path in tmp_path.glob("*.js*")) == ["kept.jsa", "kept.json"]
 
 
+@pytest.mark.spark  # builds the archive with local Spark in child processes
 def test_a_built_archive_is_mapped_by_the_next_local_spark(tmp_path, monkeypatch):
     """`python -m local_spark.class_archive` (what make setup runs) builds the archive; a local Spark
     started with -Xshare:on (the JVM refuses to start unless it maps the archive) then runs a job."""

@@ -13,6 +13,8 @@ from PIL import Image
 from tests.support import LABELS, REPO_ROOT, SAMPLE, WEIGHTS, copy_sample
 from tests.support.images import broken_images, write_files
 
+pytestmark = pytest.mark.spark  # run_local in a child process
+
 
 def run_local(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -39,7 +41,7 @@ def local_run(tmp_path_factory):
 def test_run_succeeds_and_prints_a_summary(local_run):
     result, out = local_run
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "images seen      50" in result.stdout
+    assert "files seen       50  (50 photos by name)" in result.stdout and "ignored          0" in result.stdout
     assert "featurized       48" in result.stdout
     assert "quarantined      2" in result.stdout and "truncated image" in result.stdout
     assert f"outputs          {out}/" in result.stdout

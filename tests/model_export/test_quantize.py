@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from model_export import model_identity, quantize
 from model_export.export_model import export_onnx
+from model_export.model_cache import exported_model
+from model_export.model_identity import ExportSettings
 from spark_jobs import featurize
 from spark_jobs.cnn.backbones import ModelConfigError, ModelSpec, check_engine, feature_dim
 from spark_jobs.cnn.exported_model import sidecar_path
 from spark_jobs.featurization.image_decode import decode_image
 from tests.spark_jobs.test_featurize import job_args
 from tests.support import SAMPLE, WEIGHTS, copy_sample
+
+pytestmark = pytest.mark.tensorflow  # fine-tunes and quantizes the int8 model
 
 SPEC = ModelSpec(alpha=0.35, weights=str(WEIGHTS))
 INT8 = "onnxruntime-int8"
@@ -26,12 +33,17 @@ COSINE_FLOOR = 0.99
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """The fp32 model and the int8 model exported twice (two exports: the exporter's own names
-    differ from one export to the next in a process)."""
+    """The fp32 model and the int8 model exported twice: once by the machine's model cache (a child
+    process, shared with the int8 bench and the staging test), once here (the exporter's own names
+    differ from one export to the next in a process: the bytes must not)."""
     root = tmp_path_factory.mktemp("models")
-    export_onnx(SPEC, root / "fp32.onnx")
-    for copy in ("a", "b"):
-        export_onnx(SPEC, root / copy / "model.onnx", engine=INT8)
+    settings = ExportSettings(model="mobilenet_v2", alpha=0.35, image_size=224, weights=str(WEIGHTS))
+    for name, model in (("fp32", exported_model(settings)), ("a", exported_model(replace(settings, engine=INT8)))):
+        (root / name).mkdir()
+        for source in (model, Path(sidecar_path(str(model)))):
+            shutil.copy(source, root / name / source.name)
+    (root / "fp32.onnx").symlink_to(root / "fp32" / "model.onnx")
+    export_onnx(SPEC, root / "b" / "model.onnx", engine=INT8)
     return root
 
 

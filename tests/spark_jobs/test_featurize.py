@@ -10,11 +10,36 @@ import pytest
 from spark_jobs import featurize
 from spark_jobs.cnn import model_acquisition
 from spark_jobs.cnn.backbones import ModelConfigError, ModelSpec
+from spark_jobs.contract.model_choices import has_image_extension
 from spark_jobs.featurization import image_listing
 from tests.support import LABELS, SAMPLE, WEIGHTS, copy_sample
-from tests.support.images import broken_images, odd_valid_images, write_files
+from tests.support.images import (
+    EXIF_FORMATS,
+    NON_PHOTOS,
+    ODD_PHOTO_NAMES,
+    PHOTO_FORMATS,
+    broken_images,
+    encode_as,
+    odd_photo_files,
+    odd_valid_images,
+    photo,
+    with_orientation,
+    write_files,
+)
 
 PHOTO = sorted((SAMPLE / "mango").iterdir())[0]
+LARGE = photo(PHOTO)  # 640 x 480
+
+
+def phone_folder() -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """A phone's upload folder: (photos in every format, oriented ones, odd-but-valid ones; broken
+    ones, a truncated file of each format)."""
+    photos = {f"photo.{extension}": encode_as(LARGE, extension) for extension in PHOTO_FORMATS}
+    photos.update({f"rotated.{extension}": with_orientation(LARGE, extension, 6) for extension in EXIF_FORMATS})
+    photos.update({name: data for name, (data, _) in odd_photo_files(LARGE).items()})
+    broken = {f"truncated.{extension}": photos[f"photo.{extension}"][: len(photos[f"photo.{extension}"]) // 2]
+              for extension in PHOTO_FORMATS}
+    return photos, broken
 
 
 def job_args(**overrides) -> argparse.Namespace:
@@ -27,38 +52,72 @@ def job_args(**overrides) -> argparse.Namespace:
 
 @pytest.fixture(scope="module")
 def mixed_run(spark, tmp_path_factory):
-    """10 real photos per fruit + odd-but-valid modes + every broken class, featurized once."""
+    """10 real photos per fruit + odd-but-valid modes + every broken class + a phone's folder of
+    every format + files that are not photos, featurized once."""
     root = tmp_path_factory.mktemp("mixed")
     copy_sample(root, per_label=10)
     write_files(root / "odd", odd_valid_images(PHOTO))
     write_files(root / "broken", {name: data for name, (data, _) in broken_images(PHOTO).items()})
-    (root / "notes.txt").write_text("not an image extension: never listed\n")
+    phone_photos, phone_broken = phone_folder()
+    write_files(root / "phone", {**phone_photos, **phone_broken, **NON_PHOTOS})
+    (root / "notes.txt").write_text("not a photo: ignored, and listed in the report\n")
     out = tmp_path_factory.mktemp("mixed_out")
     summary = featurize.run(spark, job_args(images=root, output=out))
     return root, out, summary
 
 
 def test_counts_reconcile_and_every_file_lands_once(spark, mixed_run):
+    """files seen = featurized + quarantined + ignored; each file on disk is in exactly one of them."""
     root, out, summary = mixed_run
     features = spark.read.parquet(str(out / "features")).toPandas()
     quarantine = spark.read.parquet(str(out / "quarantine")).toPandas()
     broken = broken_images(PHOTO)
-    assert summary["images_seen"] == 40 + len(odd_valid_images(PHOTO)) + len(broken)
-    assert summary["features_rows"] == len(features) == 40 + len(odd_valid_images(PHOTO))
-    assert summary["quarantined"] == len(quarantine) == len(broken)
-    assert summary["images_seen"] == summary["features_rows"] + summary["quarantined"]
-    every_path = set(features.path) | set(quarantine.path)
-    on_disk = {f"file:{p}" for p in root.rglob("*") if p.is_file() and p.suffix.lower() in (".jpg", ".jpeg", ".png")}
-    assert every_path == on_disk and not set(features.path) & set(quarantine.path)
+    phone_photos, phone_broken = phone_folder()
+    good = 40 + len(odd_valid_images(PHOTO)) + len(phone_photos)
+    assert summary["images_seen"] == good + len(broken) + len(phone_broken)
+    assert summary["features_rows"] == len(features) == good
+    assert summary["quarantined"] == len(quarantine) == len(broken) + len(phone_broken)
+    assert summary["ignored"] == len(summary["ignored_files"]) == len(NON_PHOTOS) + 1
+    assert summary["ignored_kinds"] == {".mov": 1, ".txt": 2, ".xmp": 1, "(no extension)": 1}
+    on_disk = {f"file:{p}" for p in root.rglob("*") if p.is_file()}
+    assert summary["files_seen"] == len(on_disk) == summary["features_rows"] + summary["quarantined"] + summary["ignored"]
+    landed = [*features.path, *quarantine.path, *summary["ignored_files"]]
+    assert len(landed) == len(set(landed)) and set(landed) == on_disk
+    assert not any(has_image_extension(path) for path in summary["ignored_files"])
+    # an Arrow batch of files at the default 32 MiB cap stays within featurize.ARROW_BATCH_BYTES
+    assert summary["arrow_batch_rows"] == featurize.ARROW_BATCH_BYTES // summary["max_file_bytes"] == 16
+
+
+def test_a_phone_folder_of_every_format_is_featurized(spark, mixed_run):
+    """Every format, oriented and odd-but-valid file decodes, with its format and its displayed size."""
+    _, out, _ = mixed_run
+    rows = spark.read.parquet(str(out / "features")).toPandas()
+    phone = rows[rows.label == "phone"].set_index(rows[rows.label == "phone"].path.str.rsplit("/", n=1).str[-1])
+    assert set(phone.index) == set(phone_folder()[0]) and len(ODD_PHOTO_NAMES) == len(odd_photo_files(LARGE))
+    formats = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "heic": "HEIF", "avif": "AVIF", "tiff": "TIFF",
+               "bmp": "BMP", "gif": "GIF"}
+    assert {name: phone.loc[f"photo.{ext}", "format"] for ext, name in formats.items()} == {
+        name: name for name in formats.values()}
+    assert phone.loc["webp_named.jpg", "format"] == "WEBP" and phone.loc["heic_named.png", "format"] == "HEIF"
+    assert (phone.loc[[f"rotated.{e}" for e in EXIF_FORMATS], ["width", "height"]].to_numpy() == [480, 640]).all()
+    assert (phone.loc[[f"photo.{e}" for e in PHOTO_FORMATS], ["width", "height"]].to_numpy() == [640, 480]).all()
+    reference = np.asarray(phone.loc["photo.png", "features"])
+    for name, row in phone.iterrows():
+        vector = np.asarray(row.features)
+        if not name.startswith(("rotated", "alpha")):  # the same pixels: features close to the PNG's
+            assert vector @ reference / np.linalg.norm(vector) / np.linalg.norm(reference) >= 0.98, name
 
 
 def test_quarantine_names_the_reason(spark, mixed_run):
     _, out, summary = mixed_run
     quarantine = spark.read.parquet(str(out / "quarantine")).toPandas().set_index("path")
     for name, (_, words) in broken_images(PHOTO).items():
-        row = quarantine.loc[[p for p in quarantine.index if p.endswith("/" + name)][0]]
+        row = quarantine.loc[[p for p in quarantine.index if p.endswith("/broken/" + name)][0]]
         assert words in row.reason, (name, row.reason)
         assert row.label == "broken" and row.model == summary["model"]
+    phone = quarantine[quarantine.label == "phone"]
+    assert sorted(phone.index.str.rsplit("/", n=1).str[-1]) == sorted(phone_folder()[1])
+    assert phone.reason.str.match("truncated image|corrupt image").all() and (phone.bytes > 0).all()
     assert summary["quarantine_reasons"]["decompression bomb"] == 2
     assert quarantine.loc[[p for p in quarantine.index if p.endswith("zero_bytes.jpg")][0]].bytes == 0
 
@@ -68,13 +127,13 @@ def test_feature_rows_carry_metadata(spark, mixed_run):
     features = spark.read.parquet(str(out / "features"))
     assert features.columns == featurize.FEATURE_COLUMNS
     rows = features.toPandas()
-    assert set(rows.label) == set(LABELS) | {"odd"}
+    assert set(rows.label) == set(LABELS) | {"odd", "phone"}
     assert all(len(f) == 1280 for f in rows.features) and summary["feature_dim"] == 1280
     assert dict(features.dtypes)["features"] == "array<float>"
     odd = rows[rows.label == "odd"].set_index(rows[rows.label == "odd"].path.str.rsplit("/", n=1).str[-1])
     assert odd.loc["cmyk.jpg", "mode"] == "CMYK" and odd.loc["palette_P.png", "mode"] == "P"
     assert (odd.width == 100).all() and (odd.height == 100).all()
-    real = rows[rows.label != "odd"]
+    real = rows[~rows.label.isin(["odd", "phone"])]
     assert (real["mode"] == "RGB").all() and (real.bytes > 1000).all()
     assert rows.modification_time.notna().all()
     assert (rows.model == "mobilenet_v2-a0.35-224-avg:" + WEIGHTS.name + "#7c82c6ab16e2").all()
@@ -85,7 +144,7 @@ def test_features_are_identical_whatever_the_partitioning(spark, tmp_path):
     spec = ModelSpec(alpha=0.35, weights=str(WEIGHTS))
     artifact = model_acquisition.model_artifact(spec, "onnxruntime")
     model_acquisition.ship_to_executors(spark, artifact)
-    files, _ = image_listing.list_images(spark, images=str(tmp_path / "imgs"))
+    files = image_listing.list_images(spark, images=str(tmp_path / "imgs")).files
     by_partitions = {}
     for partitions in (1, 3, 7):
         rows = featurize.featurize_files(files, spec, "onnxruntime", artifact.name, 5, partitions, 10**8).toPandas()
@@ -115,20 +174,41 @@ def test_features_are_not_degenerate(spark, tmp_path, weights):
     assert between > 0.5 * within, (between, within)
 
 
-def test_manifest_missing_and_unsupported_entries_are_quarantined(spark, tmp_path):
+def test_manifest_missing_entries_are_quarantined_and_non_photos_ignored(spark, tmp_path):
     photos = copy_sample(tmp_path / "imgs", per_label=2, offset=40)
+    (tmp_path / "imgs/apple/IMG_0002.MOV").write_bytes(NON_PHOTOS["IMG_0001.MOV"])
     manifest = tmp_path / "manifest.txt"
-    lines = ["# images of the day", *map(str, photos), str(photos[0]), "", str(tmp_path / "imgs/apple/gone.jpg"), str(tmp_path / "imgs/apple/readme.txt")]
+    lines = ["# images of the day", *map(str, photos), str(photos[0]), "", str(tmp_path / "imgs/apple/gone.jpg"),
+             str(tmp_path / "imgs/apple/readme.txt"), str(tmp_path / "imgs/apple/IMG_0002.MOV")]
     manifest.write_text("\n".join(lines) + "\n")
     summary = featurize.run(spark, job_args(manifest=manifest, output=tmp_path / "out"))
     quarantine = spark.read.parquet(str(tmp_path / "out" / "quarantine")).toPandas()
-    assert summary["images_seen"] == 10 and summary["features_rows"] == 8 and summary["quarantined"] == 2
-    reasons = dict(zip(quarantine.path.str.rsplit("/", n=1).str[-1], quarantine.reason, strict=True))
-    assert reasons == {
-        "gone.jpg": "listed in the manifest but not found",
-        "readme.txt": "unsupported file extension (expected jpg, jpeg, png)",
-    }
-    assert set(quarantine.label) == {"apple"}
+    assert (summary["files_seen"], summary["images_seen"], summary["features_rows"], summary["quarantined"],
+            summary["ignored"]) == (11, 9, 8, 1, 2)
+    assert dict(zip(quarantine.path.str.rsplit("/", n=1).str[-1], quarantine.reason, strict=True)) == {
+        "gone.jpg": "listed in the manifest but not found"}
+    assert summary["ignored_files"] == [f"file:{tmp_path}/imgs/apple/IMG_0002.MOV", f"file:{tmp_path}/imgs/apple/readme.txt"]
+    assert summary["ignored_kinds"] == {".mov": 1, ".txt": 1} and set(quarantine.label) == {"apple"}
+
+
+def test_files_over_the_byte_cap_are_quarantined_before_their_bytes_are_read(spark, tmp_path):
+    """The cap is a filter binaryFile's reader applies to the file's length: with Spark's own
+    binaryFile.maxLength at the cap, reading an over-cap file's content would fail the job."""
+    copy_sample(tmp_path / "imgs", per_label=1, offset=80)
+    big = encode_as(photo(PHOTO, (1600, 1200)), "bmp")  # 5.8 MB
+    write_files(tmp_path / "imgs" / "phone", {"scan.bmp": big, "photo.webp": encode_as(LARGE, "webp")})
+    cap = 1_000_000
+    spark.conf.set("spark.sql.sources.binaryFile.maxLength", str(cap))
+    try:
+        summary = featurize.run(spark, job_args(images=tmp_path / "imgs", output=tmp_path / "out", max_file_bytes=cap))
+    finally:
+        spark.conf.unset("spark.sql.sources.binaryFile.maxLength")
+    quarantine = spark.read.parquet(str(tmp_path / "out" / "quarantine")).toPandas()
+    assert (summary["images_seen"], summary["features_rows"], summary["quarantined"]) == (6, 5, 1)
+    assert summary["max_file_bytes"] == cap and quarantine.bytes.tolist() == [len(big)]
+    assert summary["arrow_batch_rows"] == summary["arrow_batch_size"] == 128  # 128 files of 1 MB: within the budget
+    assert quarantine.reason.tolist() == [f"file too large: {len(big)} bytes, over the cap of {cap} (--max-file-bytes)"]
+    assert summary["quarantine_reasons"] == {"file too large": 1}
 
 
 def test_rerun_overwrites_instead_of_duplicating(spark, tmp_path):
@@ -155,6 +235,8 @@ def test_user_errors_are_clear(spark, tmp_path):
         featurize.run(spark, job_args(images=tmp_path / "nowhere", output=tmp_path / "out"))
     with pytest.raises(featurize.InputError, match="manifest .* does not exist"):
         featurize.run(spark, job_args(manifest=tmp_path / "none.txt", output=tmp_path / "out"))
+    with pytest.raises(featurize.InputError, match="--max-file-bytes must be at least 1"):
+        featurize.run(spark, job_args(images=tmp_path, output=tmp_path / "out", max_file_bytes=0))
     with pytest.raises(featurize.InputError, match="weights file .* does not exist"):
         featurize.run(spark, job_args(images=tmp_path, output=tmp_path / "out", weights=tmp_path / "w.h5"))
     copy_sample(tmp_path / "imgs", per_label=1)

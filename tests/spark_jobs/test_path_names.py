@@ -16,10 +16,12 @@ import unicodedata
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from spark_jobs import featurize, hadoop_fs
+from spark_jobs.contract.model_choices import has_image_extension
 from spark_jobs.featurization import image_listing
 from tests.support import REPO_ROOT, SAMPLE, s3_client_of
 
@@ -92,7 +94,7 @@ def content(kind: str) -> bytes:
 
 def is_input(name: str) -> bool:
     """An image by its name's ending, as `--images` globs it (".jpg" alone counts: it is a hidden image)."""
-    return name.lower().endswith((".jpg", ".jpeg", ".png"))
+    return has_image_extension(name)
 
 
 def outputs(out: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -106,10 +108,13 @@ def job_args(source: list[str], output: str) -> argparse.Namespace:
 
 
 def check_invariant(summary: dict, features: pd.DataFrame, quarantine: pd.DataFrame,
-                    expected: dict[str, tuple[str, str, str]], folders_hide: bool) -> None:
-    """Each input exactly once, under its own name and label; valid visible images featurized.
+                    expected: dict[str, tuple[str, str, str]], folders_hide: bool, ignored: set[str]) -> None:
+    """Each input exactly once, under its own name and label; valid visible images featurized;
+    every other file (`ignored`: not a photo by name) listed as ignored under its own name.
     folders_hide: a hidden folder hides its files (listing an --images root) or not (a manifest
     names each file: Spark skips only a hidden file name)."""
+    assert sorted(summary["ignored_files"]) == sorted(ignored) and summary["ignored"] == len(ignored)
+    assert summary["files_seen"] == len(expected) + len(ignored)
 
     def hidden(folder: str, name: str) -> bool:
         return hadoop_fs.is_hidden_name(name) or (folders_hide and hadoop_fs.is_hidden_name(folder))
@@ -168,18 +173,20 @@ FOUND = [(" ", " .jpg", "image"), (" ", ":.jpg", "image"), (" ", "..jpg", "image
 def test_odd_local_names_round_trip(spark, tree):
     with tempfile.TemporaryDirectory(prefix="fruits-names-") as scratch:
         root = Path(scratch) / "images ü #1 100%"
-        expected = {}
+        expected, ignored = {}, set()
         for folder, name, kind in tree:
             path = root / folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(content(kind))
             if is_input(name):
                 expected[f"file:{path}"] = (folder, name, kind)
+            else:
+                ignored.add(f"file:{path}")
         out = str(Path(scratch) / "out")
 
         summary = featurize.run(spark, job_args(["--images", str(root)], out))
 
-        check_invariant(summary, *outputs(out), expected, folders_hide=True)
+        check_invariant(summary, *outputs(out), expected, folders_hide=True, ignored=ignored)
 
 
 @EXAMPLES
@@ -204,12 +211,8 @@ def test_odd_s3_keys_round_trip_through_a_manifest(spark, s3_server, tree):
     summary = featurize.run(spark, job_args(["--manifest", manifest], out))
 
     features, quarantine = (s3_parquet(s3, bucket, f"{run}/out/{part}/") for part in ("features", "quarantine"))
-    not_inputs = {uri for uri in listed if uri not in expected}  # .txt: quarantined as unsupported
-    assert set(quarantine.path) >= not_inputs
-    quarantine = quarantine[~quarantine.path.isin(not_inputs)]
-    check_invariant({**summary, "images_seen": summary["images_seen"] - len(not_inputs),
-                     "quarantined": summary["quarantined"] - len(not_inputs)}, features, quarantine, expected,
-                    folders_hide=False)
+    not_inputs = {uri for uri in listed if uri not in expected}  # .txt: ignored, listed by name
+    check_invariant(summary, features, quarantine, expected, folders_hide=False, ignored=not_inputs)
 
 
 def s3_parquet(s3, bucket: str, prefix: str) -> pd.DataFrame:
@@ -220,6 +223,7 @@ def s3_parquet(s3, bucket: str, prefix: str) -> pd.DataFrame:
                       for k in keys if k.endswith(".parquet")], ignore_index=True)
 
 
+@pytest.mark.spark  # run_local in a child process
 def test_zero_byte_file_beside_an_accented_name_no_longer_crashes(tmp_path):
     """The run of issue 10: `run_local` over a folder with a zero-byte file and "pêche mûre ü.jpg"
     crashed in unscanned_files -> hadoop_fs.size on a URI-encoded path."""

@@ -111,6 +111,7 @@ def task_attempts(event_log_dir: Path) -> list[dict]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads a worker's mapped libraries from /proc")
+@pytest.mark.spark  # run_local in a child process
 def test_crashed_python_worker_is_retried_without_duplicate_rows(tmp_path):
     images = sorted(p for p in SAMPLE.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     out, events = tmp_path / "out", tmp_path / "events"

@@ -49,7 +49,7 @@ def run_summary(**fields):
     what a commit writes."""
     from fruits_emr.task_records import RunSummary
 
-    defaults = dict(output="s3://fruits-data/features/run", images=2, features_rows=2, quarantined=0,
-                    quarantine_reasons={}, k=1, variance_target=0.95, pca_model="v0001", pca_fitted=True,
-                    pca_fit_rows=2)
+    defaults = dict(output="s3://fruits-data/features/run", files=2, images=2, features_rows=2, quarantined=0,
+                    quarantine_reasons={}, ignored=0, ignored_kinds={}, k=1, variance_target=0.95, pca_model="v0001",
+                    pca_fitted=True, pca_fit_rows=2)
     return RunSummary(**{**defaults, **fields})

@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fruits_emr import commits, ledger, pca_pointer, pca_plan, selection, validation
+from fruits_emr import commits, ledger, pca_plan, pca_pointer, selection, validation
 from fruits_emr.settings import RunConfig
 from fruits_emr.task_records import PcaPlan, RunCommit, RunSelection, RunSummary
 from spark_jobs.contract.run_files import FEATURES, PCA, PCA_CORPUS_PART, PCA_MODEL_INFO, QUARANTINE, REPORT
@@ -66,8 +67,13 @@ def _label(uri: str) -> str:
 def featurize(s3, output: str, manifest: str) -> None:
     import pyarrow as pa
 
-    features, quarantine = [], []
+    from spark_jobs.contract.model_choices import has_image_extension
+
+    features, quarantine, ignored = [], [], []
     for uri in selection.read_manifest(s3, *split_s3_uri(manifest)):
+        if not has_image_extension(uri):
+            ignored.append(uri)  # not a photo by name: featurize lists it and makes no row
+            continue
         body = s3.get_object(Bucket=split_s3_uri(uri)[0], Key=split_s3_uri(uri)[1])["Body"].read()
         if body.startswith(BROKEN):
             quarantine.append({"path": uri, "label": _label(uri), "reason": "not an image"})
@@ -78,8 +84,10 @@ def featurize(s3, output: str, manifest: str) -> None:
         [("path", pa.string()), ("label", pa.string()), ("features", pa.list_(pa.float32()))]))
     _put_parquet(s3, f"{output}/{QUARANTINE}", quarantine, pa.schema(
         [("path", pa.string()), ("label", pa.string()), ("reason", pa.string())]))
-    _put_json(s3, f"{output}/featurize.json", {"images_seen": len(features) + len(quarantine),
-                                               "features_rows": len(features), "quarantined": len(quarantine)})
+    _put_json(s3, f"{output}/featurize.json", {
+        "files_seen": len(features) + len(quarantine) + len(ignored), "images_seen": len(features) + len(quarantine),
+        "features_rows": len(features), "quarantined": len(quarantine), "ignored": len(ignored),
+        "ignored_kinds": dict(Counter(uri.rsplit(".", 1)[-1].lower() for uri in ignored))})
 
 
 def _reduce(s3, features_uri: str, version: str) -> list[dict[str, Any]]:
@@ -136,6 +144,7 @@ class PipelineRun:
     commit: RunCommit | None = None
     skipped: bool = False
     failed: bool = False  # the last task failed (a retry or a clear may follow)
+    cluster_s3: Any = None  # the client the stand-in jobs use (the cluster's role); None: s3
 
     @property
     def finished(self) -> bool:
@@ -167,9 +176,9 @@ class PipelineRun:
 
     def run_steps(self) -> None:
         commits.ensure_uncommitted(self.s3, self.config, self.selection.paths)
-        paths = self.selection.paths
-        featurize(self.s3, paths.output_uri, paths.manifest_uri)
-        pca(self.s3, pca_plan.pca_arguments(self.config, paths, self.plan))
+        paths, jobs_s3 = self.selection.paths, self.cluster_s3 or self.s3
+        featurize(jobs_s3, paths.output_uri, paths.manifest_uri)
+        pca(jobs_s3, pca_plan.pca_arguments(self.config, paths, self.plan))
 
     def validate_outputs(self) -> None:
         self.summary = validation.validate_outputs(self.s3, self.config, self.selection, self.plan, None)
@@ -186,13 +195,24 @@ def daily_run(s3, config: RunConfig, day: datetime, run_id: str | None = None) -
     return PipelineRun(s3, config, run_id or f"scheduled__{day.date().isoformat()}", day, end, end + timedelta(minutes=5))
 
 
+def commit_candidates(s3, config: RunConfig, found: selection.Candidates, run_id: str = "test") -> PipelineRun:
+    """Start an attempt for candidates a test selected (selection.event_images / interval_images) and
+    play the rest of the run: plan, the stand-in jobs, validation, commit."""
+    run = PipelineRun(s3, config, run_id, None, None, now_utc())
+    run.selection = selection.start_attempt(s3, config, found, ledger.read_ledger(s3, config), run_id)
+    run.skipped = run.selection is None
+    run.done.append("find_new_images")
+    return run.run()
+
+
 # --- what a reader sees ---------------------------------------------------------------------------
 
 def raw_versions(s3, config: RunConfig) -> dict[str, str]:
-    """{image URI: current ETag} under the raw prefix."""
+    """{image URI: current ETag} of the photos under the raw prefix."""
     from fruits_emr import coverage
+    from spark_jobs.contract.model_choices import has_image_extension
 
-    return {uri: etag for uri, (etag, _) in coverage.raw_images(s3, config).items()}
+    return {uri: raw.etag for uri, raw in coverage.raw_files(s3, config).items() if has_image_extension(uri)}
 
 
 def committed_view(s3, config: RunConfig) -> list[tuple[str, str | None, str]]:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -166,9 +166,23 @@ class Airflow:
     password: str
     home: Path
     env: dict[str, str]
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _stack: ExitStack | None = field(default=None, repr=False)
 
     def api(self) -> AirflowApi:
         return AirflowApi(self.url, self.username, self.password)
+
+    def kill_and_restart(self, name: str) -> subprocess.Popen:
+        """SIGKILL one of the Airflow processes with its children (no shutdown: an OOM kill, a lost
+        node), then start a new one, logging to <name>-restarted.log; it stops with the stack."""
+        killed = self.processes[name]
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=30)
+        assert self._stack is not None
+        started = self._stack.enter_context(_process([sys.executable, "-m", "airflow", name],
+                                                     self.home / f"{name}-restarted.log", self.env, cwd=self.home))
+        self.processes[name] = started
+        return started
 
     def logs(self) -> str:
         """The end of every process log and of every task log, for a failure message."""
@@ -190,6 +204,11 @@ class AirflowApi:
 
     def get(self, path: str, **params) -> dict:
         response = self.session.get(f"{self.url}/api/v2/{path}", params=params, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
+    def post(self, path: str, body: dict) -> dict:
+        response = self.session.post(f"{self.url}/api/v2/{path}", json=body, timeout=30)
         response.raise_for_status()
         return response.json()
 
@@ -268,9 +287,10 @@ def running_airflow(extra_env: Mapping[str, str], password: str = "fruits-ui-tes
             api = stack.enter_context(_process(
                 [sys.executable, "-m", "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port),
                  "--workers", "1"], api_log, env, cwd=home))
-            for name in PROCESSES:
-                stack.enter_context(_process([sys.executable, "-m", "airflow", name], home / f"{name}.log", env, cwd=home))
-            airflow = Airflow(f"http://127.0.0.1:{port}", "admin", password, home, env)
+            processes = {name: stack.enter_context(_process([sys.executable, "-m", "airflow", name],
+                                                            home / f"{name}.log", env, cwd=home))
+                         for name in PROCESSES}
+            airflow = Airflow(f"http://127.0.0.1:{port}", "admin", password, home, env, processes, stack)
             _wait_until(lambda: requests.get(f"{airflow.url}/api/v2/monitor/health", timeout=5).ok,
                         "airflow api-server", api_log, api)
             yield airflow

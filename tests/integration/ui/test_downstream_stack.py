@@ -113,11 +113,12 @@ def test_commit_starts_one_consumer_run_with_lineage_and_a_failure_alerts_once()
                           and e["eventType"] == "COMPLETE"]
             assert len(steps_done) == 1, sorted({e["job"]["name"] for e in airflow_events})
             attempt = s3.get_object(Bucket=BUCKET, Key=f"features/run_date={run_date}/_COMMITTED.json")["Body"]
-            output = json.loads(attempt.read())["output"].removeprefix(f"s3://{BUCKET}/")
+            commit = json.loads(attempt.read())
+            output = commit["output"].removeprefix(f"s3://{BUCKET}/")
             namespace = f"s3://{BUCKET}"
             assert names(steps_done[0]["inputs"]) == {(namespace, "raw")}
             assert names(steps_done[0]["outputs"]) == {(namespace, f"{output}/features"), (namespace, f"{output}/pca"),
-                                                       (namespace, "features/_pca_models/v0001")}
+                                                       (namespace, f"features/_pca_models/_attempts/{commit['attempt']}")}
             # the Spark applications (featurize, pca) name the task as their parent; their jobs name them
             parent = {e["run"]["runId"]: e["run"]["facets"].get("parent", {}).get("run", {}).get("runId")
                       for e in spark_events}
