@@ -190,8 +190,9 @@ class RunChange:
             if plan.fit:
                 return (f"{who} committed PCA model {current['version'] if current else 'none'} after this run"
                         f" planned its fit of {plan.version}: only one fit can be the current model, and this run's"
-                        f" ({plan.model}) is left unused. Clear this run from plan_pca to apply the current model,"
-                        " or trigger the date again with refit_pca to fit on the whole corpus.")
+                        f" ({plan.model}) is left unused. Clear this run from plan_pca: it plans again on the current"
+                        " pointer (a refit_pca run fits the next version on the whole corpus, any other run applies"
+                        " the current model).")
             return (f"{who} moved the PCA pointer to {current['version'] if current else 'nothing'} after this run"
                     f" planned to apply {plan.version}: this run's reduced rows are in {plan.version}'s space, which"
                     " the corpus no longer uses. Clear this run from plan_pca: it runs the steps again and applies"
