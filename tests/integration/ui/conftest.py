@@ -45,7 +45,7 @@ class UiStack:
     api: AirflowApi
     s3: object
     yesterday: date
-    landed: dict[str, list[str]] = field(default_factory=dict)  # "yesterday" / "before" / "today" -> keys
+    landed: dict[str, list[str]] = field(default_factory=dict)  # "yesterday" / "before" / ... / "today" -> keys
 
 
 def _set_last_modified(key: str, when: datetime) -> None:
@@ -83,8 +83,9 @@ def aws_env(endpoint: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def ui_stack():
-    """moto S3 with three batches of real images: 8 that landed yesterday (UTC), 4 the day before and
-    4 today; then Postgres and the Airflow processes. Everything stops when the module's tests end."""
+    """moto S3 with real images uploaded while the DAG is paused: 8 that landed yesterday (UTC), 4 the
+    day before (its last second), 4 two days before, and 4 today; then Postgres and the Airflow
+    processes. Everything stops when the module's tests end."""
     import boto3
 
     require_chromium()
@@ -99,6 +100,7 @@ def ui_stack():
         landed = {
             "yesterday": _upload(s3, 2, 0, datetime.combine(yesterday, noon)),
             "before": _upload(s3, 1, 2, datetime.combine(yesterday - timedelta(days=1), time(23, 59, 59, tzinfo=UTC))),
+            "two days before": _upload(s3, 1, 4, datetime.combine(yesterday - timedelta(days=2), time(8, tzinfo=UTC))),
             "today": _upload(s3, 1, 3, None),
         }
         with running_airflow({**FRUITS_ENV, **aws}) as airflow:

@@ -16,6 +16,10 @@ from pathlib import PurePosixPath
 
 import pytest
 
+from fruits_emr import coverage
+from fruits_emr.settings import RunConfig
+from tests.support.coverage import committed_rows
+
 from .conftest import BUCKET, DAG_ID
 
 pytestmark = pytest.mark.ui
@@ -54,10 +58,11 @@ def finished(ui_stack, run_id: str) -> dict:
     return run
 
 
-def test_scheduler_runs_yesterdays_interval_with_exactly_its_images(ui_stack):
-    """Unpausing the DAG lets the scheduler create its own run for the last full day (catchup off):
-    the run takes the 8 images whose LastModified is in that day, not the 4 from the day before
-    nor the 4 of today."""
+def test_paused_days_then_the_schedulers_run_takes_every_image_once(ui_stack):
+    """Three days of uploads while the DAG is paused (issue 26 (a)); unpausing it lets the scheduler
+    create one run, for the last full day (catchup off): the run takes the 8 images of that day and
+    the 8 of the two days before, which no committed run processed, not the 4 of today (stamped after
+    its interval: the next run's); coverage then reports nothing pending."""
     api = ui_stack.api
     assert api.get(f"dags/{DAG_ID}")["is_paused"] is True
     api.patch(f"dags/{DAG_ID}", {"is_paused": False})
@@ -71,10 +76,15 @@ def test_scheduler_runs_yesterdays_interval_with_exactly_its_images(ui_stack):
     pointer = committed(ui_stack.s3, ui_stack.yesterday.isoformat())
     assert pointer["dag_run_id"] == run_id
     manifest, featurized = committed_images(ui_stack.s3, pointer)
-    expected = ui_stack.landed["yesterday"]
+    landed = ui_stack.landed
+    expected = sorted(landed["yesterday"] + landed["before"] + landed["two days before"])
     assert manifest == [f"s3://{BUCKET}/{key}" for key in expected]
     assert featurized == sorted(PurePosixPath(key).name for key in expected)
-    assert (pointer["images"], pointer["features_rows"], pointer["quarantined"]) == (8, 8, 0)
+    assert (pointer["images"], pointer["features_rows"], pointer["quarantined"]) == (16, 16, 0)
+    assert pointer["from_earlier_intervals"] == 8  # the paused days'
+    assert committed_rows(ui_stack.s3, BUCKET) == sorted(f"s3://{BUCKET}/{key}" for key in expected)  # each once
+    counts = coverage.measure(ui_stack.s3, RunConfig(bucket=BUCKET)).counts
+    assert counts == {"committed": 16, "quarantined": 0, "in_failed_attempt": 0, "pending": 0, "new": 4}
 
 
 def test_trigger_from_the_ui_form(ui_stack, browser_context, screenshots):
