@@ -102,6 +102,10 @@ bench: jobs-setup bench-setup
 	$(PY) -m bench.run_bench --sample $(BENCH_SAMPLE) --update-docs
 	$(PY) -m bench.daily_cost
 
+# the daily run's selection at 100k and 1M keys -> selection_seconds_by_keys (docs/performance.md#selection)
+bench-selection: $(STAMP)
+	$(PY) -m bench.selection
+
 soak: jobs-setup
 	$(PY) -m bench.soak --sample $(BENCH_SAMPLE) --update-docs
 

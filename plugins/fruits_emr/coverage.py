@@ -26,7 +26,7 @@ import json
 import logging
 import sys
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -61,14 +61,18 @@ def is_file_key(key: str) -> bool:
     return not key.endswith("/")
 
 
-def raw_files(s3: Any, config: RunConfig) -> dict[str, RawFile]:
-    """{URI: RawFile} of every file under the raw prefix, photos and the rest (one listing)."""
-    bucket = config.bucket
+def raw_files_of(bucket: str, objects: Iterable[Mapping[str, Any]]) -> dict[str, RawFile]:
+    """{URI: RawFile} of the files among listed objects (ListObjectsV2 "Contents" entries)."""
     return {
         f"s3://{bucket}/{obj['Key']}": RawFile(str(obj.get("ETag", "")).strip('"'), obj["LastModified"],
                                                 int(obj.get("Size", 0)))
-        for obj in list_objects(s3, bucket, key_prefix(config.raw_prefix)) if is_file_key(obj["Key"])
+        for obj in objects if is_file_key(obj["Key"])
     }
+
+
+def raw_files(s3: Any, config: RunConfig) -> dict[str, RawFile]:
+    """{URI: RawFile} of every file under the raw prefix, photos and the rest (one listing)."""
+    return raw_files_of(config.bucket, list_objects(s3, config.bucket, key_prefix(config.raw_prefix)))
 
 
 # --- what the outputs say ---------------------------------------------------------------------------
