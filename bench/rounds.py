@@ -57,3 +57,21 @@ def spread(values: list[float]) -> dict:
     """min/median/max of a figure over the rounds, and every round's value in order."""
     return {"min": min(values), "median": float(np.median(values)), "max": max(values), "runs": values}
 
+
+
+def round_figures(rounds: list[dict]) -> dict:
+    """results.json's figures of the rounds: every ratio's min/median/max (its median also top level),
+    the medians of the throughputs over the rounds, the last round's runs."""
+    last = rounds[-1]
+    ratios = {key: spread([r["ratios"][key] for r in rounds]) for key in rounds[0]["ratios"]}
+    figures: dict = {"rounds": rounds, "ratios": ratios}
+    figures.update({key: spread_of["median"] for key, spread_of in ratios.items()})  # for the docs' tables
+    figures["incremental_ratio"] = figures["incremental_over_full"]  # its name before rounds
+    for key in ("ceiling_img_s", "spark_img_s", "seed_method_img_s", *phone.PHONE_FIGURES):
+        figures[key] = spread([r[key] for r in rounds])["median"]
+    figures["phone_figures"] = {key: spread([r[key] for r in rounds]) for key in phone.PHONE_FIGURES}
+    figures["phone_runs"] = last["phone_runs"]
+    figures.update({key: last[key] for key in ("featurize_full", "featurize_1x", "featurize_incremental", "seed_method", "pca")})
+    figures["pca_spark_s"] = spread([r["pca"]["spark_seconds"] for r in rounds])["median"]
+    figures["pca_sklearn_s"] = spread([r["pca"]["sklearn_seconds"] for r in rounds])["median"]
+    return figures
