@@ -113,20 +113,24 @@ docs: $(STAMP)
 clean:
 	rm -rf out .pytest_cache bench/work
 
-# Local Airflow + Postgres + S3 (moto) stack (needs Docker with Compose v2)
+# The local Airflow + Postgres + S3 (moto) stack (docs/local-stack.md): Docker with Compose v2
 COMPOSE ?= docker compose
 DAG_ID ?= fruits_features
-CONF ?=
+# make trigger's run conf. The default processes every image in raw/: the sample lands on the day of
+# make up, and a manual run covers yesterday's images (CONF='{}' for exactly that).
+CONF ?= {"full_refresh": true}
 
 up:
-	$(COMPOSE) up -d --build
+	@bash scripts/docker_check.sh "$(COMPOSE)"
+	$(COMPOSE) up -d --build --wait
+	@echo "Airflow UI: http://$$($(COMPOSE) port airflow-apiserver 8080) (login in .env.example; make trigger starts a run)"
 
 down:
 	$(COMPOSE) down
 
 trigger:
-	$(COMPOSE) exec airflow-apiserver airflow dags unpause $(DAG_ID)
-	$(COMPOSE) exec airflow-apiserver airflow dags trigger $(DAG_ID) $(if $(CONF),--conf '$(CONF)')
+	$(COMPOSE) exec -T airflow-apiserver airflow dags unpause $(DAG_ID)
+	$(COMPOSE) exec -T airflow-apiserver airflow dags trigger $(DAG_ID) --conf '$(CONF)'
 
 logs:
 	$(COMPOSE) logs -f --tail=200

@@ -3,7 +3,8 @@
 EMR 7.10+ reads s3:// through S3A; local runs (run_local, the tests, the DAG's local compute mode)
 do the same, so the jobs' S3 code paths (binaryFile listing of keys, Hadoop reads and writes of
 reports and Parquet) run here too. The connector's jars come from `make setup`
-(scripts/fetch_s3a_jars.py, into jars/). The server comes from the environment:
+(scripts/fetch_s3a_jars.py, into jars/; FRUITS_JARS_DIR names another folder, as the compose
+stack's image does). The server comes from the environment:
 
     FRUITS_S3_ENDPOINT   e.g. http://127.0.0.1:9000 (MinIO, moto); unset = AWS S3 itself
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN   read by S3A's default chain
@@ -18,7 +19,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-JARS_DIR = Path(__file__).resolve().parent.parent / "jars"
+JARS_DIR = Path(os.environ.get("FRUITS_JARS_DIR") or Path(__file__).resolve().parent.parent / "jars")
 JAR_PREFIXES = ("hadoop-aws-", "aws-java-sdk-bundle-")
 S3A = "org.apache.hadoop.fs.s3a.S3AFileSystem"
 SSE_ALGORITHMS = ("SSE-S3", "SSE-KMS")

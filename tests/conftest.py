@@ -38,6 +38,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The wall times a test records with record_property("timings", {step: seconds}) (the compose
+    test: image builds, make up, the run), after the results; with pytest-xdist too (the reports
+    carry their properties to the controller)."""
+    for outcome in ("passed", "failed"):
+        for report in terminalreporter.getreports(outcome):
+            for name, timings in report.user_properties:
+                if name == "timings" and timings:
+                    steps = ", ".join(f"{step} {seconds:.0f} s" for step, seconds in timings.items())
+                    terminalreporter.write_line(f"timings of {report.nodeid} ({outcome}): {steps}")
+
+
 @pytest.fixture(scope="session")
 def spark():
     from local_spark.session import local_spark

@@ -123,8 +123,10 @@ def test_stage_int8_model_with_its_calibration_list(s3, tmp_path):
     featurize_args = emr_request.job_arguments(int8_config, layout.run_paths(int8_config, "2026-11-26", "a1"), "", model)["featurize"]
     assert featurize_args[featurize_args.index("--model-artifact"):][:4] == ["--model-artifact", model, "--engine", "onnxruntime-int8"]
     # a checkout without the calibration photos: one message naming the folder and the fix
+    bare = make_repo(tmp_path / "repo")
+    shutil.copy(REPO_ROOT / WEIGHTS, bare / WEIGHTS)
     with pytest.raises(ConfigError, match="no calibration images under .*data/sample"):
-        staging.stage_artifacts(s3, int8_config, make_repo(tmp_path / "repo"), None)
+        staging.stage_artifacts(s3, int8_config, bare, None)
 
 
 def test_stage_wheelhouse_once_per_hash_and_nodes_install_from_it_offline(s3, tmp_path):

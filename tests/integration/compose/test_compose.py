@@ -1,31 +1,36 @@
-"""Static checks of the local docker compose stack: docker-compose.yaml, docker/ and .env.example.
+"""Static checks of the local docker compose stack: docker-compose.yaml and .env.example (the image's
+Dockerfile: test_dockerfile.py).
 
-No Docker engine is needed. The file is read with PyYAML (which resolves the `<<` merge keys the
-way Compose does) and `${VAR:-default}` is interpolated with the file's own defaults. When a
-Compose v2 CLI is installed, one test also lets `docker compose config` validate the file.
+No Docker engine is needed (helpers in compose_file.py, fixtures in conftest.py); one test lets
+the pinned Compose (docker_engine.COMPOSE, built from source once) validate the file with `config`.
+The stack itself runs in test_stack_run.py.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
 import pytest
-import yaml
 
 from tests.support import REPO_ROOT
 
-COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
-ENV_EXAMPLE = REPO_ROOT / ".env.example"
-REQUIREMENTS = REPO_ROOT / "requirements.txt"
+from .compose_file import (
+    COMPOSE_FILE,
+    ENTRYPOINT,
+    ENV_EXAMPLE,
+    PINNED_IMAGE,
+    host_ports,
+    interpolate,
+    is_bind,
+    referenced_variables,
+    split_volume,
+)
 
 REQUIRED_SERVICES = {
     "postgres",
@@ -38,226 +43,13 @@ REQUIRED_SERVICES = {
     "airflow-triggerer",
 }
 ONE_SHOT_SERVICES = {"airflow-init", "s3-init"}
-# Repository folders the Airflow containers must see, and where (mirroring the repo layout).
-CODE_AND_DATA_MOUNTS = {
-    "./dags": "/opt/airflow/dags",
-    "./plugins": "/opt/airflow/plugins",
-    "./spark_jobs": "/opt/airflow/spark_jobs",
-    "./models": "/opt/airflow/models",
-    "./data": "/opt/airflow/data",
-}
+# Where the Airflow containers see the repository (read-only): the code, the weights, emr/, data/.
+REPO_MOUNT = "/opt/fruits"
 EXPECTED_HOST_PORTS = {"airflow-apiserver": {8080}, "s3": {9000}}
 DEPENDS_ON_CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
-# Hadoop (and the AWS SDK bundle hadoop-aws was built with) that each pyspark minor release
-# ships; extend when requirements.txt moves to another pyspark minor version.
-PYSPARK_HADOOP = {"3.5": ("3.3.4", "1.12.262")}
 # Repositories that no longer serve images: MinIO removed minio/minio and minio/mc from Docker
 # Hub (Sept 2026) and made quay.io/minio private; Bitnami's free images left Docker Hub (2025).
 GONE_REPOSITORIES = ("minio/minio", "minio/mc", "docker.io/minio/", "quay.io/minio/", "bitnami/", "docker.io/bitnami/")
-PINNED_IMAGE = re.compile(r"^[a-z0-9./_-]+(:[A-Za-z0-9._-]+)@sha256:[0-9a-f]{64}$")
-SPARK_SUPPORTED_JAVA = {"3.5": {8, 11, 17}}
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def interpolate(text: str, env: dict[str, str]) -> str:
-    """Resolve Compose-style `${VAR}`, `${VAR:-default}`, `${VAR-default}` and `$$`."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        if text.startswith("$$", i):
-            out.append("$")
-            i += 2
-        elif text.startswith("${", i):
-            depth, j = 1, i + 2
-            while depth:
-                if j >= len(text):
-                    raise ValueError(f"unclosed ${{ in {text!r}")
-                if text.startswith("${", j):
-                    depth, j = depth + 1, j + 2
-                    continue
-                if text[j] == "}":
-                    depth -= 1
-                j += 1
-            expr = text[i + 2 : j - 1]
-            name = re.match(r"[A-Za-z_][A-Za-z0-9_]*", expr)
-            if not name:
-                raise ValueError(f"bad variable in {text!r}")
-            rest = expr[name.end() :]
-            value = env.get(name.group())
-            if rest.startswith(":-"):
-                value = value if value else interpolate(rest[2:], env)
-            elif rest.startswith("-"):
-                value = value if value is not None else interpolate(rest[1:], env)
-            elif rest:
-                raise ValueError(f"unsupported interpolation {expr!r}")
-            out.append(value or "")
-            i = j
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def resolve(node: Any, env: dict[str, str]) -> Any:
-    if isinstance(node, str):
-        return interpolate(node, env)
-    if isinstance(node, list):
-        return [resolve(item, env) for item in node]
-    if isinstance(node, dict):
-        return {key: resolve(value, env) for key, value in node.items()}
-    return node
-
-
-def referenced_variables(text: str) -> set[str]:
-    return set(re.findall(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)", text))
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path.name}: line without '=': {line!r}"
-            values[key.strip()] = value.strip()
-    return values
-
-
-def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) per logical line, continuation lines joined, comments dropped."""
-    instructions, pending = [], ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        full = pending + line
-        pending = ""
-        keyword, _, args = full.partition(" ")
-        instructions.append((keyword.upper(), args.strip()))
-    return instructions
-
-
-def dockerfile_args(instructions: list[tuple[str, str]]) -> dict[str, str]:
-    args = {}
-    for keyword, rest in instructions:
-        if keyword == "ARG" and "=" in rest:
-            name, _, value = rest.partition("=")
-            args.setdefault(name.strip(), value.strip().strip('"'))
-    return args
-
-
-def pinned_version(requirements: str, package: str) -> str | None:
-    pattern = rf"^\s*{re.escape(package)}(\[[^\]]*\])?\s*==\s*([0-9][^\s;#\\]*)"
-    match = re.search(pattern, requirements, flags=re.IGNORECASE | re.MULTILINE)
-    return match.group(2) if match else None
-
-
-def split_volume(spec: str | dict) -> tuple[str, str, bool]:
-    """(source, target, read_only) of a short- or long-syntax volume entry."""
-    if isinstance(spec, dict):
-        return spec.get("source", ""), spec["target"], bool(spec.get("read_only"))
-    parts = spec.split(":")
-    if len(parts) == 1:
-        return "", parts[0], False
-    mode = parts[2] if len(parts) > 2 else ""
-    return parts[0], parts[1], "ro" in mode.split(",")
-
-
-def is_bind(source: str) -> bool:
-    return source.startswith((".", "/", "~"))
-
-
-def host_ports(service: dict) -> set[int]:
-    ports = set()
-    for spec in service.get("ports", []):
-        if isinstance(spec, dict):
-            if spec.get("published"):
-                ports.add(int(spec["published"]))
-            continue
-        parts = str(spec).split("/")[0].split(":")
-        if len(parts) >= 2:
-            ports.add(int(parts[-2]))
-    return ports
-
-
-def dockerignore_excludes(path: str, patterns: list[str]) -> bool:
-    excluded = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        pattern = pattern.lstrip("!").rstrip("/")
-        if fnmatch.fnmatch(path, pattern) or path.startswith(pattern + "/"):
-            excluded = not negate
-    return excluded
-
-
-def compose_cli() -> list[str] | None:
-    candidates = [["docker", "compose"], ["docker-compose"]]
-    for command in candidates:
-        if not shutil.which(command[0]):
-            continue
-        try:
-            done = subprocess.run(
-                [*command, "version", "--short"], capture_output=True, text=True, timeout=30
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if done.returncode == 0 and done.stdout.strip().lstrip("v").startswith("2"):
-            return command
-    return None
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def compose_text() -> str:
-    return COMPOSE_FILE.read_text()
-
-
-@pytest.fixture(scope="module")
-def compose(compose_text: str) -> dict:
-    """docker-compose.yaml with merge keys resolved and variables set to the file's defaults."""
-    return resolve(yaml.safe_load(compose_text), env={})
-
-
-@pytest.fixture(scope="module")
-def services(compose: dict) -> dict[str, dict]:
-    return compose["services"]
-
-
-@pytest.fixture(scope="module")
-def airflow_services(services: dict) -> dict[str, dict]:
-    return {name: spec for name, spec in services.items() if name.startswith("airflow-")}
-
-
-@pytest.fixture(scope="module")
-def env_example() -> dict[str, str]:
-    return read_env_file(ENV_EXAMPLE)
-
-
-@pytest.fixture(scope="module")
-def dockerfile_path(compose: dict) -> Path:
-    build = compose["x-airflow-common"]["build"]
-    return REPO_ROOT / build["context"] / build["dockerfile"]
-
-
-@pytest.fixture(scope="module")
-def instructions(dockerfile_path: Path) -> list[tuple[str, str]]:
-    return dockerfile_instructions(dockerfile_path)
-
-
-@pytest.fixture(scope="module")
-def requirements() -> str:
-    assert REQUIREMENTS.is_file(), (
-        "requirements.txt is missing at the repository root; docker/Dockerfile installs it "
-        "and these tests read the pyspark pin from it"
-    )
-    return REQUIREMENTS.read_text()
 
 
 # --------------------------------------------------------------------------- structure
@@ -274,11 +66,11 @@ def test_required_services_exist(services: dict) -> None:
 
 def test_airflow_services_share_the_common_block(compose: dict, airflow_services: dict) -> None:
     common = compose["x-airflow-common"]
-    assert {"image", "build", "environment", "volumes", "user", "depends_on"} <= set(common)
+    assert {"image", "environment", "volumes", "user", "depends_on"} <= set(common)
+    assert "build" not in common, "a build: per service builds and exports the same image once each"
     assert len(airflow_services) >= 5
     for name, spec in airflow_services.items():
         assert spec.get("image") == common["image"], name
-        assert spec.get("build") == common["build"], name
         assert spec.get("volumes") == common["volumes"], name
         for key, value in common["environment"].items():
             assert spec["environment"].get(key) == value, f"{name}: {key} differs from x-airflow-common"
@@ -311,7 +103,9 @@ def test_airflow_runs_local_executor_against_postgres_and_the_api_server(
     assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("SimpleAuthManager")
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
     assert env["FRUITS_COMPUTE_MODE"] == "local"
-    assert "airflow db migrate" in json.dumps(services["airflow-init"]["command"])
+    assert services["airflow-init"]["command"] == "init"
+    init = ENTRYPOINT.read_text().split("\ninit() {", 1)[1].split("\n}\n", 1)[0]
+    assert "check_resources" in init and "airflow db migrate" in init
 
 
 def test_bind_mounted_paths_exist_in_the_repo(services: dict) -> None:
@@ -336,12 +130,23 @@ def test_named_volumes_are_declared(compose: dict, services: dict) -> None:
     assert used <= declared, f"undeclared named volumes: {sorted(used - declared)}"
 
 
-def test_code_and_data_are_mounted_read_only(compose: dict) -> None:
-    mounts = {split_volume(v)[0]: split_volume(v) for v in compose["x-airflow-common"]["volumes"]}
-    for source, target in CODE_AND_DATA_MOUNTS.items():
-        assert source in mounts, f"x-airflow-common does not mount {source}"
-        assert mounts[source][1:] == (target, True), f"{source} should be {target}:ro"
-    assert "/opt/airflow/logs" in {split_volume(v)[1] for v in compose["x-airflow-common"]["volumes"]}
+def test_the_repository_is_mounted_read_only_and_is_the_code(compose: dict, services: dict) -> None:
+    """One mount, the checkout: every top-level package (pyproject's, and any added later), the
+    DAG and plugin folders, the weights and emr/ are the host's, with no list to keep in step."""
+    volumes = [split_volume(v) for v in compose["x-airflow-common"]["volumes"]]
+    binds = [(source, target, read_only) for source, target, read_only in volumes if is_bind(source)]
+    assert binds == [(".", REPO_MOUNT, True)], "the Airflow containers mount the repository root, read-only, only"
+    assert "/opt/airflow/logs" in {target for _, target, _ in volumes}
+    env = compose["x-airflow-common"]["environment"]
+    assert (env["FRUITS_REPO_ROOT"], env["PYTHONPATH"]) == (REPO_MOUNT, REPO_MOUNT)
+    assert (env["AIRFLOW__CORE__DAGS_FOLDER"], env["AIRFLOW__CORE__PLUGINS_FOLDER"]) == (
+        f"{REPO_MOUNT}/dags", f"{REPO_MOUNT}/plugins")
+    weights = REPO_ROOT / env["FRUITS_WEIGHTS"]
+    assert weights.is_file(), f"FRUITS_WEIGHTS {env['FRUITS_WEIGHTS']} is not in the repository"
+    for name, spec in services.items():  # no host path outside the repository
+        for source, _, _ in (split_volume(v) for v in spec.get("volumes", [])):
+            if is_bind(source):
+                assert (REPO_ROOT / source).resolve().is_relative_to(REPO_ROOT), f"{name}: {source}"
 
 
 def test_s3_init_uploads_the_sample_to_the_bucket(services: dict, env_example: dict) -> None:
@@ -405,12 +210,12 @@ def test_s3_init_script_fails_clearly_without_images(tmp_path: Path) -> None:
 def test_every_image_is_pinned_by_tag_and_digest_and_served(services: dict) -> None:
     """Pulled images carry tag@sha256 (a moved tag cannot change them) and come from no
     repository known to be gone; the Airflow image is built here (docker/Dockerfile)."""
-    pulled = {name: spec["image"] for name, spec in services.items() if "build" not in spec}
+    built = {spec["image"] for spec in services.values() if "build" in spec}
+    pulled = {name: spec["image"] for name, spec in services.items() if spec["image"] not in built}
     assert pulled, "no pulled images found"
     for name, image in pulled.items():
         assert PINNED_IMAGE.match(image), f"{name}: {image} is not pinned as name:tag@sha256:<digest>"
         assert not image.startswith(GONE_REPOSITORIES), f"{name}: {image} comes from a repository that is gone"
-    built = {spec["image"] for spec in services.values() if "build" in spec}
     assert all(image.split(":")[0] == "fruits-airflow" or "${" in image for image in built), built
 
 
@@ -475,112 +280,6 @@ def test_depends_on_targets_exist_with_usable_conditions(services: dict) -> None
         visit(name, ())
 
 
-# --------------------------------------------------------------------------- Dockerfile
-
-
-def test_build_context_and_copied_files_exist(compose: dict, dockerfile_path: Path, instructions: list) -> None:
-    context = REPO_ROOT / compose["x-airflow-common"]["build"]["context"]
-    assert dockerfile_path.is_file()
-    ignore_file = dockerfile_path.with_name(dockerfile_path.name + ".dockerignore")
-    patterns = [
-        line.strip()
-        for line in ignore_file.read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
-    assert patterns[0] == "*", "the build context is the repo root: keep the ignore file an allow-list"
-    copies = [rest.split() for keyword, rest in instructions if keyword == "COPY"]
-    assert copies
-    for words in copies:
-        sources = [w for w in words if not w.startswith("--")][:-1]
-        for source in sources:
-            assert (context / source).exists(), f"COPY source {source} does not exist"
-            assert not dockerignore_excludes(source.rstrip("/"), patterns), f"{source} is excluded by {ignore_file.name}"
-
-
-def test_dockerfile_builds_on_the_airflow_image(instructions: list, requirements: str) -> None:
-    args = dockerfile_args(instructions)
-    base = next(rest for keyword, rest in instructions if keyword == "FROM")
-    base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base)
-    assert re.fullmatch(r"apache/airflow:\d+\.\d+\.\d+-python3\.\d+", base), base
-    assert base == f"apache/airflow:{args['AIRFLOW_VERSION']}-python{args['PYTHON_VERSION']}"
-    airflow_pin = pinned_version(requirements, "apache-airflow")
-    if airflow_pin is not None:
-        assert airflow_pin == args["AIRFLOW_VERSION"], "requirements.txt and docker/Dockerfile pin different Airflow"
-
-
-def _user_per_run(instructions: list) -> list[tuple[str, str]]:
-    user, runs = "airflow", []
-    for keyword, rest in instructions:
-        if keyword == "USER":
-            user = rest
-        elif keyword == "RUN":
-            runs.append((user, rest))
-    return runs
-
-
-def test_dockerfile_installs_java_for_spark(instructions: list, requirements: str) -> None:
-    runs = _user_per_run(instructions)
-    java = [(user, cmd) for user, cmd in runs if re.search(r"apt-get install .*openjdk-\d+-jre-headless", cmd)]
-    assert java, "no apt-get install of an openjdk JRE"
-    user, command = java[0]
-    assert user == "root"
-    java_major = int(re.search(r"openjdk-(\d+)-jre-headless", command).group(1))
-    pyspark = pinned_version(requirements, "pyspark")
-    assert pyspark, "requirements.txt does not pin pyspark==X.Y.Z"
-    supported = SPARK_SUPPORTED_JAVA.get(".".join(pyspark.split(".")[:2]))
-    assert supported, f"no known Java versions for pyspark {pyspark}: extend SPARK_SUPPORTED_JAVA"
-    assert java_major in supported, f"Java {java_major} is not supported by pyspark {pyspark}"
-    envs = " ".join(rest for keyword, rest in instructions if keyword == "ENV")
-    assert re.search(r"JAVA_HOME=\S+", envs)
-
-
-def test_dockerfile_installs_requirements_as_airflow_user(instructions: list) -> None:
-    installs = [(user, cmd) for user, cmd in _user_per_run(instructions) if "-r /tmp/requirements.txt" in cmd]
-    assert installs, "requirements.txt is never pip-installed"
-    assert all(user == "airflow" for user, _ in installs)
-    assert all('"apache-airflow==${AIRFLOW_VERSION}"' in cmd for _, cmd in installs)
-    assert all("-c /tmp/constraints.txt" in cmd for _, cmd in installs), "install without constraints.txt"
-
-
-def test_image_python_matches_the_resolved_constraints(instructions: list) -> None:
-    header = (REPO_ROOT / "constraints.txt").read_text().splitlines()[0]
-    python = re.search(r"Python (3\.\d+)", header)
-    assert python, f"constraints.txt does not say which Python it was resolved for: {header!r}"
-    assert dockerfile_args(instructions)["PYTHON_VERSION"] == python.group(1)
-
-
-def _fetch_script():
-    from scripts import fetch_s3a_jars
-
-    return fetch_s3a_jars
-
-
-def test_hadoop_aws_matches_the_pinned_pyspark(instructions: list, requirements: str) -> None:
-    pyspark = pinned_version(requirements, "pyspark")
-    assert pyspark, "requirements.txt does not pin pyspark==X.Y.Z"
-    minor = ".".join(pyspark.split(".")[:2])
-    assert minor in PYSPARK_HADOOP, f"no known Hadoop version for pyspark {pyspark}: extend PYSPARK_HADOOP"
-    hadoop, sdk = PYSPARK_HADOOP[minor]
-    fetch = _fetch_script()
-    versions = {artifact: version for _, artifact, version, _ in fetch.JARS}
-    assert (fetch.HADOOP_VERSION, versions["hadoop-aws"], versions["aws-java-sdk-bundle"]) == (hadoop, hadoop, sdk)
-    assert all(re.fullmatch(r"[0-9a-f]{64}", sha256) for *_, sha256 in fetch.JARS)
-    runs = [cmd for _, cmd in _user_per_run(instructions)]
-    jars = next((i for i, cmd in enumerate(runs) if "fetch_s3a_jars.py" in cmd), None)
-    install = next(i for i, cmd in enumerate(runs) if "requirements.txt" in cmd)
-    assert jars is not None, "the Dockerfile never runs scripts/fetch_s3a_jars.py"
-    assert jars > install, "jars must be fetched after pip installed pyspark"
-    assert "--dest /opt/airflow/jars" in runs[jars]  # spark_jobs/s3a.py's JARS_DIR under FRUITS_REPO_ROOT
-
-
-def test_hadoop_version_matches_installed_pyspark_jars(requirements: str) -> None:
-    pyspark = pytest.importorskip("pyspark")
-    if pyspark.__version__ != pinned_version(requirements, "pyspark"):
-        pytest.skip(f"installed pyspark {pyspark.__version__} is not the pinned one")
-    fetch = _fetch_script()
-    assert fetch.pyspark_hadoop_version() == fetch.HADOOP_VERSION
-
-
 # --------------------------------------------------------------------------- settings
 
 
@@ -618,7 +317,7 @@ def test_env_example_credentials_are_labelled_dev_only() -> None:
 def test_aws_connection_and_spark_point_at_the_s3_service(
     source: str, compose: dict, services: dict, env_example: dict
 ) -> None:
-    """boto3 (the DAG's connection) and Spark (S3A, spark_jobs/s3a.py) use the same server and keys."""
+    """boto3 (the DAG's connection) and Spark (S3A, local_spark/s3a.py) use the same server and keys."""
     connection_module = pytest.importorskip("airflow.models.connection")
     from local_spark.s3a import s3a_conf
 
@@ -642,9 +341,16 @@ def test_aws_connection_and_spark_point_at_the_s3_service(
 
 
 def test_docker_compose_config_accepts_the_file(compose: dict, airflow_services: dict) -> None:
-    cli = compose_cli()
-    if cli is None:
-        pytest.skip("no Docker Compose v2 CLI (docker compose / docker-compose) installed")
+    """The pinned Compose (standalone, no engine needed) accepts the file and the stand-ins' override,
+    and resolves the environment the YAML anchors say."""
+    from .docker_engine import COMPOSE, DockerUnavailable, cli_plugin
+
+    try:
+        cli = [str(cli_plugin(COMPOSE))]
+    except DockerUnavailable as error:
+        if os.geteuid() == 0 and Path("/etc/debian_version").is_file():
+            raise
+        pytest.skip(str(error))
     variables = referenced_variables(COMPOSE_FILE.read_text())
     env = {k: v for k, v in os.environ.items() if k not in variables and not k.startswith("COMPOSE_")}
     base = [*cli, "--project-directory", str(REPO_ROOT), "-f", str(COMPOSE_FILE), "--env-file", str(ENV_EXAMPLE)]
@@ -660,3 +366,17 @@ def test_docker_compose_config_accepts_the_file(compose: dict, airflow_services:
         assert resolved[name]["environment"] == {
             key: str(value) for key, value in airflow_services[name]["environment"].items()
         }, f"{name}: compose resolves a different environment than the YAML anchors say"
+    # the compose test's override (the only place the stand-ins enter) merges into the same stack
+    override = Path(__file__).resolve().parent / "standins.compose.yaml"
+    standins = {"FRUITS_STANDIN_PYTHON": "standin/python:x", "FRUITS_STANDIN_POSTGRES": "standin/postgres:x",
+                "FRUITS_STANDIN_MOTO": "standin/moto:x"}
+    merged = subprocess.run([*base, "-f", str(override), "config", "--format", "json"], env={**env, **standins},
+                            capture_output=True, text=True, timeout=120)
+    assert merged.returncode == 0, merged.stderr
+    merged_services = json.loads(merged.stdout)["services"]
+    assert merged_services["airflow-init"]["build"]["args"] == {"PYTHON_IMAGE": "standin/python:x"}
+    assert merged_services["airflow-init"]["build"]["dockerfile"] == "docker/Dockerfile"
+    assert {name: merged_services[name]["image"] for name in ("postgres", "s3", "s3-init")} == {
+        "postgres": "standin/postgres:x", "s3": "standin/moto:x", "s3-init": "standin/moto:x"}
+    assert {k: v for k, v in merged_services.items() if k not in ("postgres", "s3", "s3-init", "airflow-init")} == {
+        k: v for k, v in resolved.items() if k not in ("postgres", "s3", "s3-init", "airflow-init")}

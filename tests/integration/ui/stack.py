@@ -198,6 +198,11 @@ class AirflowApi:
         response.raise_for_status()
         return response.json()
 
+    def post(self, path: str, body: dict) -> dict:
+        response = self.session.post(f"{self.url}/api/v2/{path}", json=body, timeout=30)
+        response.raise_for_status()
+        return response.json()
+
     def wait_for(self, find, timeout: float):
         """Poll find() every 2 s until it returns something truthy; fail after timeout seconds."""
         deadline = time.monotonic() + timeout
