@@ -89,7 +89,7 @@ TEST_WORKERS ?= 3
 FAST_LANE := not (spark or tensorflow or airflow or ui or compose)
 
 test: setup bench-setup check-java lint
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
 # The pure and unit tests only (docs/testing.md): minutes, not the whole suite's quarter hour
 test-fast: $(STAMP) jars iam-simulator lint

@@ -1,5 +1,5 @@
 """What a run's cluster costs: instance-hours x (EMR fee + EC2 price), from the price table in
-prices.json (beside this module, shared with bench/run_bench.py) or the Variable fruits_emr_prices;
+prices.json (beside this module, shared with bench/cost_per_100k.py) or the Variable fruits_emr_prices;
 and the cost model of a daily run (docs/cost.md): a transient cluster's fixed overhead, the
 cluster shape a day's image count calls for, and usd_per_daily_run for bench/results.json."""
 

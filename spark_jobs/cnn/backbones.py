@@ -105,6 +105,15 @@ def build_model(spec: ModelSpec, load_weights: bool = True):
             f"cannot build {spec.backbone} (alpha={spec.alpha}, image size {spec.image_size},"
             f" weights {spec.weights!r}): {exc}{hint}"
         ) from None
+    except Exception as exc:  # Keras raises a bare Exception when it cannot download named weights
+        if weights != "imagenet" or "URL fetch failure" not in str(exc):
+            raise
+        raise ModelConfigError(
+            f"weights 'imagenet' for {spec.backbone} (alpha={spec.alpha}) must be downloaded by Keras and the"
+            f" download failed ({exc.__cause__ or exc}); use a local weights file (--weights"
+            " models/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5 --alpha 0.35 is bundled)"
+            " or put Keras' file in ~/.keras/models/"
+        ) from None
     pixels = keras.Input(shape=(spec.image_size, spec.image_size, 3), name="pixels")
     scaled = keras.layers.Lambda(preprocess_input, name="preprocess")(pixels)
     model = keras.Model(pixels, backbone(scaled), name=f"{spec.backbone}_features")

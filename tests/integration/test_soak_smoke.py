@@ -46,21 +46,23 @@ def test_smoke_run_reconciles_and_quarantines_exactly_the_planted_files(smoke):
 
 
 def test_reconcile_reports_counts_that_disagree(smoke):
-    from bench import soak as soak_module
+    from bench.sample_images import BUNDLED_IMAGES, sample_files
+    from bench.soak_checks import reconcile
+    from bench.soak_inputs import plant_broken_files
 
     _, _, work = smoke
     output = work / "out-full"
     report = json.loads((output / "report.json").read_text())
-    planted = soak_module.plant_broken_files(work / "images-12x2" / "broken", soak_module.sample_files(soak_module.BUNDLED_IMAGES, 3))
-    assert len(planted) == 5 and soak_module.reconcile(report, output, 29, 24, planted) == []
+    planted = plant_broken_files(work / "images-12x2" / "broken", sample_files(BUNDLED_IMAGES, 3))
+    assert len(planted) == 5 and reconcile(report, output, 29, 24, planted) == []
     fewer = dict(list(planted.items())[:4])
-    problems = soak_module.reconcile(report, output, 30, 25, fewer)
+    problems = reconcile(report, output, 30, 25, fewer)
     assert any("images_seen 29 != 30 expected" in p for p in problems)
     assert any("features_rows 24 != 25 good images" in p for p in problems)
     assert any("quarantined 5 != 4 planted" in p for p in problems)
     assert any("quarantine differs from the planted files" in p for p in problems)
     wrong_reason = {**planted, next(iter(planted)): "decompression bomb"}
-    assert [p for p in soak_module.reconcile(report, output, 29, 24, wrong_reason) if "expected 'decompression bomb'" in p]
+    assert [p for p in reconcile(report, output, 29, 24, wrong_reason) if "expected 'decompression bomb'" in p]
 
 
 def test_a_failed_run_fails_the_soak_with_its_log(tmp_path):

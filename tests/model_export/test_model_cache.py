@@ -97,3 +97,19 @@ def test_settings_the_exporter_rejects_fail_with_its_message(tmp_path, monkeypat
     with pytest.raises(model_cache.ModelExportRefused, match="--alpha applies to mobilenet_v2 only"):
         model_cache.exported_model(ExportSettings(model="vgg16", alpha=0.5, image_size=96, weights="random"))
     assert [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []  # nothing half-written left
+
+
+@pytest.mark.tensorflow  # builds the backbone, whose weights Keras then fails to download
+def test_named_weights_keras_cannot_download_fail_with_the_fix(tmp_path, monkeypatch):
+    """weights=imagenet with no route to Keras' download (a proxy nothing listens on, whatever this
+    machine's network): the exporter's message names the failed download and the bundled weights,
+    and `make run`'s runner prints it as one error, not Keras' traceback."""
+    monkeypatch.setenv(model_cache.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))  # no cached download either
+    for variable in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(variable, "http://127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(model_cache.ModelExportRefused, match="must be downloaded by Keras.*bundled") as refused:
+        model_cache.exported_model(ExportSettings(model="mobilenet_v2", alpha=1.0, image_size=96, weights="imagenet"))
+    assert "Traceback" not in str(refused.value)
