@@ -104,12 +104,12 @@ bench: jobs-setup bench-setup
 
 # the daily run's selection at 100k and 1M keys -> selection_seconds_by_keys (docs/performance.md#selection)
 bench-selection: $(STAMP)
-	$(PY) -m bench.selection
+	$(PY) -m bench.selection_scaling
 
 soak: jobs-setup
 	$(PY) -m bench.soak --sample $(BENCH_SAMPLE) --update-docs
 
-# What is not covered yet (docs/dag.md#coverage): the images under raw/ by state against the committed
+# What is not covered yet (docs/dag.md#selection-commits-and-coverage): the images under raw/ by state against the committed
 # outputs. make coverage BUCKET=acme-fruits [S3_ENDPOINT=http://localhost:5000] [COVERAGE_ARGS="--check"]
 BUCKET ?=
 S3_ENDPOINT ?=

@@ -260,7 +260,8 @@ def partition_snapshot(s3, tmp_path: Path, run_date: str) -> dict:
 def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_images, driver, tmp_path, task_log):
     """(1) a run commits its outputs; (2) a re-run whose pca step fails after featurize wrote part of
     its outputs changes nothing readers see; (3) the next re-run completes cleanly with the same
-    outputs, no duplicates, and the failed attempt's files gone."""
+    outputs, no duplicates; the failed attempt stays, read by nobody (a commit never deletes another
+    run's attempt: it may still be writing)."""
     logical_date, n_images = raw_images
     run_date = (logical_date - timedelta(days=1)).date().isoformat()
     emr_driver = driver()
@@ -309,7 +310,7 @@ def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_i
     assert committed(s3, run_date)["attempt"] == first_attempt  # readers still see the first run, whole
     assert partition_snapshot(s3, tmp_path, run_date) == first
 
-    # (3) the re-run after the failure: a new attempt, committed; the failed one deleted
+    # (3) the re-run after the failure: a new attempt, committed; the failed one named by no pointer
     failing.stop()
     emr_driver = driver()
     rerun, states = run_dag(CONF, logical_date)
@@ -319,7 +320,9 @@ def test_success_failed_rerun_then_clean_rerun(airflow_db, s3, emr_client, raw_i
     assert third == first  # same features, same counts, no duplicates
     latest = committed(s3, run_date)["attempt"]
     assert latest not in (first_attempt, failed_attempt)
-    assert attempts(s3, run_date) == sorted([first_attempt, latest])  # previous commit kept for readers mid-way
+    # the previous commit kept for readers mid-way; the failed run's attempt is another run's: kept, unread
+    assert attempts(s3, run_date) == sorted([first_attempt, failed_attempt, latest])
+    assert failed_attempt not in json.dumps(pca_pointer(s3))
     assert [c["Status"]["State"] for c in clusters(emr_client)] == ["TERMINATED"] * 3
 
 
@@ -353,7 +356,8 @@ def test_no_new_images_no_cluster(airflow_db, s3, emr_client, raw_images, task_l
     assert {states[t] for t in ("emr_request", "create_cluster", "add_steps", "watch_featurize", "watch_pca",
                                 "terminate_cluster", "validate_outputs")} == {"skipped"}
     assert emr_client.list_clusters()["Clusters"] == []
-    assert "LastModified in [2024-03-01 00:00:00+00:00, 2024-03-02 00:00:00+00:00): no cluster" in task_log()
+    assert ("every image not processed yet stamped before 2024-03-02 00:00:00+00:00 (interval [2024-03-01"
+            " 00:00:00+00:00, 2024-03-02 00:00:00+00:00)): no cluster") in task_log()
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix="features/").get("KeyCount", 0) == 0
 
 
@@ -614,7 +618,7 @@ def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
     assert v2["corpus"] == {day1.date().isoformat(): v2["model"] + "/corpus/part-00000",
                             day2.date().isoformat(): run3["output"] + "/pca"}
     assert commits.reduced_corpus(s3, settings.RunConfig(bucket=BUCKET)) == {
-        "version": "v0002", "model": v2["model"], "k": report3["k"], "parts": v2["corpus"]}
+        "version": "v0002", "model": v2["model"], "k": report3["k"], "parts": v2["corpus"], "retired": {}}
     reprojected = by_name(read_parquet(s3, v2["corpus"][day1.date().isoformat()], tmp_path))
     assert set(reprojected) == set(day1_rows) and {r["pca_model"] for r in reprojected.values()} == {"v0002"}
     assert {len(r["pca"]) for r in reprojected.values()} == {report3["k"]}

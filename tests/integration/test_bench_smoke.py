@@ -119,3 +119,20 @@ def test_rounds_combine_into_min_median_max_and_keep_the_last_rounds_runs():
                                                        "runs": [300.0, 100.0, 200.0]}
     assert (figures["pca_spark_s"], figures["pca_sklearn_s"]) == (2, 4)
     assert figures["phone_runs"] == figures["featurize_full"] == figures["seed_method"] == {"round": 2}  # the last
+
+
+def test_selection_bench_takes_the_last_day_only_in_both_measurements(tmp_path):
+    """bench.selection_scaling on 3,650 keys (10 a day over a year, every day committed but the
+    last): the generated listing and the whole selection against moto take the same 10 images."""
+    results_path = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.selection_scaling", "--keys", "3650", "--moto-keys", "3650", "--rounds", "1",
+         "--results", str(results_path)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    figures = json.loads(results_path.read_text())["selection_seconds_by_keys"]["3650"]
+    assert figures["generated"]["taken"] == figures["moto"]["taken"] == 10
+    assert figures["generated"]["ledger_gets"] == figures["moto"]["ledger_gets"] == 365  # 364 dates + the pointer
+    assert figures["generated"]["list_requests"] == 4
+    assert set(figures["moto"]["seconds_spread"]) == {"min", "median", "max"}

@@ -1,7 +1,7 @@
 """What the daily run's selection costs as the bucket grows: `selection_seconds_by_keys` in
 bench/results.json (docs/performance.md#selection).
 
-    python -m bench.selection [--keys 100000 1000000] [--moto-keys 100000] [--rounds 3]    # make bench-selection
+    python -m bench.selection_scaling [--keys 100000 1000000] [--moto-keys 100000] [--rounds 5]    # make bench-selection
 
 The selection (fruits_emr.selection.find_new_images, a scheduled run) is: one listing of the raw
 prefix (ListObjectsV2, 1,000 keys a page), one GET of the PCA pointer and one of each committed run
@@ -124,8 +124,13 @@ def moto_round(keys: int) -> dict[str, Any]:
 
 
 def medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each part's median over the rounds, and min/median/max of the whole selection's seconds."""
+    whole = [r["seconds"] for r in rounds]
     return {name: (round(statistics.median(r[name] for r in rounds), 3) if isinstance(value, float) else value)
-            for name, value in rounds[0].items()} | {"rounds": len(rounds)}
+            for name, value in rounds[0].items()} | {
+        "rounds": len(rounds),
+        "seconds_spread": {"min": round(min(whole), 3), "median": round(statistics.median(whole), 3),
+                           "max": round(max(whole), 3)}}
 
 
 def measure(keys: list[int], moto_keys: list[int], rounds: int) -> dict[str, Any]:
@@ -136,16 +141,16 @@ def measure(keys: list[int], moto_keys: list[int], rounds: int) -> dict[str, Any
         del objects
         print(f"{count} keys, generated listing: {figures[str(count)]['generated']}", flush=True)
     for count in moto_keys:
-        figures.setdefault(str(count), {})["moto"] = medians([moto_round(count) for _ in range(max(1, rounds // 3))])
+        figures.setdefault(str(count), {})["moto"] = medians([moto_round(count) for _ in range(max(1, rounds // 5))])
         print(f"{count} keys, in-process moto: {figures[str(count)]['moto']}", flush=True)
     return figures
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.selection", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.selection_scaling", description=__doc__.split("\n\n")[0])
     parser.add_argument("--keys", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--moto-keys", type=int, nargs="*", default=[100_000])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--results", default=str(REPO_ROOT / "bench" / "results.json"))
     args = parser.parse_args(argv)
     figures = measure(args.keys, args.moto_keys, args.rounds)
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         **figures, "date": datetime.now(UTC).date().isoformat(),
         "machine": f"{platform.machine()}, {platform.system()}, Python {platform.python_version()}",
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        "note": "seconds: median of rounds. generated = the selection's code over a generated listing and a year"
+        "note": "seconds: median of rounds (seconds_spread: min/median/max). generated = the selection's code over a generated listing and a year"
                 " of committed days (requests counted, not timed); moto = the whole selection against in-process"
                 " moto (its listing scans every key per page: not S3's time). A shared machine: other suites ran.",
     }
