@@ -74,7 +74,11 @@ def featurize(s3, output: str, manifest: str) -> None:
         if not has_image_extension(uri):
             ignored.append(uri)  # not a photo by name: featurize lists it and makes no row
             continue
-        body = s3.get_object(Bucket=split_s3_uri(uri)[0], Key=split_s3_uri(uri)[1])["Body"].read()
+        try:
+            body = s3.get_object(Bucket=split_s3_uri(uri)[0], Key=split_s3_uri(uri)[1])["Body"].read()
+        except s3.exceptions.NoSuchKey:  # deleted since the selection: the real job's reason (image_listing.py)
+            quarantine.append({"path": uri, "label": _label(uri), "reason": "listed in the manifest but not found"})
+            continue
         if body.startswith(BROKEN):
             quarantine.append({"path": uri, "label": _label(uri), "reason": "not an image"})
         else:
