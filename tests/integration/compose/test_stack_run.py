@@ -6,10 +6,11 @@ reachable in CI) and the project's image built from docker/Dockerfile, unchanged
 
 1. `docker compose build` (timed), then `make up` (`up -d --build --wait`): every long-running
    service healthy, the one-shot services exited 0, the 40 sample images seeded into the S3 server;
-2. a run triggered through the REST API, in local compute mode: it succeeds, its outputs are
+2. `make trigger CONF='{}'`: the run it queues succeeds without Spark (yesterday's interval, and
+   the sample landed today: nothing stamped before the interval's end);
+3. a run triggered through the REST API, in local compute mode: it succeeds, its outputs are
    committed in the S3 server and the counts reconcile with the sample;
-3. the UI in Chromium: the run's page shows it succeeded, and the trigger form loads;
-4. `make trigger CONF='{}'`: the run it queues succeeds (yesterday's interval: no images, no Spark);
+4. the UI in Chromium: the run's page shows it succeeded, and the trigger form loads;
 5. `make down`, then `make up`: the metadata DB still has the runs; the S3 server (moto, in memory)
    is seeded again and holds no outputs (docs/local-stack.md#what-survives-make-down).
 
@@ -155,9 +156,17 @@ def _run_the_stack(stack: ComposeStack) -> None:
     stack.timed("make up (start until healthy)", stack.make, "up")
     _check_up(stack)
 
-    # 2. a run through the REST API, as the UI's trigger does: every image in raw/ (make trigger's default)
+    # 2. make trigger: the CLI in the api-server container unpauses the DAG and queues a run of
+    # yesterday's interval: the sample landed today, so nothing is stamped before its end
     api = stack.api()
-    api.patch(f"dags/{DAG_ID}", {"is_paused": False})
+    stack.make("trigger", "CONF={}")
+    queued = api.wait_for(lambda: [r["dag_run_id"] for r in api.get(f"dags/{DAG_ID}/dagRuns")["dag_runs"]
+                                   if r["run_type"] == "manual"], 120)  # unpausing also schedules yesterday's run
+    assert len(queued) == 1, queued
+    triggered = _wait_for_run(stack, api, queued[0])
+    assert triggered["tasks"]["find_new_images"] == "success" and triggered["tasks"]["run_steps_locally"] == "skipped"
+
+    # 3. a run through the REST API, as the UI's trigger does: every image in raw/ (make trigger's default)
     run_id = api.post(f"dags/{DAG_ID}/dagRuns", {"logical_date": None, "conf": {"full_refresh": True}})["dag_run_id"]
     run = stack.timed("run (trigger to success)", _wait_for_run, stack, api, run_id)
     assert run["tasks"]["run_steps_locally"] == "success" and run["tasks"]["commit_outputs"] == "success", run["tasks"]
@@ -170,17 +179,8 @@ def _run_the_stack(stack: ComposeStack) -> None:
     assert (pointer["images"], pointer["features_rows"], pointer["quarantined"]) == (len(SAMPLE_KEYS),) * 2 + (0,)
     assert _feature_names(s3, attempt) == sorted(PurePosixPath(key).name for key in SAMPLE_KEYS)
 
-    # 3. the UI
+    # 4. the UI
     stack.timed("UI in Chromium", _ui_after_the_run, stack, run_id)
-
-    # 4. make trigger: the CLI in the api-server container queues a run of yesterday's interval
-    before = {r["dag_run_id"] for r in api.get(f"dags/{DAG_ID}/dagRuns")["dag_runs"]}
-    stack.make("trigger", "CONF={}")
-    queued = api.wait_for(lambda: [r["dag_run_id"] for r in api.get(f"dags/{DAG_ID}/dagRuns")["dag_runs"]
-                                   if r["dag_run_id"] not in before], 120)
-    assert len(queued) == 1, queued
-    triggered = _wait_for_run(stack, api, queued[0])
-    assert triggered["tasks"]["find_new_images"] == "success" and triggered["tasks"]["run_steps_locally"] == "skipped"
 
     # 5. make down keeps the volumes: the metadata DB survives, the in-memory S3 server is seeded anew
     runs = {r["dag_run_id"]: r["state"] for r in api.get(f"dags/{DAG_ID}/dagRuns")["dag_runs"]}
