@@ -31,12 +31,21 @@ INT8 = "onnxruntime-int8"
 COSINE_FLOOR = 0.99
 
 
+_EXPORTED: dict[str, Path] = {}  # this process's exports: the fixture may be set up more than once
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """The fp32 model and the int8 model exported twice: once by the machine's model cache (a child
     process, shared with the int8 bench and the staging test), once here (the exporter's own names
-    differ from one export to the next in a process: the bytes must not)."""
-    root = tmp_path_factory.mktemp("models")
+    differ from one export to the next in a process: the bytes must not). Made once per process: in
+    `make test` this module fixture was set up three times (about 5 minutes each)."""
+    if "root" not in _EXPORTED:
+        _EXPORTED["root"] = export_all(tmp_path_factory.mktemp("models"))
+    return _EXPORTED["root"]
+
+
+def export_all(root: Path) -> Path:
     settings = ExportSettings(model="mobilenet_v2", alpha=0.35, image_size=224, weights=str(WEIGHTS))
     for name, model in (("fp32", exported_model(settings)), ("a", exported_model(replace(settings, engine=INT8)))):
         (root / name).mkdir()
