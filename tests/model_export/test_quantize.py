@@ -38,8 +38,9 @@ _EXPORTED: dict[str, Path] = {}  # this process's exports: the fixture may be se
 def exported(tmp_path_factory):
     """The fp32 model and the int8 model exported twice: once by the machine's model cache (a child
     process, shared with the int8 bench and the staging test), once here (the exporter's own names
-    differ from one export to the next in a process: the bytes must not). Made once per process: in
-    `make test` this module fixture was set up three times (about 5 minutes each)."""
+    differ from one export to the next in a process: the bytes must not). Made once per process:
+    pytest-xdist may interleave this module's tests with other modules' in one worker, which tears a
+    module fixture down between them (docs/testing.md)."""
     if "root" not in _EXPORTED:
         _EXPORTED["root"] = export_all(tmp_path_factory.mktemp("models"))
     return _EXPORTED["root"]
