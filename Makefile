@@ -93,7 +93,7 @@ test: setup bench-setup check-java lint
 
 # The pure and unit tests only (docs/testing.md): about two minutes, not the whole suite's twenty-odd minutes
 test-fast: $(STAMP) jars iam-simulator lint
-	$(PY) -m pytest -q -n 2 -m "$(FAST_LANE)"
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "$(FAST_LANE)"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

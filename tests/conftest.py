@@ -29,9 +29,9 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(MARKED_BY_FIXTURE[fixture])
         if item.get_closest_marker("ui"):
             item.add_marker("airflow")
-        # Tests sharing a module-scoped fixture (one stack, one featurize run, one export) are meant to
-        # run in one xdist worker, in file order, so the fixture is made once. Measured 2026-12-03:
-        # the group does not reach xdist's node ids and they still spread (docs/testing.md).
+        # Tests sharing a module-scoped fixture (one stack, one featurize run, one export) run in one
+        # xdist worker, in file order, so the fixture is made once (needs pytest 9.1, see
+        # requirements.txt; tests/test_suite_grouping.py fails if the group stops reaching xdist).
         scopes = {definition.scope for definitions in item._fixtureinfo.name2fixturedefs.values()
                   for definition in definitions}
         if "module" in scopes or "class" in scopes:
