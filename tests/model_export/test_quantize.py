@@ -92,6 +92,23 @@ def test_int8_features_have_the_fp32_shape_and_direction(exported):
     assert not np.array_equal(fp32, int8)  # really another model
 
 
+def test_convolution_weights_are_stored_unsigned_around_128(exported):
+    """unsigned_weights on the real model: every convolution's int8 weights as uint8, zero point
+    128, inside the symmetric grid 1..255 (so the features match on CPUs without VNNI)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(exported / "a" / "model.onnx"))
+    stored = {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    weights = [node for node in model.graph.node
+               if node.op_type == "DequantizeLinear" and stored.get(node.input[0], np.zeros(0)).ndim == 4]
+    assert len(weights) == 52  # the 52 QLinearConv of docs/int8.md
+    for node in weights:
+        codes, zero_point = stored[node.input[0]], stored[node.input[2]]
+        assert codes.dtype == np.uint8 and set(np.unique(zero_point)) == {128}, node.name
+        assert codes.min() >= 1 and codes.max() <= 255, node.name
+
+
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
