@@ -91,7 +91,7 @@ FAST_LANE := not (spark or tensorflow or airflow or ui or compose)
 test: setup bench-setup check-java lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
-# The pure and unit tests only (docs/testing.md): about two minutes, not the whole suite's twenty-odd minutes
+# The pure and unit tests only (docs/testing.md): 2-4.5 minutes on 2 cores, not the whole suite's 23-31 minutes
 test-fast: $(STAMP) jars iam-simulator lint
 	$(PY) -m pytest -q -n 2 --dist loadgroup -m "$(FAST_LANE)"
 
