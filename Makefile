@@ -87,13 +87,15 @@ run: jobs-setup
 TEST_WORKERS ?= 3
 # What the fast lane leaves out: tests that start Spark, TensorFlow, Airflow, a browser or Docker.
 FAST_LANE := not (spark or tensorflow or airflow or ui or compose)
+# the reliability state machine (tests/fruits_emr/test_reliability_machine.py) runs 40 of its 100 schedules here, all in make test
+FAST_SCHEDULES ?= 40
 
 test: setup bench-setup check-java lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
-# The pure and unit tests only (docs/testing.md): 2-4.5 minutes on 2 cores, not the whole suite's 23-31 minutes
+# The pure and unit tests only (docs/testing.md): under 3 minutes on 2 cores, not the whole suite's 23-31 minutes
 test-fast: $(STAMP) jars iam-simulator lint
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "$(FAST_LANE)"
+	FRUITS_MACHINE_SCHEDULES=$(FAST_SCHEDULES) $(PY) -m pytest -q -n 2 --dist loadgroup -m "$(FAST_LANE)"
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
