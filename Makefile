@@ -87,7 +87,7 @@ run: jobs-setup
 TEST_WORKERS ?= 3
 # What the fast lane leaves out: tests that start Spark, TensorFlow, Airflow, a browser or Docker.
 FAST_LANE := not (spark or tensorflow or airflow or ui or compose)
-# the reliability state machine (tests/fruits_emr/test_reliability_machine.py) runs 40 of its 100 schedules here, all in make test
+# the reliability state machine (tests/fruits_emr/test_reliability_machine.py) runs 40 schedules here, 100 in make test
 FAST_SCHEDULES ?= 40
 
 test: setup bench-setup check-java lint

@@ -247,10 +247,10 @@ def unsigned_weights(model) -> None:
         weights = initializers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
         if weights is None or weights.data_type != TensorProto.INT8:
             continue
-        zero_point = initializers[node.input[2]]
-        for tensor in (weights, zero_point):
-            shifted = numpy_helper.to_array(tensor).astype(np.int16) + 128
-            tensor.CopyFrom(numpy_helper.from_array(shifted.astype(np.uint8), tensor.name))
+        for tensor in (weights, initializers[node.input[2]]):
+            if tensor.data_type == TensorProto.INT8:  # a zero point two weights share is shifted once
+                shifted = numpy_helper.to_array(tensor).astype(np.int16) + 128
+                tensor.CopyFrom(numpy_helper.from_array(shifted.astype(np.uint8), tensor.name))
 
 
 def remove_unused(graph) -> None:
