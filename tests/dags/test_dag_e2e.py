@@ -553,21 +553,16 @@ def upload_on(s3, images: dict[str, Path], day: datetime) -> None:
 
 
 @needs_jobs
-@pytest.mark.parametrize("mode", ["emr", "local"])
-def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(
-    mode, airflow_db, moto, s3, emr_client, driver, tmp_path, monkeypatch, task_log
-):
+def test_day_two_applies_day_one_model_then_a_refit_reprojects_the_corpus(airflow_db, s3, emr_client, driver, tmp_path,
+                                                                         task_log):
     """Day 1 fits model v0001; day 2 applies it (no fit: the same image gets identical coordinates);
-    a refit of day 2 makes v0002 and re-projects day 1, and the pointer switches both dates at once."""
+    a refit of day 2 makes v0002 and re-projects day 1, and the pointer switches both dates at once.
+    The EMR compute mode: the plan, the steps' arguments and the commits are the local mode's too
+    (test_local_compute_mode_end_to_end runs that mode's steps); the steps reading and writing the
+    models and the corpus on S3 through S3A: tests/spark_jobs/test_jobs_on_s3.py."""
     from fruits_emr import commits, settings, validation
 
-    if mode == "local":
-        monkeypatch.setenv("FRUITS_COMPUTE_MODE", "local")
-        monkeypatch.setenv("FRUITS_LOCAL_WORKDIR", str(tmp_path))
-        monkeypatch.setenv("FRUITS_S3_ENDPOINT", moto)  # Spark talks to moto itself, through S3A
-        monkeypatch.setenv("JAVA_TOOL_OPTIONS", JAVA_TRUST_ANY_CERT)  # moto's self-signed certificate
-    else:
-        driver()
+    driver()
     s3.create_bucket(Bucket=BUCKET)
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     day1, day2 = today - timedelta(days=2), today - timedelta(days=1)

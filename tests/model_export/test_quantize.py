@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_export import model_identity, quantize
+from model_export import model_identity, quantization_training, quantize
 from model_export.export_model import export_onnx
 from model_export.model_cache import exported_model
 from model_export.model_identity import ExportSettings
@@ -32,15 +33,19 @@ COSINE_FLOOR = 0.99
 
 
 _EXPORTED: dict[str, Path] = {}  # this process's exports: the fixture may be set up more than once
+# fine-tuning steps of the two exports the determinism test compares: the recipe's STEPS (400) run
+# the same seeded ops 50 times more, for 8 minutes of CPU under the suite's load
+DETERMINISM_STEPS = 8
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """The fp32 model and the int8 model exported twice: once by the machine's model cache (a child
-    process, shared with the int8 bench and the staging test), once here (the exporter's own names
-    differ from one export to the next in a process: the bytes must not). Made once per process:
-    pytest-xdist may interleave this module's tests with other modules' in one worker, which tears a
-    module fixture down between them (docs/testing.md)."""
+    """The fp32 and int8 models from the machine's model cache (exported in a child process,
+    shared with the int8 bench and the staging test), and two short int8 exports made here one
+    after the other: in one process the exporter's own names differ from one export to the next,
+    the bytes must not. Made once per process: with `-n` but no `--dist loadgroup`, pytest-xdist may
+    interleave this module's tests with other modules' in one worker, which tears a module fixture
+    down between them (docs/testing.md)."""
     if "root" not in _EXPORTED:
         _EXPORTED["root"] = export_all(tmp_path_factory.mktemp("models"))
     return _EXPORTED["root"]
@@ -53,7 +58,11 @@ def export_all(root: Path) -> Path:
         for source in (model, Path(sidecar_path(str(model)))):
             shutil.copy(source, root / name / source.name)
     (root / "fp32.onnx").symlink_to(root / "fp32" / "model.onnx")
-    export_onnx(SPEC, root / "b" / "model.onnx", engine=INT8)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(quantization_training, "fine_tune",
+                      functools.partial(quantization_training.fine_tune, steps=DETERMINISM_STEPS))
+        for name in ("short-1", "short-2"):
+            export_onnx(SPEC, root / name / "model.onnx", engine=INT8)
     return root
 
 
@@ -77,9 +86,13 @@ def real_pixels(per_label: int = 2) -> np.ndarray:
 
 
 def test_quantization_is_deterministic(exported):
-    a, b = (exported / copy / "model.onnx" for copy in ("a", "b"))
-    assert hashlib.sha256(a.read_bytes()).digest() == hashlib.sha256(b.read_bytes()).digest()
-    assert a.stat().st_size < (exported / "fp32.onnx").stat().st_size / 2  # int8 weights, not a copy
+    """Fine-tuning then quantization, twice in one process: the same bytes. Short fine-tunings
+    (DETERMINISM_STEPS), the same code path as the recipe's."""
+    first, second = (exported / copy / "model.onnx" for copy in ("short-1", "short-2"))
+    assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
+    assert first.stat().st_size < (exported / "fp32.onnx").stat().st_size / 2  # int8 weights, not a copy
+    # really fine-tuned: 8 steps moved the weights, so the model differs from the recipe's 400
+    assert first.read_bytes() != (exported / "a" / "model.onnx").read_bytes()
 
 
 def test_int8_features_have_the_fp32_shape_and_direction(exported):

@@ -94,3 +94,41 @@ def test_manifest_of_s3_keys_round_trips(spark, s3_client, raw_keys, tmp_path):
     assert summary["images_seen"] == len(listed)
     assert sorted([*features.path, *quarantine.index]) == sorted(listed)
     assert quarantine.loc[f"s3://{BUCKET}/raw/lemon/gone?.jpg"].reason == "listed in the manifest but not found"
+
+
+def test_a_saved_model_and_a_refits_corpus_are_read_and_written_on_s3(spark, s3_client, raw_keys):
+    """The PCA model's life on S3 through S3A, as the DAG's steps run it in the local compute mode
+    (the e2e test runs the same steps' DAG-side lifecycle in the EMR mode): day 1 fits a model into
+    its own folder, day 2 applies it (same image, same coordinates), a refit of day 2 reads day 1's
+    features as corpus and re-projects them into the new model's folder."""
+    photos = sorted(key for key in raw_keys if key.endswith((".jpg", ".JPG", ".jpeg")) and raw_keys[key])
+    again = next(key for key in photos if key.endswith("/plain.jpg"))
+    days = {"day1": photos[::2], "day2": [*photos[1::2], again]}  # plain.jpg lands again on day 2
+    root = f"s3://{BUCKET}/lifecycle"
+    for day, keys in days.items():
+        manifest = f"{root}/{day}/manifest.txt"
+        hadoop_fs.write_bytes(spark, manifest, "".join(f"s3://{BUCKET}/{key}\n" for key in keys).encode())
+        featurize.run(spark, featurize_args(["--manifest", manifest], f"{root}/{day}"))
+    pca_args = lambda *argv: pca.build_parser().parse_args(list(argv))  # noqa: E731
+
+    fit = pca.run(spark, pca_args("--output", f"{root}/day1", "--k", "2", "--model-output", f"{root}/models/v1",
+                                  "--model-version", "v0001"))
+    applied = pca.run(spark, pca_args("--output", f"{root}/day2", "--model", f"{root}/models/v1"))
+    refit = pca.run(spark, pca_args("--output", f"{root}/day2-refit", "--features", f"{root}/day2/features",
+                                    "--corpus", f"{root}/day1/features", "--k", "2",
+                                    "--model-output", f"{root}/models/v2", "--model-version", "v0002"))
+
+    assert (fit["pca_fitted"], applied["pca_fitted"], applied["pca_model"], applied["k"]) == (True, False, "v0001", 2)
+    by_key = lambda prefix: {row.path.removeprefix(f"s3://{BUCKET}/"): row for row in  # noqa: E731
+                             parquet_frame(s3_client, prefix).itertuples()}
+    day1, day2 = by_key("lifecycle/day1/pca/"), by_key("lifecycle/day2/pca/")
+    assert set(day1) == set(by_key("lifecycle/day1/features/")) and set(day2) == set(by_key("lifecycle/day2/features/"))
+    assert len(day1) >= 3 and again in day1 and again in day2
+    assert list(day2[again].pca) == list(day1[again].pca)  # the saved model, read back from S3
+    assert refit["pca_corpus"] == [{"features": f"{root}/day1/features", "pca": f"{root}/models/v2/corpus/part-00000"}]
+    reprojected = by_key("lifecycle/models/v2/corpus/part-00000/")
+    assert set(reprojected) == set(day1) and {row.pca_model for row in reprojected.values()} == {"v0002"}
+    assert refit["pca_fit_rows"] == len(day1) + len(day2)
+    saved = {o["Key"].rsplit("/", 1)[-1] for o in s3_client.list_objects_v2(Bucket=BUCKET, Prefix="lifecycle/models/v2/")
+             ["Contents"]}
+    assert "pca_model.json" in saved

@@ -37,6 +37,11 @@ FRUITS_ENV = {
 }
 
 
+# Playwright's expect waits 5 s by default: under the whole suite's load (2 cores, 3 workers) the
+# UI's page of a run took longer to render its labels (seen 2026-12-03, `nav.home` untranslated)
+EXPECT_TIMEOUT_MS = 60_000
+
+
 @dataclass
 class UiStack:
     """The running stack, the S3 client of the test, and which raw images landed when."""
@@ -110,8 +115,10 @@ def ui_stack():
 @pytest.fixture(scope="module")
 def browser_context(ui_stack):
     """Debian's Chromium driven by Playwright (no browser download), headless, empty profile,
-    logged in to the Airflow UI."""
-    from playwright.sync_api import sync_playwright
+    logged in to the Airflow UI. `expect` waits up to EXPECT_TIMEOUT_MS for what it checks."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=EXPECT_TIMEOUT_MS)
 
     profile = tempfile.mkdtemp(prefix="fruits-chromium-")
     try:
