@@ -34,7 +34,8 @@ COSINE_FLOOR = 0.99
 
 _EXPORTED: dict[str, Path] = {}  # this process's exports: the fixture may be set up more than once
 # fine-tuning steps of the two exports the determinism test compares: the recipe's STEPS (400) run
-# the same seeded ops 50 times more, for 8 minutes of CPU under the suite's load
+# the same seeded ops 50 times more: one such export took 8-11 minutes under the suite's load, two of
+# these 4.3 minutes (2026-12-03)
 DETERMINISM_STEPS = 8
 
 
@@ -91,7 +92,7 @@ def test_quantization_is_deterministic(exported):
     first, second = (exported / copy / "model.onnx" for copy in ("short-1", "short-2"))
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
     assert first.stat().st_size < (exported / "fp32.onnx").stat().st_size / 2  # int8 weights, not a copy
-    # really fine-tuned: 8 steps moved the weights, so the model differs from the recipe's 400
+    # the step count reaches the fine-tuning: 8 steps make another model than the recipe's 400
     assert first.read_bytes() != (exported / "a" / "model.onnx").read_bytes()
 
 
