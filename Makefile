@@ -93,7 +93,7 @@ FAST_SCHEDULES ?= 40
 test: setup bench-setup check-java lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=15
 
-# The pure and unit tests only (docs/testing.md): under 3 minutes on 2 cores, not the whole suite's 23-31 minutes
+# The pure and unit tests only: under 3 minutes on 2 cores, not the whole suite's half hour (docs/testing.md)
 test-fast: $(STAMP) jars iam-simulator lint
 	FRUITS_MACHINE_SCHEDULES=$(FAST_SCHEDULES) $(PY) -m pytest -q -n 2 --dist loadgroup -m "$(FAST_LANE)"
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from spark_jobs import featurize, hadoop_fs, pca
+from tests.spark_jobs.test_pca import pca_args
 from tests.support import S3_KMS_KEY, SAMPLE, s3_client_of
 
 BUCKET = "fruits-s3a"
@@ -109,14 +110,11 @@ def test_a_saved_model_and_a_refits_corpus_are_read_and_written_on_s3(spark, s3_
         manifest = f"{root}/{day}/manifest.txt"
         hadoop_fs.write_bytes(spark, manifest, "".join(f"s3://{BUCKET}/{key}\n" for key in keys).encode())
         featurize.run(spark, featurize_args(["--manifest", manifest], f"{root}/{day}"))
-    pca_args = lambda *argv: pca.build_parser().parse_args(list(argv))  # noqa: E731
 
-    fit = pca.run(spark, pca_args("--output", f"{root}/day1", "--k", "2", "--model-output", f"{root}/models/v1",
-                                  "--model-version", "v0001"))
-    applied = pca.run(spark, pca_args("--output", f"{root}/day2", "--model", f"{root}/models/v1"))
-    refit = pca.run(spark, pca_args("--output", f"{root}/day2-refit", "--features", f"{root}/day2/features",
-                                    "--corpus", f"{root}/day1/features", "--k", "2",
-                                    "--model-output", f"{root}/models/v2", "--model-version", "v0002"))
+    fit = pca.run(spark, pca_args(f"{root}/day1", k=2, model_output=f"{root}/models/v1", model_version="v0001"))
+    applied = pca.run(spark, pca_args(f"{root}/day2", model=f"{root}/models/v1"))
+    refit = pca.run(spark, pca_args(f"{root}/day2-refit", features=f"{root}/day2/features", corpus=f"{root}/day1/features",
+                                    k=2, model_output=f"{root}/models/v2", model_version="v0002"))
 
     assert (fit["pca_fitted"], applied["pca_fitted"], applied["pca_model"], applied["k"]) == (True, False, "v0001", 2)
     by_key = lambda prefix: {row.path.removeprefix(f"s3://{BUCKET}/"): row for row in  # noqa: E731
